@@ -1,0 +1,47 @@
+# Two commands on a fresh clone:  `make demo`  and  `make test`.
+# Everything they need is installed here: the Python environment (torch pinned, CPU build,
+# installed first), the project and its dev tools, and the npm packages for contracts/anvil.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+NPM_STAMP := contracts/node_modules/.installed
+TORCH  := torch==2.13.0
+
+.PHONY: demo test lint typecheck pytest install contracts contracts-check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(NPM_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/agora demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent strategies tests benchmarks
+	$(BIN)/ruff format --check agent strategies tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) contracts/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""What every command shares: the --config/--json options, settings, store and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Configuration file (default: ./config.yaml if present, else built-in defaults).",
+        dir_okay=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+def settings_for(ctx: typer.Context, config: Path | None) -> Any:
+    """Load the settings a command runs with: its own --config, else the global one."""
+    from agent.config import load_settings
+
+    root = ctx.find_root()
+    path = config or (root.obj or {}).get("config")
+    return load_settings(path)
+
+
+def open_store(settings: Any) -> Any:
+    from agent.store import Store
+
+    return Store(settings.data.database_path)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,87 @@
+"""The `agora` command: a thin layer over the library, one module per command group.
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error. Errors print one line;
+`--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.cli import config_cmd, data, demo
+from agent.cli.common import stderr
+
+app = typer.Typer(
+    name="agora",
+    help="Agora: a token-incentivised AI trading agent on an on-chain DEX simulator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(config_cmd.app, name="config")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from agent import __version__
+
+        typer.echo(f"agora {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Configuration file for every command.", dir_okay=False),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    ctx.obj = {"config": config, "debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI, turning Agora errors into one clear line and the documented exit code."""
+    from agent.errors import AgoraError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except AgoraError as e:
+        if debug:
+            raise
+        for number, line in enumerate(str(e).splitlines() or [type(e).__name__]):
+            stderr.print(("error: " if number == 0 else "       ") + line, markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        stderr.print("aborted")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors and friends
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if debug:
+            raise
+        stderr.print(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+                     markup=False, highlight=False)
+        sys.exit(1)

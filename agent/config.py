@@ -1,0 +1,271 @@
+"""Typed, frozen settings loaded from config.yaml, with `AGORA__section__key` overrides.
+
+Unknown keys, wrong types and out-of-range values are refused with a message that names the
+key path, the value given and what is allowed. Secrets never live in the file: it names the
+environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.errors import ConfigError
+
+ENV_PREFIX = "AGORA__"
+DEFAULT_CONFIG_NAME = "config.yaml"
+SECRET_WORDS = ("secret", "password", "private_key", "apikey", "api_key", "token")
+
+
+class Section(BaseModel):
+    """Base of every settings object: frozen, and unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(Section):
+    dir: Path = Path("data")
+    database: str = "agora.db"
+
+    @property
+    def database_path(self) -> Path:
+        return self.dir / self.database
+
+
+class PlantedSettings(Section):
+    enabled: bool = True
+    information_coefficient: float = Field(0.1, ge=0.0, le=0.9)
+    half_life_bars: float = Field(24.0, gt=0.0, le=100_000.0)
+
+
+class SyntheticSettings(Section):
+    seed: int = Field(7, ge=0)
+    bars: int = Field(5_000, ge=2, le=10_000_000)
+    start: str = "2024-01-01T00:00:00Z"
+    initial_price: float = Field(100.0, gt=0.0)
+    annual_volatility: float = Field(0.6, gt=0.0, le=10.0)
+    tail_dof: float = Field(4.0, gt=2.0, le=1_000.0)
+    garch_alpha: float = Field(0.08, ge=0.0, lt=1.0)
+    garch_beta: float = Field(0.90, ge=0.0, lt=1.0)
+    regime_switch_prob: float = Field(0.002, ge=0.0, le=1.0)
+    regime_drift_annual: float = Field(0.4, ge=0.0, le=10.0)
+    base_volume: float = Field(1_000.0, gt=0.0)
+    planted: PlantedSettings = PlantedSettings()
+
+    @field_validator("garch_beta")
+    @classmethod
+    def _stationary(cls, beta: float, info: Any) -> float:
+        alpha = info.data.get("garch_alpha", 0.0)
+        if alpha + beta >= 1.0:
+            raise ValueError(f"garch_alpha + garch_beta must be < 1 (got {alpha} + {beta})")
+        return beta
+
+
+class ExchangeSettings(Section):
+    id: str = "binance"
+    sandbox: bool = False
+    urls: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    api_key_env: str | None = None
+    secret_env: str | None = None
+    rate_limit: bool = True
+    timeout_ms: int = Field(10_000, ge=100, le=600_000)
+    page_limit: int = Field(1_000, ge=1, le=10_000)
+    max_tries: int = Field(5, ge=1, le=50)
+    backoff_s: float = Field(1.0, ge=0.0, le=600.0)
+
+
+class MarketSettings(Section):
+    source: Literal["synthetic", "csv", "exchange"] = "synthetic"
+    symbol: str = "SYN/USD"
+    timeframe: str = "1h"
+    synthetic: SyntheticSettings = SyntheticSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, value: str) -> str:
+        from agent.market.schema import timeframe_ms
+
+        timeframe_ms(value)
+        return value
+
+
+class ChainSettings(Section):
+    backend: Literal["embedded", "anvil", "rpc"] = "embedded"
+    rpc_url: str | None = None
+    private_key_env: str = "AGORA_PRIVATE_KEY"
+
+
+class AgentSettings(Section):
+    algorithm: Literal["ppo", "a2c", "dqn", "sac"] = "ppo"
+    seed: int = Field(0, ge=0)
+
+
+class StrategiesSettings(Section):
+    plugin_dir: Path = Path("plugins")
+
+
+class RewardsSettings(Section):
+    epoch_bars: int = Field(500, ge=1)
+    emission_per_epoch: int = Field(1_000 * 10**18, ge=0)
+
+
+class ServiceSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65_535)
+
+
+class Settings(Section):
+    """The whole configuration: one attribute per section of config.yaml."""
+
+    data: DataSettings = DataSettings()
+    market: MarketSettings = MarketSettings()
+    chain: ChainSettings = ChainSettings()
+    agent: AgentSettings = AgentSettings()
+    strategies: StrategiesSettings = StrategiesSettings()
+    rewards: RewardsSettings = RewardsSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    def config_hash(self) -> str:
+        """Return a stable hash of the effective configuration (for run metadata)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{path}' (check the spelling; see docs/config.md)")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {path} = {item.get('input')!r}: {message}")
+    return "\n".join(lines)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return `raw` with every `AGORA__section__key[__subkey]=value` applied."""
+    merged = json.loads(json.dumps(raw))
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"environment override {name}: expected AGORA__section__key")
+        node = merged
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment override {name}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, raising ConfigError with the file and line on bad syntax."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_settings(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings from `path` (default ./config.yaml if present) plus env overrides.
+
+    Relative paths in the file (data.dir, strategies.plugin_dir) are resolved against the
+    directory that holds the file, so a config works from any working directory.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None:
+        candidate = Path(DEFAULT_CONFIG_NAME)
+        path = candidate if candidate.exists() else None
+    raw: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    raw = apply_env_overrides(raw, environ)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from e
+    if path is not None:
+        settings = _resolve_paths(settings, Path(path).resolve().parent)
+    return settings
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    data_dir = settings.data.dir if settings.data.dir.is_absolute() else base / settings.data.dir
+    plugin_dir = settings.strategies.plugin_dir
+    if not plugin_dir.is_absolute():
+        plugin_dir = base / plugin_dir
+    return settings.model_copy(
+        update={
+            "data": settings.data.model_copy(update={"dir": data_dir}),
+            "strategies": settings.strategies.model_copy(update={"plugin_dir": plugin_dir}),
+        }
+    )
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    if lowered.endswith("_env"):
+        return False  # the *name* of an environment variable is not a secret
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """Return a JSON-ready copy of a settings dump with secret-looking values masked."""
+    if isinstance(value, dict):
+        return {k: masked(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, key) for v in value]
+    if key and _is_secret(key) and value not in (None, ""):
+        return "***"
+    return value
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """Return the effective configuration as plain data, secrets masked."""
+    return masked(settings.model_dump(mode="json"))  # type: ignore[no-any-return]
+
+
+def iter_key_paths(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """List every configuration key path (`market.synthetic.seed`), for docs and tests."""
+    paths: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(iter_key_paths(annotation, path + "."))
+    return paths

@@ -1,0 +1,261 @@
+"""The SQLite database, the source of truth: candles, hidden series, and (later) decisions,
+trades, models, rewards and jobs.
+
+One file in the data directory, opened through sqlite-utils in WAL mode. The schema evolves by
+numbered migrations recorded in `schema_migrations`; a database newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from agent.errors import CandleError, StoreError
+from agent.market.quality import validate_candles
+from agent.market.schema import CANDLE_COLUMNS, SeriesKey, format_time_ms, timeframe_ms
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _m001_candles(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE candles (
+            source TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+            open_time INTEGER NOT NULL,
+            open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+            volume REAL NOT NULL,
+            PRIMARY KEY (source, symbol, timeframe, open_time)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE hidden_series (
+            source TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+            name TEXT NOT NULL, open_time INTEGER NOT NULL, value REAL NOT NULL,
+            PRIMARY KEY (source, symbol, timeframe, name, open_time)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m001_candles,)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What an idempotent candle write did."""
+
+    received: int
+    inserted: int
+    unchanged: int
+    replaced: int
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    key: SeriesKey
+    count: int
+    first_ms: int
+    last_ms: int
+
+
+class Store:
+    """The Agora database. Use as a context manager, or call `close()`."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(self.path)
+            self.db.conn.isolation_level = None  # autocommit; transactions are explicit
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the database {self.path}: {e}") from e
+        self.migrate()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- schema -------------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        if not self.db["schema_migrations"].exists():
+            return 0
+        row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> None:
+        """Apply every migration this database lacks, each in its own transaction."""
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+        )
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this Agora "
+                f"({len(MIGRATIONS)}); upgrade Agora"
+            )
+        for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                migration(self.db)
+                self.db.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    [version, migration.__name__.lstrip("_")],
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a block in one immediate transaction: all of it is written, or none."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"cannot commit to {self.path}: {e}") from e
+
+    # --- candles ------------------------------------------------------------------------
+    def write_candles(
+        self, key: SeriesKey, candles: pd.DataFrame, *, replace: bool = False, validate: bool = True
+    ) -> WriteResult:
+        """Validate and upsert a candle batch in one transaction.
+
+        Identical candles already stored are left alone. A candle that conflicts with the
+        stored one for the same open time is refused (the whole batch with it) unless
+        `replace` is set. A refused batch writes nothing.
+        """
+        tf_ms = timeframe_ms(key.timeframe)
+        clean = validate_candles(candles, tf_ms) if validate else candles
+        if clean.empty:
+            return WriteResult(0, 0, 0, 0)
+        times = clean["open_time"].to_numpy(dtype="int64")
+        try:
+            with self.transaction() as conn:
+                stored = self.read_candles(key, start_ms=int(times[0]), end_ms=int(times[-1]))
+                merged = clean.merge(stored, on="open_time", how="left", suffixes=("", "_old"))
+                exists = merged["open_old"].notna().to_numpy()
+                same = exists.copy()
+                for column in CANDLE_COLUMNS[1:]:
+                    same &= merged[column].to_numpy() == merged[f"{column}_old"].to_numpy()
+                conflict = exists & ~same
+                if conflict.any() and not replace:
+                    at = int(np.flatnonzero(conflict)[0])
+                    raise CandleError(
+                        f"{key}: the candle at {format_time_ms(int(times[at]))} differs from the "
+                        f"stored one ({int(conflict.sum())} conflicting candle(s)); nothing was "
+                        "written (use replace to overwrite)",
+                        row=at,
+                    )
+                todo = clean[~same]
+                rows = [
+                    (key.source, key.symbol, key.timeframe, int(t), o, h, lo, c, v)
+                    for t, o, h, lo, c, v in todo.itertuples(index=False, name=None)
+                ]
+                conn.executemany(
+                    "INSERT OR REPLACE INTO candles "
+                    "(source, symbol, timeframe, open_time, open, high, low, close, volume) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write candles for {key} to {self.path}: {e}") from e
+        return WriteResult(
+            received=len(candles),
+            inserted=int((~exists).sum()),
+            unchanged=int(same.sum()),
+            replaced=int(conflict.sum()),
+        )
+
+    def read_candles(
+        self, key: SeriesKey, *, start_ms: int | None = None, end_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Return the stored candles of a series in time order, optionally within [start, end]."""
+        sql = (
+            "SELECT open_time, open, high, low, close, volume FROM candles "
+            "WHERE source = ? AND symbol = ? AND timeframe = ?"
+        )
+        params: list[object] = [key.source, key.symbol, key.timeframe]
+        if start_ms is not None:
+            sql += " AND open_time >= ?"
+            params.append(start_ms)
+        if end_ms is not None:
+            sql += " AND open_time <= ?"
+            params.append(end_ms)
+        cursor = self.db.execute(sql + " ORDER BY open_time", params)
+        frame = pd.DataFrame(cursor.fetchall(), columns=list(CANDLE_COLUMNS))
+        return frame.astype({"open_time": "int64", **{c: "float64" for c in CANDLE_COLUMNS[1:]}})
+
+    def last_open_time(self, key: SeriesKey) -> int | None:
+        row = self.db.execute(
+            "SELECT MAX(open_time) FROM candles WHERE source = ? AND symbol = ? AND timeframe = ?",
+            [key.source, key.symbol, key.timeframe],
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def list_series(self) -> list[SeriesSummary]:
+        rows = self.db.execute(
+            "SELECT source, symbol, timeframe, COUNT(*), MIN(open_time), MAX(open_time) "
+            "FROM candles GROUP BY source, symbol, timeframe ORDER BY source, symbol, timeframe"
+        ).fetchall()
+        return [SeriesSummary(SeriesKey(s, y, t), int(n), int(a), int(b)) for s, y, t, n, a, b in rows]
+
+    def delete_series(self, key: SeriesKey) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM candles WHERE source = ? AND symbol = ? AND timeframe = ?",
+                [key.source, key.symbol, key.timeframe],
+            )
+            conn.execute(
+                "DELETE FROM hidden_series WHERE source = ? AND symbol = ? AND timeframe = ?",
+                [key.source, key.symbol, key.timeframe],
+            )
+        return int(cursor.rowcount)
+
+    # --- hidden series (the synthetic market's planted component) -------------------------
+    def write_hidden_series(
+        self, key: SeriesKey, name: str, open_times: np.ndarray, values: np.ndarray
+    ) -> None:
+        """Store a named per-bar series next to a candle series (replacing stored values)."""
+        rows = [
+            (key.source, key.symbol, key.timeframe, name, int(t), float(v))
+            for t, v in zip(open_times, values, strict=True)
+        ]
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO hidden_series "
+                "(source, symbol, timeframe, name, open_time, value) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def read_hidden_series(self, key: SeriesKey, name: str) -> pd.Series:
+        rows = self.db.execute(
+            "SELECT open_time, value FROM hidden_series WHERE source = ? AND symbol = ? "
+            "AND timeframe = ? AND name = ? ORDER BY open_time",
+            [key.source, key.symbol, key.timeframe, name],
+        ).fetchall()
+        index = pd.Index([r[0] for r in rows], dtype="int64", name="open_time")
+        return pd.Series([r[1] for r in rows], index=index, dtype="float64", name=name)
