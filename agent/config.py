@@ -94,7 +94,10 @@ class MarketSettings(Section):
     def _known_timeframe(cls, value: str) -> str:
         from agent.market.schema import timeframe_ms
 
-        timeframe_ms(value)
+        try:
+            timeframe_ms(value)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix(f"timeframe {value!r} is ")) from e
         return value
 
 
@@ -256,7 +259,8 @@ def masked(value: Any, key: str = "") -> Any:
 
 def effective_config(settings: Settings) -> dict[str, Any]:
     """Return the effective configuration as plain data, secrets masked."""
-    return masked(settings.model_dump(mode="json"))  # type: ignore[no-any-return]
+    result: dict[str, Any] = masked(settings.model_dump(mode="json"))
+    return result
 
 
 def iter_key_paths(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:

@@ -30,7 +30,8 @@ def show(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = 
 def check(
     ctx: typer.Context,
     path: Annotated[
-        Path | None, typer.Argument(help="File to check (default: the --config file).", dir_okay=False)
+        Path | None,
+        typer.Argument(help="File to check (default: the --config file).", dir_okay=False),
     ] = None,
     config: ConfigOption = None,
 ) -> None:

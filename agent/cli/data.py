@@ -7,12 +7,24 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.cli.common import ConfigOption, JsonOption, open_store, print_json, settings_for, stderr, stdout
+from agent.cli.common import (
+    ConfigOption,
+    JsonOption,
+    open_store,
+    print_json,
+    settings_for,
+    stderr,
+    stdout,
+)
 
-app = typer.Typer(help="Market data: generate, import, download, list, show and check candles.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Market data: generate, import, download, list, show and check candles.",
+    no_args_is_help=True,
+)
 
-SymbolOption = Annotated[str | None, typer.Option("--symbol", help="Market symbol (default: config).")]
+SymbolOption = Annotated[
+    str | None, typer.Option("--symbol", help="Market symbol (default: config).")
+]
 TimeframeOption = Annotated[
     str | None, typer.Option("--timeframe", help="Bar length such as 1m, 1h, 1d (default: config).")
 ]
@@ -26,8 +38,11 @@ ReplaceOption = Annotated[
 
 def _report_ingest(result: Any, as_json: bool) -> None:
     data = {
-        "series": str(result.key), "received": result.received, "inserted": result.inserted,
-        "unchanged": result.unchanged, "replaced": result.replaced,
+        "series": str(result.key),
+        "received": result.received,
+        "inserted": result.inserted,
+        "unchanged": result.unchanged,
+        "replaced": result.replaced,
     }
     if as_json:
         print_json(data)
@@ -47,10 +62,13 @@ def synth(
     timeframe: TimeframeOption = None,
     ic: Annotated[
         float | None,
-        typer.Option("--ic", min=0.0, max=0.9, help="Information coefficient of the planted component."),
+        typer.Option(
+            "--ic", min=0.0, max=0.9, help="Information coefficient of the planted component."
+        ),
     ] = None,
     half_life: Annotated[
-        float | None, typer.Option("--half-life", min=0.0, help="Planted component half-life in bars.")
+        float | None,
+        typer.Option("--half-life", min=0.0, help="Planted component half-life in bars."),
     ] = None,
     replace: ReplaceOption = False,
     config: ConfigOption = None,
@@ -62,16 +80,25 @@ def synth(
     settings = settings_for(ctx, config)
     params = settings.market.synthetic
     planted = params.planted.model_copy(
-        update={k: v for k, v in {"information_coefficient": ic, "half_life_bars": half_life}.items()
-                if v is not None}
+        update={
+            k: v
+            for k, v in {"information_coefficient": ic, "half_life_bars": half_life}.items()
+            if v is not None
+        }
     )
     params = params.model_validate(
-        {**params.model_dump(), **{k: v for k, v in {"bars": bars, "seed": seed}.items() if v is not None},
-         "planted": planted.model_dump()}
+        {
+            **params.model_dump(),
+            **{k: v for k, v in {"bars": bars, "seed": seed}.items() if v is not None},
+            "planted": planted.model_dump(),
+        }
     )
     with open_store(settings) as store:
         result = run_synth(
-            store, params, symbol or settings.market.symbol, timeframe or settings.market.timeframe,
+            store,
+            params,
+            symbol or settings.market.symbol,
+            timeframe or settings.market.timeframe,
             replace=replace,
         )
     _report_ingest(result, as_json)
@@ -124,8 +151,13 @@ def download(
     until_ms = parse_time_ms(until, what="--until") if until else None
     with open_store(settings) as store, _progress("downloading") as progress:
         result = run_download(
-            store, ex_settings, symbol or settings.market.symbol,
-            timeframe or settings.market.timeframe, since_ms, until_ms, progress=progress,
+            store,
+            ex_settings,
+            symbol or settings.market.symbol,
+            timeframe or settings.market.timeframe,
+            since_ms,
+            until_ms,
+            progress=progress,
         )
     _report_ingest(result, as_json)
 
@@ -137,8 +169,12 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         self._bar = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), console=stderr, transient=True,
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
         )
         self._task = self._bar.add_task(label, total=None)
 
@@ -166,8 +202,14 @@ def list_(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption =
     with open_store(settings) as store:
         series = list_series(store)
     rows = [
-        {"source": s.key.source, "symbol": s.key.symbol, "timeframe": s.key.timeframe,
-         "bars": s.count, "first": format_time_ms(s.first_ms), "last": format_time_ms(s.last_ms)}
+        {
+            "source": s.key.source,
+            "symbol": s.key.symbol,
+            "timeframe": s.key.timeframe,
+            "bars": s.count,
+            "first": format_time_ms(s.first_ms),
+            "last": format_time_ms(s.last_ms),
+        }
         for s in series
     ]
     if as_json:
@@ -205,12 +247,21 @@ def show(
     key = resolve_key(settings, source, symbol, timeframe)
     with open_store(settings) as store:
         frame = run_show(
-            store, key, start_ms=parse_time_ms(start, what="--start") if start else None,
-            end_ms=parse_time_ms(end, what="--end") if end else None, limit=limit,
+            store,
+            key,
+            start_ms=parse_time_ms(start, what="--start") if start else None,
+            end_ms=parse_time_ms(end, what="--end") if end else None,
+            limit=limit,
         )
     records = [
-        {"time": format_time_ms(int(r.open_time)), "open": r.open, "high": r.high, "low": r.low,
-         "close": r.close, "volume": r.volume}
+        {
+            "time": format_time_ms(int(r.open_time)),
+            "open": r.open,
+            "high": r.high,
+            "low": r.low,
+            "close": r.close,
+            "volume": r.volume,
+        }
         for r in frame.itertuples(index=False)
     ]
     if as_json:
@@ -218,7 +269,9 @@ def show(
         return
     table = Table("time", "open", "high", "low", "close", "volume", title=str(key))
     for r in records:
-        table.add_row(r["time"], *(f"{r[c]:.6g}" for c in ("open", "high", "low", "close", "volume")))
+        table.add_row(
+            r["time"], *(f"{r[c]:.6g}" for c in ("open", "high", "low", "close", "volume"))
+        )
     stdout.print(table)
 
 
@@ -257,10 +310,14 @@ def check(
 def _print_report(report: Any) -> None:
     info = report.as_dict()
     verdict = "[green]clean[/green]" if report.clean else "[red]NOT CLEAN[/red]"
-    stdout.print(f"{info['series']}: {info['bars']} bars, {info['first']} → {info['last']}: {verdict}")
+    stdout.print(
+        f"{info['series']}: {info['bars']} bars, {info['first']} → {info['last']}: {verdict}"
+    )
     for gap in report.gaps[:20]:
         stdout.print(f"  gap: {gap.describe()}")
     if len(report.gaps) > 20:
-        stdout.print(f"  … and {len(report.gaps) - 20} more gaps ({report.missing_bars} bars missing)")
+        stdout.print(
+            f"  … and {len(report.gaps) - 20} more gaps ({report.missing_bars} bars missing)"
+        )
     for problem in report.problems:
         stdout.print(f"  problem: {problem}", markup=False)

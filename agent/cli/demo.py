@@ -19,8 +19,10 @@ def demo(ctx: typer.Context, config: ConfigOption = None) -> None:
     from agent.store import Store
 
     with Store(settings.data.database_path) as store:
-        stdout.print(f"1. synthetic market {key} (seed {settings.market.synthetic.seed}, "
-                     f"{settings.market.synthetic.bars} bars)")
+        stdout.print(
+            f"1. synthetic market {key} (seed {settings.market.synthetic.seed}, "
+            f"{settings.market.synthetic.bars} bars)"
+        )
         result = synth(store, settings.market.synthetic, key.symbol, key.timeframe, replace=True)
         stdout.print(f"   {result.inserted} new candles, {result.unchanged} already stored")
         report = check(store, key)

@@ -40,7 +40,9 @@ def root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Configuration file for every command.", dir_okay=False),
+        typer.Option(
+            "--config", "-c", help="Configuration file for every command.", dir_okay=False
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         for number, line in enumerate(str(e).splitlines() or [type(e).__name__]):
-            stderr.print(("error: " if number == 0 else "       ") + line, markup=False, highlight=False)
+            stderr.print(
+                ("error: " if number == 0 else "       ") + line, markup=False, highlight=False
+            )
         sys.exit(e.exit_code)
     except typer.Abort:
         stderr.print("aborted")
@@ -72,16 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         stderr.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click's usage errors and friends
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            e.show()  # click's usage errors (typer vendors click): they print themselves, exit 2
             sys.exit(e.exit_code)
         if debug:
             raise
-        stderr.print(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
-                     markup=False, highlight=False)
+        stderr.print(
+            f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            markup=False,
+            highlight=False,
+        )
         sys.exit(1)

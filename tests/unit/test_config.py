@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from agent.config import Settings, effective_config, iter_key_paths, load_settings
+from agent.errors import ConfigError
+
+ROOT = Path(__file__).parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_equals_the_built_in_defaults() -> None:
+    loaded = load_settings(ROOT / "config.yaml", environ={}).model_dump(mode="json")
+    defaults = Settings().model_dump(mode="json")
+    for section, key in (("data", "dir"), ("strategies", "plugin_dir")):
+        assert Path(loaded[section][key]).is_absolute()
+        loaded[section][key] = defaults[section][key]
+    assert loaded == defaults
+
+
+def test_every_config_key_is_documented_in_the_reference() -> None:
+    reference = (ROOT / "docs" / "config.md").read_text()
+    documented = set(re.findall(r"`([a-z_][a-z0-9_.]*)`", reference))
+    missing = [path for path in iter_key_paths() if path not in documented]
+    assert not missing, f"keys missing from docs/config.md: {missing}"
+
+
+def test_every_documented_key_exists() -> None:
+    reference = (ROOT / "docs" / "config.md").read_text()
+    rows = re.findall(r"^\| `([a-z_][a-z0-9_.]*)` \|", reference, flags=re.M)
+    assert rows
+    unknown = sorted(set(rows) - set(iter_key_paths()))
+    assert not unknown, f"docs/config.md documents keys that do not exist: {unknown}"
+
+
+def test_misspelled_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "market:\n  synthetic:\n    sead: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'market\.synthetic\.sead'") as info:
+        load_settings(path, environ={})
+    assert info.value.exit_code == 2
+
+
+def test_wrong_type_names_path_value_and_expectation(tmp_path: Path) -> None:
+    path = write(tmp_path, "rewards:\n  epoch_bars: lots\n")
+    with pytest.raises(ConfigError, match=r"rewards\.epoch_bars = 'lots': .*integer"):
+        load_settings(path, environ={})
+
+
+def test_out_of_range_value_names_the_bound(tmp_path: Path) -> None:
+    path = write(tmp_path, "service:\n  port: 70000\n")
+    with pytest.raises(ConfigError, match=r"service\.port = 70000: .*less than or equal to 65535"):
+        load_settings(path, environ={})
+
+
+def test_bad_choice_lists_the_allowed_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "chain:\n  backend: ganache\n")
+    with pytest.raises(
+        ConfigError, match=r"chain\.backend = 'ganache': .*'embedded', 'anvil' or 'rpc'"
+    ):
+        load_settings(path, environ={})
+
+
+def test_bad_timeframe_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "market:\n  timeframe: 1x\n")
+    with pytest.raises(ConfigError, match=r"market\.timeframe = '1x'"):
+        load_settings(path, environ={})
+
+
+def test_non_stationary_garch_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "market:\n  synthetic:\n    garch_alpha: 0.2\n    garch_beta: 0.85\n")
+    with pytest.raises(ConfigError, match="garch_alpha \\+ garch_beta must be < 1"):
+        load_settings(path, environ={})
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "market:\n  symbol: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_settings(path, environ={})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+
+
+def test_environment_overrides_nested_keys_with_yaml_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "market:\n  symbol: A/B\n")
+    settings = load_settings(
+        path,
+        environ={
+            "AGORA__market__synthetic__seed": "11",
+            "AGORA__market__exchange__sandbox": "true",
+            "AGORA__service__host": "127.0.0.2",
+            "UNRELATED": "x",
+        },
+    )
+    assert settings.market.synthetic.seed == 11
+    assert settings.market.exchange.sandbox is True
+    assert settings.service.host == "127.0.0.2"
+    assert settings.market.symbol == "A/B"
+
+
+def test_environment_override_is_validated_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'market\.colour'"):
+        load_settings(write(tmp_path, ""), environ={"AGORA__market__colour": "red"})
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.market.symbol = "X"  # type: ignore[misc]
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "data:\n  dir: state\n")
+    assert load_settings(path, environ={}).data.database_path == tmp_path / "state" / "agora.db"
+
+
+def test_secrets_are_masked_but_env_var_names_are_not(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "market:\n  exchange:\n    api_key_env: MY_KEY\n    options:\n      secret: hunter2\n"
+        "      apiKey: abc\n      defaultType: spot\n",
+    )
+    shown = effective_config(load_settings(path, environ={}))
+    exchange = shown["market"]["exchange"]
+    assert exchange["api_key_env"] == "MY_KEY"
+    assert exchange["options"] == {"secret": "***", "apiKey": "***", "defaultType": "spot"}
+
+
+def test_config_hash_changes_with_any_value() -> None:
+    a = Settings()
+    b = load_settings(None, environ={"AGORA__agent__seed": "1"})
+    assert a.config_hash() != b.config_hash()
