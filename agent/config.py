@@ -105,6 +105,17 @@ class ChainSettings(Section):
     backend: Literal["embedded", "anvil", "rpc"] = "embedded"
     rpc_url: str | None = None
     private_key_env: str = "AGORA_PRIVATE_KEY"
+    anvil_path: Path | None = None
+    anvil_persist: bool = True
+
+
+class DexSettings(Section):
+    liquidity_quote: float = Field(10_000_000.0, gt=0.0)
+    fee_bps: int = Field(30, ge=0, lt=10_000)
+    gas_price_gwei: float = Field(20.0, ge=0.0)
+    gas_per_swap: int = Field(110_000, ge=0)
+    native_price_quote: float = Field(3_000.0, gt=0.0)
+    min_trade_quote: float = Field(5.0, ge=0.0)
 
 
 class AgentSettings(Section):
@@ -132,6 +143,7 @@ class Settings(Section):
     data: DataSettings = DataSettings()
     market: MarketSettings = MarketSettings()
     chain: ChainSettings = ChainSettings()
+    dex: DexSettings = DexSettings()
     agent: AgentSettings = AgentSettings()
     strategies: StrategiesSettings = StrategiesSettings()
     rewards: RewardsSettings = RewardsSettings()

@@ -1,0 +1,260 @@
+"""Chain backends behind one interface: `embedded` (in-process EVM), `anvil`, `rpc`.
+
+Everything else talks to the chain through a `ChainBackend`: a connected `Web3`, the account
+that signs, and `transact`, which sends a contract call, waits for its receipt and turns
+failures into `ChainError` / `TransactionReverted` with the revert reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from eth_tester.exceptions import TransactionFailed
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+
+from agent.config import ChainSettings
+from agent.errors import ChainError, ConfigError, TransactionReverted
+
+ANVIL_PACKAGE_BIN = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ChainBackend(ABC):
+    """A connected chain and the account Agora signs with."""
+
+    name: str
+    persistent: bool
+    """Whether the chain's state survives a restart of Agora (else it must be replayed)."""
+
+    def __init__(self, w3: Web3, operator: str) -> None:
+        self.w3 = w3
+        self.operator = Web3.to_checksum_address(operator)
+
+    @property
+    def accounts(self) -> list[str]:
+        """Funded accounts that can sign on this chain (the operator first)."""
+        return [self.operator]
+
+    def reachable(self) -> bool:
+        """Return whether the node answers right now."""
+        try:
+            self.w3.eth.chain_id  # noqa: B018 - a cheap round trip
+        except (OSError, Web3Exception, ValueError):
+            return False
+        return True
+
+    def transact(self, call: Any, *, sender: str | None = None, gas: int | None = None) -> Any:
+        """Send a contract function call, wait for its receipt and return it.
+
+        Raises:
+            TransactionReverted: the call reverted; `reason` holds the revert reason.
+            ChainError: the node could not be reached or did not mine the transaction.
+        """
+        params: dict[str, Any] = {"from": sender or self.operator}
+        if gas is not None:
+            params["gas"] = gas
+        label = getattr(call, "fn_name", "transaction")
+        try:
+            tx_hash = call.transact(params)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        except (ContractLogicError, TransactionFailed) as e:
+            reason = revert_reason(e)
+            raise TransactionReverted(f"{label} reverted: {reason}", reason=reason) from e
+        except TimeExhausted as e:
+            raise ChainError(f"{label}: not mined within 120 s on {self.name}") from e
+        except (OSError, Web3Exception, ValueError) as e:
+            raise ChainError(f"{label} failed on {self.name}: {e}") from e
+        if receipt["status"] != 1:
+            raise TransactionReverted(f"{label} reverted (no reason given)", reason=None)
+        return receipt
+
+    def deploy(self, abi: list[Any], bytecode: str, *args: Any, sender: str | None = None) -> str:
+        """Deploy a contract and return its checksum address."""
+        factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
+        receipt = self.transact(factory.constructor(*args), sender=sender)
+        return str(receipt["contractAddress"])
+
+    def close(self) -> None:
+        """Release the backend (stop a node Agora started)."""
+
+    def __enter__(self) -> ChainBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def revert_reason(error: Exception) -> str:
+    """Return the human part of a revert: the reason string or the custom error's data."""
+    message = str(getattr(error, "message", None) or error)
+    for prefix in ("execution reverted: ", "execution reverted"):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    return message.strip() or (str(error.data) if getattr(error, "data", None) else "unknown")
+
+
+class EmbeddedBackend(ChainBackend):
+    """An in-process EVM (eth-tester + py-evm): nothing to install or start; state is lost."""
+
+    name = "embedded"
+    persistent = False
+
+    def __init__(self) -> None:
+        from web3 import EthereumTesterProvider
+
+        w3 = Web3(EthereumTesterProvider())
+        super().__init__(w3, w3.eth.accounts[0])
+        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+
+def free_loopback_port() -> int:
+    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_anvil(explicit: Path | None = None) -> Path:
+    """Locate the anvil binary: the configured path, the npm package in contracts/, or PATH."""
+    candidates = [explicit] if explicit else []
+    candidates.append(REPO_ROOT / "contracts" / ANVIL_PACKAGE_BIN)
+    found = shutil.which("anvil")
+    if found:
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ChainError(
+        "anvil not found: run `make contracts-install` (npm ci in contracts/) or set "
+        "chain.anvil_path"
+    )
+
+
+class AnvilBackend(ChainBackend):
+    """A local anvil node that Agora starts on a free loopback port and stops on close.
+
+    With a state file, anvil loads it on start and writes it on a clean stop, so the chain
+    keeps its contracts and balances across restarts.
+    """
+
+    name = "anvil"
+
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        state_path: Path | None = None,
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        self.binary = find_anvil(binary)
+        self.state_path = state_path
+        self.persistent = state_path is not None
+        self.port = free_loopback_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = self._start(startup_timeout_s)
+        w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 60}))
+        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
+        super().__init__(w3, self._accounts[0])
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def _start(self, timeout_s: float) -> subprocess.Popen[bytes]:
+        command = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            command += ["--state", str(self.state_path)]
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        probe = Web3(
+            Web3.HTTPProvider(f"http://127.0.0.1:{self.port}", request_kwargs={"timeout": 2})
+        )
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise ChainError(
+                    f"anvil exited with code {process.returncode}: {err.strip()[-500:]}"
+                )
+            with contextlib.suppress(OSError, Web3Exception, ValueError):
+                probe.eth.chain_id  # noqa: B018
+                return process
+            time.sleep(0.05)
+        process.kill()
+        raise ChainError(f"anvil did not answer on 127.0.0.1:{self.port} within {timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the node gracefully (anvil writes its state file on SIGTERM)."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        self.stop()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+class RpcBackend(ChainBackend):
+    """Any JSON-RPC node; transactions are signed locally with a key from the environment."""
+
+    name = "rpc"
+    persistent = True
+
+    def __init__(self, url: str, private_key: str) -> None:
+        from eth_account import Account
+        from web3.middleware import SignAndSendRawMiddlewareBuilder
+
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+        try:
+            account = Account.from_key(private_key)
+        except (ValueError, TypeError) as e:
+            raise ConfigError("the private key for the rpc backend is not a valid key") from e
+        w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
+        w3.eth.default_account = account.address
+        super().__init__(w3, account.address)
+        if not self.reachable():
+            raise ChainError(f"the rpc node at {url} does not answer")
+
+
+def connect(
+    settings: ChainSettings, data_dir: Path, environ: Mapping[str, str] | None = None
+) -> ChainBackend:
+    """Open the backend chosen in the configuration."""
+    environ = os.environ if environ is None else environ
+    if settings.backend == "embedded":
+        return EmbeddedBackend()
+    if settings.backend == "anvil":
+        state = data_dir / "anvil-state.json" if settings.anvil_persist else None
+        return AnvilBackend(binary=settings.anvil_path, state_path=state)
+    if not settings.rpc_url:
+        raise ConfigError("chain.rpc_url is required when chain.backend is rpc")
+    key = environ.get(settings.private_key_env)
+    if not key:
+        raise ConfigError(
+            f"chain.backend is rpc but the environment variable {settings.private_key_env} "
+            "(chain.private_key_env) holding the signing key is not set"
+        )
+    return RpcBackend(settings.rpc_url, key)
