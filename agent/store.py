@@ -210,9 +210,18 @@ class Store:
         return frame.astype({"open_time": "int64", **{c: "float64" for c in CANDLE_COLUMNS[1:]}})
 
     def last_open_time(self, key: SeriesKey) -> int | None:
+        """Return the newest stored open time of a series, or None if it is empty."""
+        return self._open_time_bound(key, "MAX", None)
+
+    def first_open_time(self, key: SeriesKey, *, start_ms: int | None = None) -> int | None:
+        """Return the oldest stored open time of a series at or after `start_ms`."""
+        return self._open_time_bound(key, "MIN", start_ms)
+
+    def _open_time_bound(self, key: SeriesKey, aggregate: str, start_ms: int | None) -> int | None:
         row = self.db.execute(
-            "SELECT MAX(open_time) FROM candles WHERE source = ? AND symbol = ? AND timeframe = ?",
-            [key.source, key.symbol, key.timeframe],
+            f"SELECT {aggregate}(open_time) FROM candles "
+            "WHERE source = ? AND symbol = ? AND timeframe = ? AND open_time >= ?",
+            [key.source, key.symbol, key.timeframe, -(2**62) if start_ms is None else start_ms],
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
@@ -221,7 +230,9 @@ class Store:
             "SELECT source, symbol, timeframe, COUNT(*), MIN(open_time), MAX(open_time) "
             "FROM candles GROUP BY source, symbol, timeframe ORDER BY source, symbol, timeframe"
         ).fetchall()
-        return [SeriesSummary(SeriesKey(s, y, t), int(n), int(a), int(b)) for s, y, t, n, a, b in rows]
+        return [
+            SeriesSummary(SeriesKey(s, y, t), int(n), int(a), int(b)) for s, y, t, n, a, b in rows
+        ]
 
     def delete_series(self, key: SeriesKey) -> int:
         with self.transaction() as conn:

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ class ChainBackend(ABC):
         receipt = self.transact(factory.constructor(*args), sender=sender)
         return str(receipt["contractAddress"])
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release the backend (stop a node Agora started)."""
 
     def __enter__(self) -> ChainBackend:
