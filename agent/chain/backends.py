@@ -101,7 +101,8 @@ def revert_reason(error: Exception) -> str:
     for prefix in ("execution reverted: ", "execution reverted"):
         if message.startswith(prefix):
             message = message[len(prefix) :]
-    return message.strip() or (str(error.data) if getattr(error, "data", None) else "unknown")
+    data = getattr(error, "data", None)
+    return message.strip() or (str(data) if data else "unknown")
 
 
 class EmbeddedBackend(ChainBackend):

@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
-        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+        exit_code = getattr(e, "exit_code", None)
+        if hasattr(e, "show") and isinstance(exit_code, int):
             e.show()  # click's usage errors (typer vendors click): they print themselves, exit 2
-            sys.exit(e.exit_code)
+            sys.exit(exit_code)
         if debug:
             raise
         stderr.print(
