@@ -10,7 +10,9 @@ STAMP  := $(VENV)/.installed
 NPM_STAMP := contracts/node_modules/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint typecheck pytest install contracts contracts-check bench clean
+LINT_DIRS := $(wildcard agent strategies tests benchmarks)
+
+.PHONY: demo test lint typecheck pytest install npm contracts contracts-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,20 +27,30 @@ $(NPM_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
+npm: $(NPM_STAMP)
+
+# Recompile the Solidity sources into agent/chain/artifacts (committed package data).
+contracts: $(NPM_STAMP)
+	node contracts/build.mjs
+
+# Fail if the committed artifacts differ from what the pinned compiler makes of the sources.
+contracts-check: $(NPM_STAMP)
+	node contracts/build.mjs --check
+
 demo: $(STAMP)
 	$(BIN)/agora demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent strategies tests benchmarks
-	$(BIN)/ruff format --check agent strategies tests benchmarks
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(NPM_STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck contracts-check pytest
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,19 +1,19 @@
 """The one exception hierarchy of Agora; library exceptions are wrapped at the boundary.
 
-    AgoraError                    root: everything Agora raises on purpose
-    ├── ConfigError               bad configuration file, key, value or override  (CLI exit 2)
-    ├── UsageError                bad command-line arguments                       (CLI exit 2)
-    ├── DataError                 market data that cannot be accepted
-    │   ├── CandleError           a candle batch refused by the quality checks
-    │   └── CsvFormatError        a CSV file that cannot be parsed
-    ├── SourceError               a market source failed (exchange, file, generator)
-    │   └── ExchangeError         the exchange failed after retries
-    ├── StoreError                the SQLite store (schema, migration, disk)
-    ├── ChainError                the EVM chain (node, RPC, deployment, reverts)
-    │   └── TransactionReverted   a transaction reverted; carries the revert reason
-    ├── PluginError               a strategy plugin could not be loaded, validated or run
-    ├── ModelError                a model cannot be trained, loaded or promoted
-    └── AuditError                the decision trail does not verify
+AgoraError                    root: everything Agora raises on purpose
+├── ConfigError               bad configuration file, key, value or override  (CLI exit 2)
+├── UsageError                bad command-line arguments                       (CLI exit 2)
+├── DataError                 market data that cannot be accepted
+│   ├── CandleError           a candle batch refused by the quality checks
+│   └── CsvFormatError        a CSV file that cannot be parsed
+├── SourceError               a market source failed (exchange, file, generator)
+│   └── ExchangeError         the exchange failed after retries
+├── StoreError                the SQLite store (schema, migration, disk)
+├── ChainError                the EVM chain (node, RPC, deployment, reverts)
+│   └── TransactionReverted   a transaction reverted; carries the revert reason
+├── PluginError               a strategy plugin could not be loaded, validated or run
+├── ModelError                a model cannot be trained, loaded or promoted
+└── AuditError                the decision trail does not verify
 """
 
 from __future__ import annotations

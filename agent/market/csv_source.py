@@ -85,7 +85,7 @@ def _parse_times(raw: list[str], lines: list[int], path: Path) -> np.ndarray:
             "(expected ISO 8601, or epoch seconds / milliseconds)",
             line=lines[at],
         )
-    return (stamps.astype("int64") // 1_000_000).to_numpy(dtype="int64")
+    return stamps.dt.as_unit("ms").astype("int64").to_numpy(dtype="int64")
 
 
 def read_csv_candles(path: Path | str) -> pd.DataFrame:
@@ -132,7 +132,9 @@ def read_csv_candles(path: Path | str) -> pd.DataFrame:
         if bad.any():
             line = int(bad[bad].index[0])
             value = columns[name][lines.index(line)]
-            raise CsvFormatError(f"{path}: line {line}: {name} {value!r} is not a number", line=line)
+            raise CsvFormatError(
+                f"{path}: line {line}: {name} {value!r} is not a number", line=line
+            )
         frame[name] = values.astype("float64")
     return frame
 
@@ -148,7 +150,9 @@ class CsvSource:
     def key(self) -> SeriesKey:
         return self._key
 
-    def pages(self, start_ms: int | None = None, end_ms: int | None = None) -> Iterator[pd.DataFrame]:
+    def pages(
+        self, start_ms: int | None = None, end_ms: int | None = None
+    ) -> Iterator[pd.DataFrame]:
         frame = read_csv_candles(self.path)
 
         def label(index: Hashable) -> str:

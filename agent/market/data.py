@@ -41,7 +41,11 @@ def list_series(store: Store) -> list[SeriesSummary]:
 
 
 def show(
-    store: Store, key: SeriesKey, *, start_ms: int | None = None, end_ms: int | None = None,
+    store: Store,
+    key: SeriesKey,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
     limit: int | None = None,
 ) -> pd.DataFrame:
     """Return stored candles of one series (the last `limit` of the range, if given)."""
@@ -80,8 +84,11 @@ class QualityReport:
             "clean": self.clean,
             "missing_bars": self.missing_bars,
             "gaps": [
-                {"from": format_time_ms(g.start_ms), "to": format_time_ms(g.end_ms),
-                 "missing_bars": g.missing_bars}
+                {
+                    "from": format_time_ms(g.start_ms),
+                    "to": format_time_ms(g.end_ms),
+                    "missing_bars": g.missing_bars,
+                }
                 for g in self.gaps
             ],
             "problems": self.problems,

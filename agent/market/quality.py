@@ -69,7 +69,9 @@ def validate_candles(
         bad = ~np.isfinite(array)
         if bad.any():
             at = int(np.flatnonzero(bad)[0])
-            _bad_row(frame, bad, row_label, f"{column} is {array[at]} (NaN and infinity are refused)")
+            _bad_row(
+                frame, bad, row_label, f"{column} is {array[at]} (NaN and infinity are refused)"
+            )
 
     times = values["open_time"]
     bad = times != np.floor(times)
@@ -79,7 +81,9 @@ def validate_candles(
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
         _bad_row(
-            frame, bad, row_label,
+            frame,
+            bad,
+            row_label,
             f"open_time {format_time_ms(int(times[at]))} is not on the {timeframe_ms} ms bar grid",
         )
     for column in PRICE_COLUMNS:
