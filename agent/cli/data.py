@@ -175,6 +175,7 @@ class _progress:
             TimeRemainingColumn(),
             console=stderr,
             transient=True,
+            disable=not stderr.is_terminal,
         )
         self._task = self._bar.add_task(label, total=None)
 
