@@ -1,0 +1,1 @@
+"""The gymnasium market environment: features, the TradingEnv and its reward."""
