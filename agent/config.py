@@ -111,25 +111,121 @@ class ChainSettings(Section):
 
 class DexSettings(Section):
     liquidity_quote: float = Field(10_000_000.0, gt=0.0)
-    fee_bps: int = Field(30, ge=0, lt=10_000)
+    fee_bps: int = Field(30, ge=0, le=1_000)
     gas_price_gwei: float = Field(20.0, ge=0.0)
     gas_per_swap: int = Field(110_000, ge=0)
     native_price_quote: float = Field(3_000.0, gt=0.0)
     min_trade_quote: float = Field(5.0, ge=0.0)
 
 
+class SplitSettings(Section):
+    """Chronological fractions of the bars: train, then validation, then test."""
+
+    train: float = Field(0.6, gt=0.0, lt=1.0)
+    validation: float = Field(0.2, gt=0.0, lt=1.0)
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @field_validator("test")
+    @classmethod
+    def _sums_to_one(cls, test: float, info: Any) -> float:
+        total = info.data.get("train", 0.0) + info.data.get("validation", 0.0) + test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1 (got {total:g})")
+        return test
+
+
+DEFAULT_AGENT_STRATEGIES: tuple[str, ...] = (
+    "ma-crossover",
+    "rsi-reversion",
+    "bollinger-reversion",
+    "macd",
+    "donchian-breakout",
+    "ts-momentum",
+)
+
+
 class AgentSettings(Section):
     algorithm: Literal["ppo", "a2c", "dqn", "sac"] = "ppo"
     seed: int = Field(0, ge=0)
+    seeds: int = Field(1, ge=1, le=100)
+    timesteps: int = Field(100_000, ge=1, le=1_000_000_000)
+    eval_every_steps: int = Field(10_000, ge=1)
+    strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_AGENT_STRATEGIES))
+    split: SplitSettings = SplitSettings()
+    lookback_bars: int = Field(16, ge=1, le=1_000)
+    action: Literal["discrete", "continuous"] = "discrete"
+    exposure_levels: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    episode_bars: int = Field(720, ge=2)
+    strategy_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    turnover_penalty: float = Field(0.0, ge=0.0)
+    reward_scale: float = Field(100.0, gt=0.0)
+    initial_value_quote: float = Field(10_000.0, gt=0.0)
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
+    n_steps: int = Field(2_048, ge=2)
+    batch_size: int = Field(64, ge=2)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    ent_coef: float = Field(0.0, ge=0.0)
+    buffer_size: int = Field(100_000, ge=1)
+    learning_starts: int = Field(1_000, ge=0)
+
+    @field_validator("exposure_levels")
+    @classmethod
+    def _levels_in_range(cls, levels: list[float]) -> list[float]:
+        if not levels or not all(0.0 <= x <= 1.0 for x in levels):
+            raise ValueError("expected a non-empty list of exposures in [0, 1]")
+        return levels
+
+    @field_validator("net_arch")
+    @classmethod
+    def _positive_layers(cls, layers: list[int]) -> list[int]:
+        if not layers or not all(x >= 1 for x in layers):
+            raise ValueError("expected a non-empty list of layer widths >= 1")
+        return layers
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_strategies(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("the same strategy is listed twice")
+        return names
 
 
 class StrategiesSettings(Section):
     plugin_dir: Path = Path("plugins")
+    cpu_seconds: float = Field(30.0, gt=0.0, le=3_600.0)
+    memory_mb: int = Field(1_024, ge=256, le=1_048_576)
+    wall_seconds: float = Field(60.0, gt=0.0, le=3_600.0)
+    file_size_mb: int = Field(16, ge=1, le=1_048_576)
+    speed_budget_s_per_10k_bars: float = Field(2.0, gt=0.0, le=3_600.0)
+    originality_max_correlation: float = Field(0.95, gt=0.0, le=1.0)
+    causality_cut_points: int = Field(20, ge=1, le=1_000)
+    reference_bars: int = Field(3_000, ge=200, le=1_000_000)
+    reference_seed: int = Field(20_240_101, ge=0)
 
 
 class RewardsSettings(Section):
     epoch_bars: int = Field(500, ge=1)
     emission_per_epoch: int = Field(1_000 * 10**18, ge=0)
+    profit_share_bps: int = Field(0, ge=0, le=10_000)
+    remainder_policy: Literal["carry", "treasury"] = "carry"
+    treasury_address: str | None = None
+    shapley_exact_max_players: int = Field(10, ge=0, le=20)
+    shapley_samples: int = Field(200, ge=2, le=1_000_000)
+    shapley_seed: int = Field(0, ge=0)
+    auto_claim: bool = False
+    workers: int = Field(2, ge=1, le=256)
+
+    @field_validator("treasury_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from eth_utils import is_address, to_checksum_address
+
+        if not is_address(value):
+            raise ValueError("expected a 0x-prefixed 20-byte address (or null for the operator)")
+        return str(to_checksum_address(value))
 
 
 class ServiceSettings(Section):

@@ -8,7 +8,7 @@ numbered migrations recorded in `schema_migrations`; a database newer than this 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,138 @@ def _m001_candles(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m001_candles,)
+def _m002_deployments(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE deployments (
+            chain_key TEXT NOT NULL, name TEXT NOT NULL, address TEXT NOT NULL,
+            code_hash TEXT NOT NULL, deployed_at TEXT NOT NULL,
+            PRIMARY KEY (chain_key, name)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+def _m003_signals(db: sqlite_utils.Database) -> None:
+    # Strategy signals computed on stored candles (agent.plugins.signals): one row per
+    # (code, params, series, data range); `values_f64` holds little-endian float64 bytes.
+    db.execute(
+        """
+        CREATE TABLE signal_cache (
+            code_hash TEXT NOT NULL, params_hash TEXT NOT NULL, series TEXT NOT NULL,
+            first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, data_hash TEXT NOT NULL,
+            strategy TEXT NOT NULL, bars INTEGER NOT NULL, ok INTEGER NOT NULL, reason TEXT,
+            values_f64 BLOB, elapsed_s REAL NOT NULL, created_ms INTEGER NOT NULL,
+            PRIMARY KEY (code_hash, params_hash, series, first_ms, last_ms, data_hash)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+def _m004_backtest_runs(db: sqlite_utils.Database) -> None:
+    # One row per `agora backtest` run (agent.backtest.report): what is needed to reproduce it
+    # (hashes, seed, code version) and its summary; the full results live in `results_path`.
+    db.execute(
+        """
+        CREATE TABLE backtest_runs (
+            run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, name TEXT NOT NULL,
+            mode TEXT NOT NULL, main_policy TEXT, config_hash TEXT NOT NULL,
+            data_hash TEXT NOT NULL, model_id TEXT, strategy_hashes TEXT NOT NULL,
+            seed INTEGER NOT NULL, code_version TEXT NOT NULL, scenario TEXT NOT NULL,
+            summary TEXT NOT NULL, results_path TEXT, report_path TEXT
+        )
+        """
+    )
+
+
+def _m005_rewards(db: sqlite_utils.Database) -> None:
+    # Reward epochs (agent.rewards.epochs). Token amounts are decimal TEXT: they exceed 64 bits.
+    # An epoch row is written before its root is sent on-chain; `chain_key` and `publish_tx` say
+    # where it was last published. One allocation row per strategy (amount may be 0) plus, under
+    # the treasury policy, one for the remainder; rows with a leaf carry its index and proof.
+    db.execute(
+        """
+        CREATE TABLE reward_epochs (
+            epoch INTEGER PRIMARY KEY, start_bar INTEGER NOT NULL, end_bar INTEGER NOT NULL,
+            start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, model_id TEXT,
+            metric TEXT NOT NULL, v_all REAL NOT NULL, v_empty REAL NOT NULL,
+            emission TEXT NOT NULL, carry_in TEXT NOT NULL, profit_share TEXT NOT NULL,
+            pool TEXT NOT NULL, total TEXT NOT NULL, remainder TEXT NOT NULL,
+            remainder_policy TEXT NOT NULL, carry_out TEXT NOT NULL, root TEXT,
+            status TEXT NOT NULL, attribution TEXT NOT NULL, chain_key TEXT, publish_tx TEXT,
+            created_at TEXT NOT NULL, published_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE reward_allocations (
+            epoch INTEGER NOT NULL REFERENCES reward_epochs (epoch), position INTEGER NOT NULL,
+            strategy TEXT, account TEXT NOT NULL, account_source TEXT NOT NULL,
+            contribution REAL, std_error REAL, amount TEXT NOT NULL,
+            leaf_index INTEGER, leaf TEXT, proof TEXT,
+            claim_tx TEXT, claimed_chain_key TEXT, claimed_at TEXT,
+            PRIMARY KEY (epoch, position)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+def _m006_decisions(db: sqlite_utils.Database) -> None:
+    # The audit trail's outbox (agent.audit.outbox): one row per decision, written before it is
+    # sent to the DecisionLog. `record` is the canonical JSON of the DecisionRecord, `hash` its
+    # keccak256 (bytes32 hex); `status` is pending -> sent -> confirmed; `tx_hash`/`block_number`
+    # name the transaction that logged it (NULL when unknown), `attempts` counts sends.
+    db.execute(
+        """
+        CREATE TABLE decisions (
+            seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, record TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'confirmed')),
+            tx_hash TEXT, block_number INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX decisions_status ON decisions (status, seq)")
+
+
+def _m007_models(db: sqlite_utils.Database) -> None:
+    # The model registry (agent.learn.registry): `id` is the sha256 of the model file; JSON
+    # columns hold the series, hyper-parameters, strategy specs, seeds and metrics. At most one
+    # row is 'live'. `model_promotions` keeps every promotion attempt and the gate's scores.
+    db.execute(
+        """
+        CREATE TABLE models (
+            id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, algorithm TEXT NOT NULL,
+            series TEXT NOT NULL, hyperparameters TEXT NOT NULL, config_hash TEXT NOT NULL,
+            data_hash TEXT NOT NULL, strategies TEXT NOT NULL, seeds TEXT NOT NULL,
+            metrics TEXT NOT NULL, path TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('candidate', 'live', 'retired')),
+            promoted_ms INTEGER
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX models_one_live ON models (status) WHERE status = 'live'")
+    db.execute(
+        """
+        CREATE TABLE model_promotions (
+            at_ms INTEGER NOT NULL, model_id TEXT NOT NULL, previous_id TEXT,
+            promoted INTEGER NOT NULL, forced INTEGER NOT NULL,
+            candidate_score REAL, live_score REAL, reason TEXT NOT NULL
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _m001_candles,
+    _m002_deployments,
+    _m003_signals,
+    _m004_backtest_runs,
+    _m005_rewards,
+    _m006_decisions,
+    _m007_models,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +189,23 @@ class WriteResult:
     inserted: int
     unchanged: int
     replaced: int
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """A contract Agora deployed on one chain, as recorded in the `deployments` table.
+
+    Attributes:
+        name: the contract's role in the deployment (`pool`, `decision_log`, ...).
+        address: checksum address.
+        code_hash: keccak256 of the runtime code found at `address` right after deploying.
+        deployed_at: ISO-8601 UTC time of the recording.
+    """
+
+    name: str
+    address: str
+    code_hash: str
+    deployed_at: str
 
 
 @dataclass(frozen=True)
@@ -244,6 +392,50 @@ class Store:
                 "DELETE FROM hidden_series WHERE source = ? AND symbol = ? AND timeframe = ?",
                 [key.source, key.symbol, key.timeframe],
             )
+        return int(cursor.rowcount)
+
+    # --- deployments (contract addresses per chain) --------------------------------------
+    def read_deployments(self, chain_key: str) -> dict[str, DeploymentRecord]:
+        """Return the contracts recorded for a chain, by name (empty for an unknown chain)."""
+        rows = self.db.execute(
+            "SELECT name, address, code_hash, deployed_at FROM deployments WHERE chain_key = ? "
+            "ORDER BY name",
+            [chain_key],
+        ).fetchall()
+        return {row[0]: DeploymentRecord(*row) for row in rows}
+
+    def write_deployments(
+        self, chain_key: str, records: Iterable[DeploymentRecord], *, replace_all: bool = False
+    ) -> None:
+        """Record contracts for a chain in one transaction, replacing records of the same name.
+
+        With `replace_all`, every earlier record of the chain is dropped first, so the chain's
+        records are exactly `records`.
+        """
+        rows = [(chain_key, r.name, r.address, r.code_hash, r.deployed_at) for r in records]
+        try:
+            with self.transaction() as conn:
+                if replace_all:
+                    conn.execute("DELETE FROM deployments WHERE chain_key = ?", [chain_key])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO deployments "
+                    "(chain_key, name, address, code_hash, deployed_at) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"cannot record deployments for {chain_key} in {self.path}: {e}"
+            ) from e
+
+    def deployment_chain_keys(self) -> list[str]:
+        """Return the chains that have recorded deployments, sorted."""
+        rows = self.db.execute("SELECT DISTINCT chain_key FROM deployments ORDER BY 1").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def delete_deployments(self, chain_key: str) -> int:
+        """Forget every contract recorded for a chain; return how many records were dropped."""
+        with self.transaction() as conn:
+            cursor = conn.execute("DELETE FROM deployments WHERE chain_key = ?", [chain_key])
         return int(cursor.rowcount)
 
     # --- hidden series (the synthetic market's planted component) -------------------------

@@ -32,7 +32,9 @@ const SETTINGS = {
 };
 
 const OUTPUT_SELECTION = {
-  "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] },
+  "*": {
+    "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "evm.deployedBytecode.immutableReferences"],
+  },
 };
 
 const require = createRequire(import.meta.url);
@@ -158,6 +160,18 @@ function compile(solc, sources) {
   return output;
 }
 
+/**
+ * Byte ranges of the runtime code that the constructor fills with `immutable` values, as
+ * [{start, length}] sorted by start. solc keys them by AST id, which changes whenever any source is
+ * edited; the ranges alone are what a deployed-code check needs (mask them, compare the rest).
+ */
+function immutableRanges(references) {
+  return Object.values(references ?? {})
+    .flat()
+    .map(({ start, length }) => ({ length, start }))
+    .sort((a, b) => a.start - b.start);
+}
+
 /** Relative path under agent/chain/artifacts/ -> file text, for every deployable contract in src/. */
 function renderArtifacts(output, sources, solcVersion, ozVersion) {
   const files = {};
@@ -177,6 +191,7 @@ function renderArtifacts(output, sources, solcVersion, ozVersion) {
         compiler: { name: "solc", version: solcVersion },
         contractName,
         deployedBytecode: `0x${contract.evm.deployedBytecode.object}`,
+        immutableReferences: immutableRanges(contract.evm.deployedBytecode.immutableReferences),
         sourcePath: `contracts/${sourceName}`,
       });
     }

@@ -67,7 +67,9 @@ class ChainBackend(ABC):
         label = getattr(call, "fn_name", "transaction")
         try:
             tx_hash = call.transact(params)
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=120, poll_latency=0.01
+            )
         except (ContractLogicError, TransactionFailed) as e:
             reason = revert_reason(e)
             raise TransactionReverted(f"{label} reverted: {reason}", reason=reason) from e

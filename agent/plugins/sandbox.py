@@ -1,0 +1,589 @@
+"""Run untrusted strategy code in a limited child process and read back what it returns.
+
+Third-party code never runs in the agent's process. Each request starts a fresh interpreter
+(`python -I -B`, not a fork, so it shares no memory or state with the agent) in a private
+temporary directory, with a scrubbed environment, CPU-time, address-space, file-size and
+open-file limits, a wall-clock deadline (the whole process group is killed when it passes)
+and an audit hook that refuses writes outside that directory, new processes, network use and
+ctypes. The child returns raw numbers; the parent checks them with `as_signal`, so a plugin
+can make its own run fail but never hand the agent a malformed signal. Every way a run can go
+wrong ends in a `SignalResult` with `ok=False` and a specific reason: nothing is raised to the
+caller. The limits and what they do not stop are in docs/plugin-security.md.
+
+Trusted code (the shipped `strategies` package) runs in-process through `run_trusted`, with
+the same output checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+import agent
+from agent.config import StrategiesSettings
+from agent.errors import PluginError
+from agent.plugins import _child
+from agent.plugins.interface import HIDDEN_ATTR, Strategy, StrategyInfo, as_signal, check_metadata
+
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from agent.plugins._child import main; raise SystemExit(main())"
+)
+_ENV_PASSED = ("PATH", "LANG")
+_THREAD_CAPS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""One BLAS thread: less address space per child, and no oversubscription of the machine."""
+_STDERR_TAIL_BYTES = 8_192
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """The limits of one child process (see `strategies.*` in docs/config.md)."""
+
+    cpu_seconds: float = 30.0
+    memory_mb: int = 1_024
+    wall_seconds: float = 60.0
+    file_size_mb: int = 16
+
+    @classmethod
+    def from_settings(cls, settings: StrategiesSettings) -> SandboxLimits:
+        """Return the limits configured in the `strategies` section."""
+        return cls(
+            cpu_seconds=settings.cpu_seconds,
+            memory_mb=settings.memory_mb,
+            wall_seconds=settings.wall_seconds,
+            file_size_mb=settings.file_size_mb,
+        )
+
+
+@dataclass(frozen=True)
+class PluginLocation:
+    """Where an untrusted strategy's code lives, found without importing it.
+
+    Attributes:
+        kind: "file" (a `.py` file in the plugin directory) or "module" (an installed package,
+            reached through its entry point).
+        target: the absolute path of the file, or the dotted module name.
+        attr: the class (or attribute path) inside; None means every Strategy subclass the
+            module defines.
+    """
+
+    kind: Literal["file", "module"]
+    target: str
+    attr: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}" + (f":{self.attr}" if self.attr else "")
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    """The outcome of running one strategy on one candle frame.
+
+    Attributes:
+        name: the strategy's name.
+        values: one float64 per candle (NaN only inside the warm-up), or None on failure.
+        mask: True where a value is available, or None on failure.
+        ok: whether the run produced a valid signal.
+        reason: why it did not ("timed out after 5 s"), or None.
+        elapsed_s: seconds the strategy's `signal` took (wall time until failure otherwise).
+    """
+
+    name: str
+    values: np.ndarray | None
+    mask: np.ndarray | None
+    ok: bool
+    reason: str | None
+    elapsed_s: float
+
+    @classmethod
+    def failure(cls, name: str, reason: str, elapsed_s: float = 0.0) -> SignalResult:
+        """Return a failed result."""
+        return cls(name, None, None, False, reason, elapsed_s)
+
+
+@dataclass(frozen=True)
+class InspectedClass:
+    """One strategy class found in a plugin: its metadata, or why it is unusable."""
+
+    attr: str
+    info: StrategyInfo | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What loading a plugin in the sandbox found; `error` is set when the module did not load."""
+
+    classes: tuple[InspectedClass, ...]
+    error: str | None
+    source_sha256: str | None
+
+
+class _Failed(Exception):
+    """A child run ended without the reply expected; the message is the reason."""
+
+
+def scrubbed_environment(workdir: Path | str) -> dict[str, str]:
+    """Return the whole environment a child gets: PATH, LANG, a private HOME and TMPDIR.
+
+    Nothing else of the agent's environment passes (no AGORA_*, no keys or secrets); the BLAS
+    thread caps are constants set here, not inherited.
+    """
+    env = {name: os.environ[name] for name in _ENV_PASSED if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(HOME=str(workdir), TMPDIR=str(workdir), **_THREAD_CAPS)
+    return env
+
+
+def file_sha256(path: Path | str) -> str:
+    """Return the hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --- the child process ---------------------------------------------------------------------
+class _Child:
+    """One sandboxed interpreter: start it, feed it a request, read framed replies."""
+
+    def __init__(self, limits: SandboxLimits, computations: int) -> None:
+        self.limits = limits
+        self.workdir = tempfile.mkdtemp(prefix="agora-plugin-")
+        root = str(Path(agent.__file__).resolve().parent.parent)
+        try:
+            self.proc = self._start(root)
+        except OSError:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        self.cpu_limit = max(1, math.ceil(limits.cpu_seconds * max(1, computations)))
+        self.stderr_tail = b""
+        self._selector = selectors.DefaultSelector()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        for stream in (self.proc.stdout, self.proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+            self._selector.register(stream, selectors.EVENT_READ)
+        self._reader: _child.MessageReader | None = None
+        self._pending: list[tuple[dict[str, Any], bytes]] = []
+
+    def _start(self, root: str) -> subprocess.Popen[bytes]:
+        if not sys.executable:
+            raise OSError("no Python interpreter to start (sys.executable is empty)")
+        return subprocess.Popen(
+            [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, root],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.workdir,
+            env=scrubbed_environment(self.workdir),
+            close_fds=True,
+            start_new_session=True,
+        )
+
+    def send(self, header: dict[str, Any], arrays: Sequence[np.ndarray], max_values: int) -> None:
+        """Write the request from a helper thread, so a child that stops reading cannot block."""
+        self._reader = _child.MessageReader(8 * max_values + (1 << 16))
+        header = {
+            **header,
+            "arrays": len(arrays),
+            "workdir": self.workdir,
+            "max_values": max_values,
+            "limits": {
+                "cpu_seconds": self.cpu_limit,
+                "memory_mb": self.limits.memory_mb,
+                "file_size_mb": self.limits.file_size_mb,
+            },
+        }
+        blobs = [_child.pack_message(header)]
+        blobs.extend(
+            _child.pack_message({"array": i}, _child.encode_array(array))
+            for i, array in enumerate(arrays)
+        )
+        stdin = self.proc.stdin
+        assert stdin is not None
+
+        def write() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                for blob in blobs:
+                    stdin.write(blob)
+                stdin.close()
+
+        threading.Thread(target=write, name="agora-plugin-stdin", daemon=True).start()
+
+    def receive(self) -> tuple[dict[str, Any], bytes]:
+        """Return the next reply, waiting at most the wall-clock limit.
+
+        Raises:
+            _Failed: the deadline passed, the child died, or it sent something malformed.
+        """
+        assert self._reader is not None
+        deadline = time.monotonic() + self.limits.wall_seconds
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Failed(f"timed out after {self.limits.wall_seconds:g} s")
+            events = self._selector.select(remaining)
+            if not events and not self._selector.get_map():
+                raise _Failed(self._exit_reason())
+            for key, _ in events:
+                data = os.read(key.fd, 1 << 20)
+                if not data:
+                    self._selector.unregister(key.fileobj)
+                    if not self._selector.get_map():
+                        raise _Failed(self._exit_reason())
+                    continue
+                if key.fileobj is self.proc.stderr:
+                    self.stderr_tail = (self.stderr_tail + data)[-_STDERR_TAIL_BYTES:]
+                    continue
+                try:
+                    self._pending.extend(self._reader.feed(data))
+                except ValueError as e:
+                    raise _Failed(f"sent {e}") from e
+        return self._pending.pop(0)
+
+    def _exit_reason(self) -> str:
+        code = self._exit_status()
+        if code is None:
+            return f"timed out after {self.limits.wall_seconds:g} s"
+        tail = self.stderr_tail.decode("utf-8", "replace").strip().splitlines()
+        last = _child._clip(tail[-1]) if tail else ""
+        if code < 0:
+            number = -code
+            if number == signal.SIGXCPU:
+                return f"exceeded the CPU-time limit of {self.cpu_limit} s"
+            if number == signal.SIGXFSZ:
+                return f"exceeded the file-size limit of {self.limits.file_size_mb} MB"
+            if "MemoryError" in self.stderr_tail.decode("utf-8", "replace"):
+                return f"exceeded the memory limit of {self.limits.memory_mb} MB"
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = f"signal {number}"
+            hint = " (the CPU-time or memory limit)" if number == signal.SIGKILL else ""
+            return f"was killed by {name}{hint}"
+        return f"exited with status {code} before replying" + (f": {last}" if last else "")
+
+    def _exit_status(self) -> int | None:
+        """Wait for the child to exit, without reaping it, and return its status like
+        `Popen.returncode` (negative: killed by that signal), or None if it is still running.
+
+        Not reaping keeps its pid (and so its process group id) from being reused before
+        `close` kills the group.
+        """
+        deadline = time.monotonic() + self.limits.wall_seconds
+        while time.monotonic() < deadline:
+            try:
+                info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+            except ChildProcessError:
+                return self.proc.returncode
+            if info is not None:
+                exited = info.si_code == os.CLD_EXITED
+                return info.si_status if exited else -info.si_status
+            time.sleep(0.01)
+        return None
+
+    def close(self) -> None:
+        """Kill the whole process group (stray grandchildren too) and remove the directory."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self._selector.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _location_header(
+    location: PluginLocation, expected_sha256: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """Return the request's location and the sha256 of the exact source sent (files only)."""
+    header: dict[str, Any] = {
+        "kind": location.kind,
+        "target": location.target,
+        "attr": location.attr,
+    }
+    if location.kind != "file":
+        return header, None
+    try:
+        blob = Path(location.target).read_bytes()
+    except OSError as e:
+        raise _Failed(f"cannot read {location.target}: {e.strerror}") from e
+    digest = hashlib.sha256(blob).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise _Failed(
+            f"its file {location.target} changed since it was discovered (code hash "
+            f"{digest[:12]}, expected {expected_sha256[:12]}); discover it again"
+        )
+    header["source"] = blob.decode("utf-8", "replace")
+    return header, digest
+
+
+def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
+    kind, message = reply.get("kind"), str(reply.get("message", ""))
+    message = _child._clip(message)
+    if kind == "memory":
+        return f"exceeded the memory limit of {limits.memory_mb} MB ({message})"
+    if kind == "import":
+        return f"failed to import: {message}"
+    if kind == "init":
+        return f"could not be created: {message}"
+    if kind == "exception":
+        return f"raised {message}"
+    return message or f"failed ({kind})"
+
+
+# --- public API ----------------------------------------------------------------------------
+def inspect_plugin(location: PluginLocation, limits: SandboxLimits | None = None) -> Inspection:
+    """Load a plugin in the sandbox and return the metadata of its strategy classes.
+
+    Never raises for a broken plugin: the reason is in `Inspection.error`.
+    """
+    limits = limits or SandboxLimits()
+    try:
+        header, digest = _location_header(location, None)
+    except _Failed as e:
+        return Inspection((), str(e), None)
+    try:
+        child = _Child(limits, 1)
+    except OSError as e:
+        return Inspection((), f"could not start the sandbox: {e}", digest)
+    try:
+        child.send({"mode": "inspect", "location": header, "params": {}, "frames": []}, [], 0)
+        reply, _ = child.receive()
+    except _Failed as e:
+        return Inspection((), str(e), digest)
+    finally:
+        child.close()
+    if reply.get("type") != "metadata":
+        return Inspection((), _error_reason(reply, limits), digest)
+    classes = []
+    for entry in reply.get("strategies") or []:
+        attr = str(entry.get("attr", "?"))
+        if "info" not in entry:
+            classes.append(InspectedClass(attr, None, _child._clip(str(entry.get("error")))))
+            continue
+        try:
+            classes.append(InspectedClass(attr, info_from_json(entry["info"]), None))
+        except PluginError as e:
+            classes.append(InspectedClass(attr, None, str(e)))
+    return Inspection(tuple(classes), None, digest)
+
+
+def info_from_json(data: Any) -> StrategyInfo:
+    """Rebuild and re-check metadata sent by a child (untrusted JSON, never code).
+
+    Raises:
+        PluginError: a field is missing, of the wrong type, or fails `check_metadata`.
+    """
+    fields = {
+        "name": str,
+        "version": str,
+        "author": str,
+        "description": str,
+        "warmup_bars": int,
+        "params": dict,
+        "interface_version": int,
+        "hidden_inputs": list,
+    }
+    if not isinstance(data, dict):
+        raise PluginError("the plugin's metadata is not a mapping")
+    for key, kind in fields.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise PluginError(f"the plugin's metadata field {key!r} is not a {kind.__name__}")
+    if not all(isinstance(h, str) for h in data["hidden_inputs"]):
+        raise PluginError("the plugin's hidden_inputs are not names")
+    payout = data.get("payout_address")
+    stub = type(
+        "PluginMetadata",
+        (Strategy,),
+        {
+            **{key: data[key] for key in fields if key != "hidden_inputs"},
+            "payout_address": payout if isinstance(payout, str) else None,
+            "hidden_inputs": tuple(data["hidden_inputs"]),
+            "signal": lambda self, candles: None,
+        },
+    )
+    return check_metadata(stub)
+
+
+def _hidden_for(candles: pd.DataFrame, declared: Sequence[str]) -> dict[str, np.ndarray]:
+    """Return the hidden series of `candles` that the strategy declared, and only those."""
+    available = candles.attrs.get(HIDDEN_ATTR) or {}
+    return {
+        name: np.asarray(available[name], dtype="float64") for name in declared if name in available
+    }
+
+
+def _lacks(names: Sequence[str]) -> str:
+    return f"needs the hidden series {', '.join(names)}, which this data lacks"
+
+
+def _missing_hidden(candles: pd.DataFrame, declared: Sequence[str]) -> list[str]:
+    available = candles.attrs.get(HIDDEN_ATTR) or {}
+    return [name for name in declared if name not in available]
+
+
+def _check(
+    name: str, values: np.ndarray, length: int, warmup_bars: int, allow_nan: bool, elapsed_s: float
+) -> SignalResult:
+    try:
+        warmup = length if allow_nan else warmup_bars
+        checked = as_signal(values, length, name=name, warmup_bars=warmup)
+    except PluginError as e:
+        return SignalResult.failure(name, str(e), elapsed_s)
+    return SignalResult(name, checked, ~np.isnan(checked), True, None, elapsed_s)
+
+
+def run_plugin(
+    location: PluginLocation,
+    frames: Sequence[pd.DataFrame],
+    *,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    warmup_bars: int = 0,
+    hidden_inputs: Sequence[str] = (),
+    limits: SandboxLimits | None = None,
+    expected_sha256: str | None = None,
+    allow_nan: bool = False,
+) -> list[SignalResult]:
+    """Run an untrusted strategy on each frame in one sandboxed child; one result per frame.
+
+    Args:
+        location: where the code is (from discovery).
+        frames: candle frames; hidden series in `attrs[HIDDEN_ATTR]` reach the strategy only if
+            named in `hidden_inputs`.
+        name: the strategy's name, as discovered (a loaded class with another name is refused).
+        params: parameter overrides.
+        warmup_bars: bars at the start that may be NaN.
+        hidden_inputs: the hidden series the strategy declared.
+        limits: the child's limits (default `SandboxLimits()`).
+        expected_sha256: for files, the code hash from discovery; a changed file is refused.
+        allow_nan: accept NaN anywhere (the look-ahead check compares raw outputs).
+
+    After the first failure the remaining frames are not run: they fail with the same reason.
+    """
+    limits = limits or SandboxLimits()
+    started = time.monotonic()
+    results: list[SignalResult] = []
+
+    def fail_rest(reason: str) -> list[SignalResult]:
+        elapsed = time.monotonic() - started
+        missing = len(frames) - len(results)
+        return results + [SignalResult.failure(name, reason, elapsed)] * missing
+
+    if not frames:
+        return []
+    for frame in frames:
+        lacking = _missing_hidden(frame, hidden_inputs)
+        if lacking:
+            return fail_rest(_lacks(lacking))
+    try:
+        header, _ = _location_header(location, expected_sha256)
+    except _Failed as e:
+        return fail_rest(str(e))
+    arrays: list[np.ndarray] = []
+    specs = []
+    for frame in frames:
+        hidden = _hidden_for(frame, hidden_inputs)
+        arrays.extend(_child.frame_arrays(frame, hidden))
+        specs.append({"hidden": sorted(hidden)})
+    max_values = 2 * max((len(f) for f in frames), default=0) + 1_024
+    request = {"mode": "run", "location": header, "params": dict(params or {}), "frames": specs}
+    try:
+        child = _Child(limits, len(frames))
+    except OSError as e:
+        return fail_rest(f"could not start the sandbox: {e}")
+    try:
+        child.send(request, arrays, max_values)
+        reply, _ = child.receive()
+        if reply.get("type") != "ready":
+            return fail_rest(_error_reason(reply, limits))
+        if reply.get("name") != name:
+            return fail_rest(
+                f"loads as {str(reply.get('name'))[:60]!r}, not {name!r}: its code changed "
+                "since it was discovered"
+            )
+        for frame in frames:
+            reply, payload = child.receive()
+            elapsed = float(reply.get("elapsed_s") or 0.0)
+            if reply.get("type") != "result" or not reply.get("ok"):
+                return fail_rest(_error_reason(reply, limits))
+            if not payload:
+                size = math.prod(int(n) for n in reply.get("shape") or [0])
+                return fail_rest(
+                    f"strategy {name!r} returned {size} values for {len(frame)} candles"
+                )
+            try:
+                values = _child.decode_array(payload)
+            except ValueError as e:
+                return fail_rest(f"sent an unreadable array: {e}")
+            results.append(_check(name, values, len(frame), warmup_bars, allow_nan, elapsed))
+            if not results[-1].ok:
+                return fail_rest(str(results[-1].reason))
+    except _Failed as e:
+        return fail_rest(str(e))
+    finally:
+        child.close()
+    return results
+
+
+def run_trusted(
+    strategy_cls: type[Strategy],
+    frames: Sequence[pd.DataFrame],
+    *,
+    params: Mapping[str, Any] | None = None,
+    allow_nan: bool = False,
+) -> list[SignalResult]:
+    """Run a trusted (shipped) strategy in this process, with the same output checks.
+
+    Exceptions from the strategy become failed results, as in the sandbox; no limits apply.
+    """
+    name = strategy_cls.name
+    declared = tuple(strategy_cls.hidden_inputs)
+    try:
+        strategy = strategy_cls(**dict(params or {}))
+    except Exception as e:
+        reason = f"could not be created: {_child.describe_exception(e)}"
+        return [SignalResult.failure(name, reason)] * len(frames)
+    results = []
+    for frame in frames:
+        missing = _missing_hidden(frame, declared)
+        if missing:
+            results.append(SignalResult.failure(name, _lacks(missing)))
+            continue
+        candles = _child.build_frame(
+            frame["open_time"].to_numpy(),
+            frame[list(_child.PRICE_COLUMNS)].to_numpy(),
+            _hidden_for(frame, declared),
+        )
+        started = time.perf_counter()
+        try:
+            values = _child.call_strategy(strategy, candles)
+        except _child.OutputError as e:
+            results.append(SignalResult.failure(name, str(e), time.perf_counter() - started))
+            continue
+        except Exception as e:
+            reason = f"raised {_child.describe_exception(e)}"
+            results.append(SignalResult.failure(name, reason, time.perf_counter() - started))
+            continue
+        elapsed = time.perf_counter() - started
+        warmup = strategy_cls.warmup_bars
+        results.append(_check(name, values, len(frame), warmup, allow_nan, elapsed))
+    return results

@@ -1,0 +1,1 @@
+"""Rewards: contribution attribution, the Merkle tree of payouts, and epochs."""

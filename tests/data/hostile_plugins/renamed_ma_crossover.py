@@ -1,0 +1,30 @@
+"""HOSTILE TEST PLUGIN: the shipped moving-average crossover, copied under a new name.
+
+Same formula and defaults as `strategies.ma_crossover.MACrossover`, with a new name, author
+and payout address, hoping to be paid for someone else's work. Expected: refused by the
+originality check, naming 'ma-crossover'.
+"""
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from agent.plugins import Strategy
+
+
+class TotallyOriginalTrend(Strategy):
+    name = "totally-original-trend"
+    version = "1.0.0"
+    author = "Copycat"
+    payout_address = "0x000000000000000000000000000000000000c0de"
+    description = "A brand-new trend indicator (really)."
+    params: ClassVar[Mapping[str, Any]] = {"fast": 10, "slow": 30, "scale": 50.0}
+    warmup_bars = 29
+
+    def signal(self, candles: pd.DataFrame) -> pd.Series:
+        close = candles["close"].astype("float64")
+        fast = close.rolling(self.p["fast"]).mean()
+        slow = close.rolling(self.p["slow"]).mean()
+        return np.tanh(self.p["scale"] * (fast / slow - 1.0))
