@@ -170,6 +170,29 @@ def _m007_models(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m008_strategy_registrations(db: sqlite_utils.Database) -> None:
+    # Strategy submissions (agent.plugins.registry), one row per event on one chain: a row is
+    # written 'pending' before the StrategyRegistry transaction, then becomes 'registered'
+    # (with its version and tx), then 'installed' once the file is in the plugin directory, or
+    # 'failed' with the error. A retirement adds a 'retired' row (its tx, where the file went).
+    db.execute(
+        """
+        CREATE TABLE strategy_registrations (
+            id INTEGER PRIMARY KEY, chain_key TEXT NOT NULL, name TEXT NOT NULL,
+            strategy_id TEXT NOT NULL, version INTEGER, code_hash TEXT NOT NULL,
+            payout TEXT NOT NULL, tx_hash TEXT,
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'registered', 'installed', 'failed', 'retired')),
+            installed_path TEXT, error TEXT, created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "CREATE INDEX strategy_registrations_name ON strategy_registrations (chain_key, name, id)"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -178,6 +201,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m005_rewards,
     _m006_decisions,
     _m007_models,
+    _m008_strategy_registrations,
 )
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from agent.cli import backtest as backtest_cli
 from agent.cli import config_cmd, data, demo
 from agent.cli.common import stderr
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.command("demo")(demo.demo)
+app.add_typer(backtest_cli.app, name="backtest")
 
 
 def _version(value: bool) -> None:
