@@ -12,7 +12,7 @@ TORCH  := torch==2.13.0
 
 LINT_DIRS := $(wildcard agent strategies tests benchmarks)
 
-.PHONY: demo test lint typecheck pytest install npm contracts contracts-check bench clean
+.PHONY: demo test lint typecheck pytest install npm browser contracts contracts-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(NPM_STAMP)
+# Browser tests render the HTML reports in headless Chromium (Debian package; CI runs as root).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+pytest: $(STAMP) $(NPM_STAMP) browser
 	$(BIN)/pytest -q
 
 test: lint typecheck contracts-check pytest
