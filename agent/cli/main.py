@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from agent.cli import audit as audit_cli
 from agent.cli import backtest as backtest_cli
 from agent.cli import config_cmd, data, demo
 from agent.cli.common import stderr
@@ -27,6 +28,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.command("demo")(demo.demo)
 app.add_typer(backtest_cli.app, name="backtest")
+app.add_typer(audit_cli.app, name="audit")
 
 
 def _version(value: bool) -> None:
