@@ -229,8 +229,24 @@ class RewardsSettings(Section):
 
 
 class ServiceSettings(Section):
+    """`agora run`: the scheduled service (see docs/service.md)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65_535)
+    mode: Literal["paper"] = "paper"
+    feed: Literal["replay", "exchange"] = "replay"
+    chain: Literal["embedded", "anvil", "rpc"] = "embedded"
+    start_bar: int = Field(3_000, ge=1, le=10_000_000)
+    replay_speed: float = Field(1.0, ge=0.0, le=1_000_000.0)
+    poll_s: float | None = Field(None, gt=0.0, le=3_600.0)
+    misfire_grace_s: float | None = Field(None, gt=0.0, le=86_400.0)
+    heartbeat_s: float = Field(10.0, gt=0.0, le=3_600.0)
+    decision_batch_size: int = Field(1, ge=1, le=500)
+    retrain_every_bars: int = Field(0, ge=0)
+    bootstrap_model: bool = True
+    bootstrap_timesteps: int = Field(20_000, ge=1, le=1_000_000_000)
+    pay_rewards: bool = True
+    log_file: Path | None = None
 
 
 class Settings(Section):

@@ -193,6 +193,61 @@ def _m008_strategy_registrations(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m009_service(db: sqlite_utils.Database) -> None:
+    # The scheduled service (agent.service). `service_state`: named JSON documents (genesis, the
+    # current run, heartbeat snapshot, the anvil node it started). `service_ticks`: one row per
+    # bar the service handled, keyed by the bar's open time (the idempotency key): 'intent' is
+    # written before anything is acted on and holds the whole decision and its pool outcome;
+    # 'decided' once the decision is in the audit trail (`seq`); 'skipped' with a reason.
+    # `service_chains`: per chain, the balances found before the service first acted on it and
+    # the last bar replicated there; `service_executions`: the transactions of each bar on each
+    # chain. `service_jobs`: the last run of each scheduled job.
+    db.execute(
+        """
+        CREATE TABLE service_state (
+            key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE service_ticks (
+            market TEXT NOT NULL, bar_time_ms INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('intent', 'decided', 'skipped')),
+            seq INTEGER, reason TEXT, outcome TEXT,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+            PRIMARY KEY (market, bar_time_ms)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE service_chains (
+            chain_key TEXT PRIMARY KEY, genesis TEXT NOT NULL, synced_bar_ms INTEGER,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE service_executions (
+            chain_key TEXT NOT NULL, bar_time_ms INTEGER NOT NULL, arbitrage_tx TEXT,
+            swap_tx TEXT, gas_used INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+            PRIMARY KEY (chain_key, bar_time_ms)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE service_jobs (
+            job TEXT PRIMARY KEY, runs INTEGER NOT NULL, failures INTEGER NOT NULL,
+            last_started_ms INTEGER, last_finished_ms INTEGER, last_status TEXT,
+            last_detail TEXT
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -202,6 +257,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m006_decisions,
     _m007_models,
     _m008_strategy_registrations,
+    _m009_service,
 )
 
 

@@ -15,6 +15,7 @@ import typer
 from agent.cli import audit as audit_cli
 from agent.cli import backtest as backtest_cli
 from agent.cli import config_cmd, data, demo
+from agent.cli import rewards as rewards_cli
 from agent.cli.common import stderr
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("demo")(demo.demo)
 app.add_typer(backtest_cli.app, name="backtest")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(rewards_cli.app, name="rewards")
 
 
 def _version(value: bool) -> None:

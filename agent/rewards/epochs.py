@@ -1,0 +1,495 @@
+"""Reward epochs: attribution -> payout -> Merkle tree -> store -> chain -> claims.
+
+Epoch k covers the decisions at bars [k * epoch_bars, (k + 1) * epoch_bars) of the market data
+(the first epoch starts after the policy's warm-up) and is valued at the close of bar
+(k + 1) * epoch_bars, so it can run once that bar has closed. Crash-only, like the rest of
+Agora: the epoch is written to the store (`computed`) before its root is sent, and running it
+again never recomputes a recorded epoch; it only finishes what is missing: publishing the
+root on the current chain (which also replays it onto a fresh embedded chain) and, when asked,
+claiming. An epoch already published and claimed does nothing.
+
+Epochs are computed in increasing order (one may be skipped, and then pays nothing): the
+remainder an epoch carries goes to the next one computed, exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from eth_utils import is_address, keccak, to_checksum_address
+from web3.exceptions import Web3Exception
+
+from agent.chain.backends import ChainBackend
+from agent.chain.deploy import Deployment
+from agent.config import RewardsSettings, Settings
+from agent.env.trading_env import EnvConfig, MarketData
+from agent.errors import ChainError, DataError, ModelError, StoreError, UsageError
+from agent.rewards.attribution import Metric, Progress, evaluate_epoch, shapley
+from agent.rewards.ledger import (
+    COMPUTED,
+    EMPTY,
+    METADATA,
+    PUBLISHED,
+    REGISTRY,
+    TREASURY,
+    Allocation,
+    EpochRecord,
+    carry_into,
+    mark_claimed,
+    mark_published,
+    now,
+    read_epoch,
+    require_epoch,
+    write_epoch,
+)
+from agent.rewards.merkle import MerkleTree
+from agent.rewards.payout import epoch_pool, profit_share, quote_to_units, split
+from agent.store import Store
+
+_ZERO_ROOT = bytes(32)
+
+
+@dataclass(frozen=True)
+class EpochWindow:
+    """The decisions of an epoch: bars [start, end); `end`'s close values the epoch."""
+
+    epoch: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class PayoutAccount:
+    """Who is paid for a strategy, and where that address came from."""
+
+    address: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """One claim: sent now (`tx` set) or found already claimed on-chain."""
+
+    epoch: int
+    leaf_index: int
+    strategy: str | None
+    account: str
+    amount: int
+    tx: str | None
+    already_claimed: bool
+
+
+@dataclass(frozen=True)
+class EpochRun:
+    """What `run_epoch` did."""
+
+    record: EpochRecord
+    computed: bool
+    published_tx: str | None
+    claims: tuple[ClaimResult, ...] = ()
+
+
+# --- epochs and payout addresses --------------------------------------------------------------
+
+
+def epoch_window(epoch: int, epoch_bars: int, bars: int, first_bar: int = 0) -> EpochWindow:
+    """Return the bars an epoch decides on.
+
+    Raises:
+        DataError: the epoch lies in the warm-up or is not complete in `bars` bars.
+    """
+    if epoch < 0:
+        raise DataError(f"epoch {epoch}: epochs are numbered from 0")
+    start, end = max(epoch * epoch_bars, first_bar), (epoch + 1) * epoch_bars
+    if end <= first_bar:
+        raise DataError(
+            f"epoch {epoch} (bars {epoch * epoch_bars}-{end - 1}) lies in the warm-up: the first "
+            f"decision is at bar {first_bar}, in epoch {first_bar // epoch_bars}"
+        )
+    if end > bars - 1:
+        raise DataError(
+            f"epoch {epoch} is not complete: it decides up to bar {end - 1} and is valued at the "
+            f"close of bar {end}, but the data has {bars} bars (0-{bars - 1})"
+        )
+    return EpochWindow(epoch, start, end)
+
+
+def strategy_id(name: str) -> bytes:
+    """Return a strategy's id in the StrategyRegistry: keccak256 of its name."""
+    return bytes(keccak(text=name))
+
+
+def payout_accounts(
+    names: Sequence[str],
+    metadata: Mapping[str, str | None],
+    treasury: str,
+    registry: Any = None,
+    registry_names: Mapping[str, str] | None = None,
+) -> dict[str, PayoutAccount]:
+    """Return who is paid for each strategy: the registry, else the metadata, else the treasury.
+
+    Args:
+        names: the strategies (signal columns).
+        metadata: each strategy's declared `payout_address` (None or missing: none).
+        treasury: paid for strategies with no payout address (shipped ones, for instance).
+        registry: the StrategyRegistry contract, if there is a chain to ask.
+        registry_names: the name a column is registered under (default: the column name).
+    """
+    accounts: dict[str, PayoutAccount] = {}
+    for name in names:
+        if registry is not None:
+            sid = strategy_id((registry_names or {}).get(name, name))
+            if _call(registry.functions.statusOf(sid).call, f"read {name!r} in the registry"):
+                payout = _call(registry.functions.get(sid).call, f"read {name!r}")[0]
+                accounts[name] = PayoutAccount(to_checksum_address(payout), REGISTRY)
+                continue
+        declared = metadata.get(name)
+        if declared and is_address(declared):
+            accounts[name] = PayoutAccount(to_checksum_address(declared), METADATA)
+        else:
+            accounts[name] = PayoutAccount(to_checksum_address(treasury), TREASURY)
+    return accounts
+
+
+# --- computing an epoch (no I/O) ----------------------------------------------------------------
+
+
+def compute_epoch(
+    epoch: int,
+    policy: Any,
+    data: MarketData,
+    rewards: RewardsSettings,
+    accounts: Mapping[str, PayoutAccount],
+    treasury: str,
+    *,
+    carry_in: int = 0,
+    model_id: str | None = None,
+    names: Sequence[str] | None = None,
+    env_config: EnvConfig | None = None,
+    metric: Metric = "log_return",
+    progress: Progress | None = None,
+) -> EpochRecord:
+    """Measure every strategy's contribution to an epoch and split its pool; write nothing.
+
+    Strategies with no available signal anywhere in the epoch cannot change an action: they
+    get 0 without being part of the game (halving its size each).
+
+    Args:
+        epoch: the epoch number.
+        policy: observation -> action, or an object with `predict` and `env_config`.
+        data: the market and every strategy's signal, bar 0 being bar 0 of the epochs.
+        rewards: emission, profit share, remainder policy, Shapley settings.
+        accounts: the payout account of every strategy in `names`.
+        treasury: paid the remainder under the `treasury` policy.
+        carry_in: units carried from the previous epoch.
+        model_id: the model measured, for the record.
+        names: the strategies competing (default: every strategy of `data`).
+        env_config: the environment to run the policy in (default: the policy's).
+        metric: what a coalition's value measures.
+        progress: called with (evaluations done, to do).
+    """
+    base = env_config or getattr(policy, "env_config", None) or EnvConfig()
+    window = epoch_window(epoch, rewards.epoch_bars, data.bars, base.first_bar)
+    names = tuple(data.strategy_names if names is None else names)
+    unknown = [n for n in names if n not in data.strategy_names]
+    if unknown:
+        raise UsageError(f"strategies {unknown} are not in the data {list(data.strategy_names)}")
+    missing = [n for n in names if n not in accounts]
+    if missing:
+        raise UsageError(f"no payout account for strategies {missing}")
+    in_window = data.mask[window.start : window.end]
+    active = [n for n in names if in_window[:, data.strategy_names.index(n)].any()]
+    game = evaluate_epoch(
+        policy, data, window.start, window.end, active, env_config=base, metric=metric
+    )
+    attribution = shapley(
+        game,
+        active,
+        exact_max_players=rewards.shapley_exact_max_players,
+        samples=rewards.shapley_samples,
+        seed=rewards.shapley_seed,
+        workers=rewards.workers,
+        progress=progress,
+    )
+    values, errors = attribution.by_name(), dict(zip(active, attribution.std_errors, strict=True))
+    contributions = [values.get(n, 0.0) for n in names]
+    profit = 0
+    if rewards.profit_share_bps:
+        outcome = game.outcome(frozenset(range(len(active))))
+        profit = quote_to_units(outcome.value_end - outcome.value_start)
+    pool = epoch_pool(rewards.emission_per_epoch, carry_in, profit, rewards.profit_share_bps)
+    payout = split(pool, contributions, rewards.remainder_policy)
+    rows = [
+        Allocation(i, n, accounts[n].address, accounts[n].source, c, errors.get(n, 0.0), a)
+        for i, (n, c, a) in enumerate(zip(names, contributions, payout.amounts, strict=True))
+    ]
+    if payout.treasury_amount:
+        address = to_checksum_address(treasury)
+        rows.append(Allocation(len(rows), None, address, TREASURY, None, None, payout.remainder))
+    rows, root = _with_leaves(epoch, rows)
+    summary = attribution.to_dict()
+    summary["inactive"] = [n for n in names if n not in active]
+    return EpochRecord(
+        epoch=epoch,
+        start_bar=window.start,
+        end_bar=window.end,
+        start_ms=int(data.open_time[window.start]),
+        end_ms=int(data.open_time[window.end]),
+        model_id=model_id,
+        metric=metric,
+        v_all=attribution.v_all,
+        v_empty=attribution.v_empty,
+        emission=rewards.emission_per_epoch,
+        carry_in=carry_in,
+        profit_share=profit_share(profit, rewards.profit_share_bps),
+        pool=pool,
+        total=payout.paid,
+        remainder=payout.remainder,
+        remainder_policy=payout.remainder_policy,
+        carry_out=payout.carry_out,
+        root=root,
+        status=COMPUTED if payout.paid else EMPTY,
+        attribution=summary,
+        created_at=now(),
+        allocations=tuple(rows),
+    )
+
+
+def _with_leaves(epoch: int, rows: list[Allocation]) -> tuple[list[Allocation], str | None]:
+    """Give every paid row a leaf index, leaf hash and proof; return the rows and the root."""
+    paid = [r for r in rows if r.amount > 0]
+    if not paid:
+        return rows, None
+    leaves = [(index, r.account, r.amount) for index, r in enumerate(paid)]
+    tree = MerkleTree(leaves)
+    by_position = {r.position: index for index, r in enumerate(paid)}
+    out = []
+    for row in rows:
+        index = by_position.get(row.position)
+        if index is None:
+            out.append(row)
+            continue
+        proof = tuple("0x" + p.hex() for p in tree.proof(index))
+        out.append(replace(row, leaf_index=index, leaf="0x" + tree.leaf(index).hex(), proof=proof))
+    return out, "0x" + tree.root.hex()
+
+
+# --- the chain ----------------------------------------------------------------------------------
+
+
+def publish_epoch(
+    store: Store, backend: ChainBackend, deployment: Deployment, epoch: int
+) -> tuple[EpochRecord, str | None]:
+    """Make sure a recorded epoch's root is on the current chain; return (record, tx sent).
+
+    Raises:
+        UsageError: the epoch is not recorded.
+        ChainError: the chain holds a different root or total for this epoch, or a transaction
+            failed.
+    """
+    record = require_epoch(store, epoch)
+    if record.status == EMPTY or record.root is None:
+        return record, None
+    distributor = deployment.contract(backend.w3, "reward_distributor")
+    root = bytes.fromhex(record.root.removeprefix("0x"))
+    key = deployment.chain_key
+    on_chain = bytes(_call(distributor.functions.epochRoot(epoch).call, "read an epoch root"))
+    tx: str | None = None
+    if on_chain == _ZERO_ROOT:
+        receipt = backend.transact(distributor.functions.publishEpoch(epoch, root, record.total))
+        tx = "0x" + bytes(receipt["transactionHash"]).hex()
+    else:
+        total = int(_call(distributor.functions.epochTotal(epoch).call, "read an epoch total"))
+        if on_chain != root or total != record.total:
+            raise ChainError(
+                f"epoch {epoch} on {key} has root 0x{on_chain.hex()} and total {total}, but the "
+                f"store has {record.root} and {record.total}: the chain was published by "
+                "another database"
+            )
+    if tx is not None or record.chain_key != key or record.status != PUBLISHED:
+        previous = record.publish_tx if record.chain_key == key else None
+        mark_published(store, epoch, key, tx or previous)
+        record = require_epoch(store, epoch)
+    return record, tx
+
+
+def claim_epoch(
+    store: Store,
+    backend: ChainBackend,
+    deployment: Deployment,
+    epoch: int,
+    *,
+    accounts: Iterable[str] | None = None,
+    sender: str | None = None,
+) -> list[ClaimResult]:
+    """Claim an epoch's allocations on their owners' behalf (the tokens go to each leaf's account).
+
+    Publishes the epoch first if this chain lacks it. Leaves already claimed on-chain (by
+    anyone) are recorded as claimed and not sent again.
+
+    Args:
+        accounts: claim only the leaves of these accounts (default: every leaf).
+        sender: the account that sends the claims and pays the gas (default: the operator).
+    """
+    record, _ = publish_epoch(store, backend, deployment, epoch)
+    wanted = None if accounts is None else {to_checksum_address(a) for a in accounts}
+    distributor = deployment.contract(backend.w3, "reward_distributor")
+    key = deployment.chain_key
+    results = []
+    for a in record.allocations:
+        if a.leaf_index is None or (wanted is not None and a.account not in wanted):
+            continue
+        done = _call(distributor.functions.isClaimed(epoch, a.leaf_index).call, "read a claim")
+        tx = None
+        if not done:
+            proof = [bytes.fromhex(p.removeprefix("0x")) for p in a.proof]
+            call = distributor.functions.claim(epoch, a.leaf_index, a.account, a.amount, proof)
+            receipt = backend.transact(call, sender=sender)
+            tx = "0x" + bytes(receipt["transactionHash"]).hex()
+        if tx is not None or a.claimed_chain_key != key:
+            mark_claimed(store, epoch, a.position, key, tx)
+        results.append(
+            ClaimResult(epoch, a.leaf_index, a.strategy, a.account, a.amount, tx, bool(done))
+        )
+    return results
+
+
+def run_epoch(
+    epoch: int,
+    *,
+    store: Store,
+    backend: ChainBackend,
+    deployment: Deployment,
+    settings: Settings,
+    policy: Any = None,
+    data: MarketData | None = None,
+    metadata: Mapping[str, str | None] | None = None,
+    registry_names: Mapping[str, str] | None = None,
+    model_id: str | None = None,
+    names: Sequence[str] | None = None,
+    env_config: EnvConfig | None = None,
+    auto_claim: bool | None = None,
+    progress: Progress | None = None,
+) -> EpochRun:
+    """Compute (if not recorded), record, publish and optionally claim one epoch.
+
+    Re-running a finished epoch does nothing: a recorded epoch is never recomputed, a
+    published root is not sent again and claimed leaves are not claimed again.
+
+    Args:
+        policy: as in `compute_epoch`; needed only when the epoch is not recorded yet.
+        data: as in `compute_epoch`; needed only when the epoch is not recorded yet.
+        metadata: each strategy's declared payout address (used when the registry has none).
+        registry_names: the name each strategy is registered under (default: its own).
+        auto_claim: claim every leaf after publishing (default: `rewards.auto_claim`).
+        The rest as in `compute_epoch`.
+    """
+    record = read_epoch(store, epoch)
+    computed = record is None
+    if record is None:
+        if policy is None or data is None:
+            raise UsageError(f"reward epoch {epoch} is not recorded: give a policy and data")
+        carry_in = carry_into(store, epoch)
+        treasury = settings.rewards.treasury_address or backend.operator
+        names = tuple(data.strategy_names if names is None else names)
+        registry = deployment.contract(backend.w3, "strategy_registry")
+        accounts = payout_accounts(names, metadata or {}, treasury, registry, registry_names)
+        record = compute_epoch(
+            epoch,
+            policy,
+            data,
+            settings.rewards,
+            accounts,
+            treasury,
+            carry_in=carry_in,
+            model_id=model_id,
+            names=names,
+            env_config=env_config,
+            progress=progress,
+        )
+        try:
+            write_epoch(store, record)
+        except StoreError:
+            if read_epoch(store, epoch) is None:
+                raise
+            computed = False  # another run recorded it first: its record is the truth
+    record, tx = publish_epoch(store, backend, deployment, epoch)
+    claims: list[ClaimResult] = []
+    if settings.rewards.auto_claim if auto_claim is None else auto_claim:
+        claims = claim_epoch(store, backend, deployment, epoch)
+        record = require_epoch(store, epoch)
+    return EpochRun(record, computed, tx, tuple(claims))
+
+
+# --- inputs for the command line ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpochInputs:
+    """What an epoch is measured on: the policy, the market, the strategies' payout metadata.
+
+    Attributes:
+        policy: the model's numpy policy (observation -> action).
+        data: the stored market with every strategy the model observes (bar 0 = first candle).
+        metadata: each column's declared payout address.
+        registry_names: each column's strategy name in the StrategyRegistry (a column is a
+            strategy spec such as `noise:seed=3`; its plugin is `noise`).
+        model_id: the model's id.
+        env_config: the environment the model observes, with the configured costs.
+    """
+
+    policy: Any
+    data: MarketData
+    metadata: Mapping[str, str | None]
+    registry_names: Mapping[str, str]
+    model_id: str
+    env_config: EnvConfig
+
+
+def load_inputs(settings: Settings, store: Store, model_id: str = "live") -> EpochInputs:
+    """Load a registered model (default: the live one) and the market it trades.
+
+    Raises:
+        ModelError: no live model, or the model cannot be loaded.
+        UsageError: no model with that id.
+    """
+    from agent.learn import registry
+    from agent.learn.dataset import env_config, load_dataset, resolve_strategies
+    from agent.learn.inference import NumpyPolicy
+
+    record = registry.live_model(store) if model_id == "live" else registry.show(store, model_id)
+    if record is None:
+        raise ModelError("no live model: train one and promote it, or give --model ID")
+    meta = registry.read_metadata(record.path)
+    agent = settings.agent.model_copy(
+        update={
+            "strategies": list(meta["strategies"]),
+            "lookback_bars": int(meta["lookback_bars"]),
+            "exposure_levels": list(meta["exposure_levels"]),
+            "action": meta["action"],
+        }
+    )
+    scoped = settings.model_copy(update={"agent": agent})
+    dataset = load_dataset(store, scoped, record.key if record.series else None)
+    items = resolve_strategies(agent.strategies, scoped)
+    infos = {item.name: item.info for item in items}
+    return EpochInputs(
+        policy=NumpyPolicy.load(record.path),
+        data=dataset.data,
+        metadata={n: (i.payout_address if i else None) for n, i in infos.items()},
+        registry_names={n: (i.name if i else n) for n, i in infos.items()},
+        model_id=record.id,
+        env_config=env_config(scoped, meta["action"]),
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _call(fn: Callable[[], Any], what: str) -> Any:
+    try:
+        return fn()
+    except (OSError, Web3Exception, ValueError) as e:
+        raise ChainError(f"cannot {what}: {e}") from e

@@ -1,0 +1,242 @@
+"""Shapley attribution: the axioms, a hand-computed game, Monte Carlo against exact, epochs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from agent.config import PlantedSettings, SyntheticSettings
+from agent.env.features import FEATURE_NAMES, market_features
+from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
+from agent.market.synthetic import generate
+from agent.rewards.attribution import (
+    CachedGame,
+    Coalition,
+    all_coalitions,
+    evaluate_epoch,
+    exact_shapley,
+    shapley,
+    shapley_weights,
+)
+
+CONFIG = EnvConfig()
+SIGNALS_AT = CONFIG.lookback_bars * len(FEATURE_NAMES)
+"""Offset of the strategy signals in a TradingEnv observation (then the masks, then exposure)."""
+FULL, FLAT = len(CONFIG.exposure_levels) - 1, 0
+
+
+class SumOfSignals:
+    """Fully invested when the visible signals of `columns` sum above 0, else flat.
+
+    A hand-written policy is a perfectly valid policy for the attribution maths: masked signals
+    are 0 in the observation, so identical strategies are interchangeable and a strategy whose
+    signal is always 0 never changes an action.
+    """
+
+    def __init__(self, columns: Sequence[int]) -> None:
+        self.columns = np.asarray(columns) + SIGNALS_AT
+
+    def __call__(self, observation: np.ndarray) -> int:
+        return FULL if observation[self.columns].sum() > 0 else FLAT
+
+
+def market(signals: dict[str, np.ndarray] | None = None, bars: int = 360) -> MarketData:
+    """A seeded synthetic market; by default with an oracle, its copy, a zero and noise."""
+    planted = PlantedSettings(information_coefficient=0.3, half_life_bars=6.0)
+    synthetic = generate(SyntheticSettings(bars=bars, seed=11, planted=planted), "1h")
+    oracle = np.clip(synthetic.planted / 2, -1, 1)
+    rng = np.random.default_rng(5)
+    if signals is None:
+        signals = {
+            "oracle": oracle,
+            "oracle-copy": oracle.copy(),
+            "silent": np.zeros(bars),
+            "noise": rng.uniform(-1, 1, bars),
+        }
+    values = np.column_stack(list(signals.values())).astype("float32")
+    candles = synthetic.candles
+    return MarketData(
+        open_time=candles["open_time"].to_numpy(),
+        close=candles["close"].to_numpy(),
+        features=market_features(candles),
+        signals=values,
+        mask=np.ones(values.shape, dtype=bool),
+        strategy_names=tuple(signals),
+    )
+
+
+# --- the maths on hand-made games ----------------------------------------------------------
+
+
+def test_weights_of_a_game_sum_to_one_over_the_coalitions_without_a_player() -> None:
+    for n in range(1, 9):
+        weights = shapley_weights(n)
+        total = sum(math.comb(n - 1, s) * w for s, w in enumerate(weights))
+        assert total == pytest.approx(1.0)
+
+
+def test_a_hand_computed_three_player_game() -> None:
+    """v: singletons 10/20/30, every pair 10 more than its parts, all three 90.
+
+    phi_0 = 1/3 (10 - 0) + 1/6 (40 - 20) + 1/6 (50 - 30) + 1/3 (90 - 60) = 20
+    phi_1 = 1/3 (20 - 0) + 1/6 (40 - 10) + 1/6 (60 - 30) + 1/3 (90 - 50) = 30
+    phi_2 = 1/3 (30 - 0) + 1/6 (50 - 10) + 1/6 (60 - 20) + 1/3 (90 - 40) = 40
+    """
+    v = {
+        frozenset(): 0.0,
+        frozenset({0}): 10.0,
+        frozenset({1}): 20.0,
+        frozenset({2}): 30.0,
+        frozenset({0, 1}): 40.0,
+        frozenset({0, 2}): 50.0,
+        frozenset({1, 2}): 60.0,
+        frozenset({0, 1, 2}): 90.0,
+    }
+    result = shapley(v.__getitem__, ["a", "b", "c"])
+    assert result.values == pytest.approx((20.0, 30.0, 40.0))
+    assert result.std_errors == (0.0, 0.0, 0.0)
+    assert (result.method, result.evaluations, result.v_all, result.v_empty) == (
+        "exact",
+        8,
+        90.0,
+        0.0,
+    )
+
+
+def test_the_glove_game() -> None:
+    """One left glove (player 0), two right gloves: a pair is worth 1. Known: 2/3, 1/6, 1/6."""
+
+    def gloves(s: Coalition) -> float:
+        return 1.0 if 0 in s and (1 in s or 2 in s) else 0.0
+
+    assert shapley(gloves, ["left", "right-1", "right-2"]).values == pytest.approx(
+        (2 / 3, 1 / 6, 1 / 6)
+    )
+
+
+def test_exact_shapley_needs_every_coalition() -> None:
+    with pytest.raises(KeyError):
+        exact_shapley({frozenset(): 0.0}, 2)
+
+
+def test_coalitions_are_evaluated_once_each() -> None:
+    calls: list[Coalition] = []
+
+    def counted(s: Coalition) -> float:
+        calls.append(s)
+        return float(len(s) ** 2)
+
+    game = CachedGame(counted)
+    shapley(game, ["a", "b", "c", "d"])
+    shapley(game, ["a", "b", "c", "d"])  # a second attribution reuses every value
+    assert sorted(calls, key=sorted) == sorted(all_coalitions(4), key=sorted)
+    assert game.evaluations == 16
+
+
+def test_a_game_returning_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        shapley(lambda s: float("nan") if s else 0.0, ["a"])
+
+
+def test_monte_carlo_is_seeded_and_keeps_efficiency() -> None:
+    def v(s: Coalition) -> float:
+        return sum(i * i for i in s) + (5.0 if {0, 1} <= s else 0.0)
+
+    players = [f"p{i}" for i in range(12)]
+    one = shapley(v, players, exact_max_players=10, samples=50, seed=3)
+    two = shapley(v, players, exact_max_players=10, samples=50, seed=3)
+    assert one == two
+    assert one.method == "monte_carlo" and one.permutations == 50 and one.seed == 3
+    assert sum(one.values) == pytest.approx(one.v_all - one.v_empty)
+    assert one.values[5] == pytest.approx(25.0) and one.std_errors[5] == pytest.approx(0.0)
+
+
+# --- the epoch game: the policy re-run with strategies masked ------------------------------------
+
+
+def test_the_grand_coalition_is_the_agent_run_with_every_signal() -> None:
+    data = market()
+    policy = SumOfSignals(range(4))
+    game = evaluate_epoch(policy, data, 100, 300)
+    env = TradingEnv(data, CONFIG)
+    obs, info = env.reset(options={"start": 100, "end": 300})
+    start_value = info["value_quote"]
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        done = terminated or truncated
+    assert game(frozenset(range(4))) == pytest.approx(math.log(info["value_quote"] / start_value))
+    outcome = game.outcome(frozenset(range(4)))
+    assert outcome.decisions == 200 and outcome.value_end == pytest.approx(info["value_quote"])
+
+
+def test_efficiency_contributions_sum_to_the_gain_over_no_strategy() -> None:
+    data = market()
+    game = evaluate_epoch(SumOfSignals(range(4)), data, 60, 340)
+    result = shapley(game, game.names)
+    assert result.v_all != result.v_empty
+    assert sum(result.values) == pytest.approx(result.v_all - result.v_empty, abs=1e-12)
+
+
+def test_symmetry_identical_strategies_get_the_same() -> None:
+    data = market()
+    result = shapley(evaluate_epoch(SumOfSignals(range(4)), data, 60, 340), data.strategy_names)
+    values = result.by_name()
+    assert values["oracle"] == pytest.approx(values["oracle-copy"], abs=1e-15)
+    assert values["oracle"] != 0
+
+
+def test_null_player_a_strategy_that_never_changes_an_action_gets_zero() -> None:
+    data = market()
+    values = shapley(evaluate_epoch(SumOfSignals(range(4)), data, 60, 340), data.strategy_names)
+    assert values.by_name()["silent"] == 0.0  # its signal is always 0: never tips the sum
+    ignored = evaluate_epoch(SumOfSignals([0]), data, 60, 340)  # reads the oracle only
+    result = shapley(ignored, data.strategy_names).by_name()
+    assert result["oracle-copy"] == result["silent"] == result["noise"] == 0.0
+    assert result["oracle"] == pytest.approx(ignored(frozenset(range(4))) - ignored(frozenset()))
+
+
+def test_non_players_stay_masked() -> None:
+    data = market()
+    game = evaluate_epoch(SumOfSignals(range(4)), data, 60, 340, names=["noise", "oracle"])
+    assert game.columns == (3, 0)
+    assert game.visible(frozenset({1})).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="not in the data"):
+        evaluate_epoch(SumOfSignals([0]), data, 60, 340, names=["nobody"])
+    with pytest.raises(ValueError, match="must lie within"):
+        evaluate_epoch(SumOfSignals([0]), data, 60, data.bars)
+
+
+def test_monte_carlo_is_within_three_standard_errors_of_exact_on_eight_players() -> None:
+    base = market()
+    rng = np.random.default_rng(8)
+    oracle = base.signals[:, 0].astype("float64")
+    signals = {f"s{k}": (k % 4) / 3 * oracle + rng.uniform(-0.8, 0.8, base.bars) for k in range(8)}
+    data = market(signals)
+    game = CachedGame(evaluate_epoch(SumOfSignals(range(8)), data, 60, 340))
+    exact = shapley(game, data.strategy_names)
+    estimate = shapley(game, data.strategy_names, exact_max_players=7, samples=300, seed=1)
+    assert estimate.method == "monte_carlo" and exact.method == "exact"
+    for name, mc, se, truth in zip(
+        data.strategy_names, estimate.values, estimate.std_errors, exact.values, strict=True
+    ):
+        assert se > 0, name
+        assert abs(mc - truth) <= 3 * se, f"{name}: {mc} vs exact {truth} (se {se})"
+    assert sum(estimate.values) == pytest.approx(exact.v_all - exact.v_empty, abs=1e-12)
+
+
+def test_two_workers_give_the_same_values_as_one() -> None:
+    data = market()
+    game = evaluate_epoch(SumOfSignals(range(4)), data, 60, 340)
+    serial = shapley(game, data.strategy_names, workers=1)
+    progress: list[tuple[int, int]] = []
+    parallel = shapley(
+        CachedGame(game, workers=2, min_parallel=2),
+        data.strategy_names,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    assert parallel == serial
+    assert progress[-1] == (16, 16)
