@@ -16,6 +16,7 @@ from agent.cli import audit as audit_cli
 from agent.cli import backtest as backtest_cli
 from agent.cli import config_cmd, data, demo
 from agent.cli import rewards as rewards_cli
+from agent.cli import strategies as strategies_cli
 from agent.cli.common import stderr
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("demo")(demo.demo)
 app.add_typer(backtest_cli.app, name="backtest")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(rewards_cli.app, name="rewards")
+app.add_typer(strategies_cli.app, name="strategies")
 
 
 def _version(value: bool) -> None:
