@@ -7,28 +7,27 @@ those recorded in the store and those the chain knows), registers it (a new id, 
 version of the same name), then installs the exact bytes it hashed into the plugin directory.
 Every submission is written to the store's `strategy_registrations` table before the
 transaction is sent, so an interrupted submission is finished by submitting the same file again.
-The CLI (`agora strategies …`) is a thin layer over these functions.
+The CLI (`agora strategies …`) is a thin layer over these functions; the contract calls and
+the store's record are in `agent.plugins.onchain_registry`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
-import os
 import re
 import shutil
 import string
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from eth_utils import is_checksum_address, keccak, to_checksum_address
+from eth_utils import is_checksum_address, to_checksum_address
 
 from agent.config import Settings
 from agent.errors import ChainError, PluginError, TransactionReverted, UsageError
@@ -37,70 +36,73 @@ from agent.plugins.discovery import (
     StrategyStatus,
     discover,
     discover_file,
-    find,
+)
+from agent.plugins.install_plan import (
+    SubmissionPlan,
+    file_sha256,
+    install_bytes,
+    plan_submission,
 )
 from agent.plugins.interface import NAME_PATTERN
+from agent.plugins.onchain_registry import (
+    ACTIVE,
+    RETIRED,
+    STATUS_NAMES,
+    RegisteredStrategy,
+    RegisteredVersion,
+    RegistrationContext,
+    insert_row,
+    open_session,
+    read_entry,
+    read_registrations,
+    recorded_registry,
+    register_version,
+    registered_names,
+    registered_strategies,
+    status_of,
+    strategy_id,
+    tx_hash_of,
+    unfinished_rows,
+    update_row,
+)
 from agent.plugins.sandbox import SandboxLimits
 from agent.plugins.validation import Check, ValidationReport, reference_signals, validate
 from agent.store import Store
 
 if TYPE_CHECKING:
-    from web3.contract import Contract
-
     from agent.chain.backends import ChainBackend
+
+__all__ = [
+    "ACTIVE",
+    "EPHEMERAL_HINT",
+    "RETIRED",
+    "RETIRED_DIR",
+    "STATUS_NAMES",
+    "ListedStrategy",
+    "RegisteredStrategy",
+    "RegisteredVersion",
+    "Retirement",
+    "Scaffold",
+    "Submission",
+    "check_contributor",
+    "list_strategies",
+    "new",
+    "read_registrations",
+    "registered_strategies",
+    "retire",
+    "strategy_id",
+    "submit",
+    "validate_strategy",
+]
 
 logger = logging.getLogger(__name__)
 
-ACTIVE, RETIRED = 1, 2
-"""`StrategyRegistry.Status` values (0 is Unregistered)."""
-STATUS_NAMES = {ACTIVE: "active", RETIRED: "retired"}
 RETIRED_DIR = "retired-strategies"
 """Folder of the data directory that retired plugin files are moved to."""
-_LIVE_ROWS = ("registered", "installed")
 EPHEMERAL_HINT = (
     "this chain starts empty in every process: keep registrations with chain.backend anvil "
     "(chain.anvil_persist) or rpc"
 )
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    """One version of a strategy in the StrategyRegistry."""
-
-    version: int
-    code_hash: str
-    registered_at: int
-    """Block timestamp, in seconds since the epoch."""
-
-
-@dataclass(frozen=True)
-class RegisteredStrategy:
-    """A strategy as the StrategyRegistry holds it.
-
-    Attributes:
-        strategy_id: keccak256 of the name, 0x-prefixed hex.
-        name: the name, when known here (the chain stores only its hash).
-        payout: the contributor's checksum payout address.
-        status: "active" or "retired".
-        versions: every version, oldest first; the last is the current one.
-    """
-
-    strategy_id: str
-    name: str | None
-    payout: str
-    status: str
-    versions: tuple[RegisteredVersion, ...]
-
-    @property
-    def version(self) -> int:
-        return self.versions[-1].version
-
-    @property
-    def code_hash(self) -> str:
-        return self.versions[-1].code_hash
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "version": self.version, "code_hash": self.code_hash}
 
 
 @dataclass(frozen=True)
@@ -191,11 +193,6 @@ class Retirement:
         return {**vars(self), **paths}
 
 
-def strategy_id(name: str) -> bytes:
-    """Return a strategy's id in the StrategyRegistry: keccak256 of its name."""
-    return bytes(keccak(text=name))
-
-
 def check_contributor(address: str) -> str:
     """Return the contributor's checksum address.
 
@@ -234,10 +231,10 @@ def list_strategies(
     entries: dict[str, RegisteredStrategy] = {}
     if backend is not None or settings.chain.backend != "embedded":
         try:
-            with _session(settings, backend, store) as (chain, db):
-                registry = _recorded_registry(chain, db)
+            with open_session(settings, backend, store) as (chain, db):
+                registry = recorded_registry(chain, db)
                 for item in found:
-                    entry = None if registry is None else _read_entry(registry, item.name)
+                    entry = None if registry is None else read_entry(registry, item.name)
                     if entry is not None:
                         entries[item.name] = entry
         except ChainError as e:
@@ -313,11 +310,11 @@ def validate_strategy(
     with ExitStack() as stack:
         if store is None and Path(settings.data.database_path).exists():
             store = stack.enter_context(Store(settings.data.database_path))
-        names = _store_names(store) if store is not None else set()
+        names = registered_names(store) if store is not None else set()
         if backend is not None and store is not None:
-            registry = _recorded_registry(backend, store)
+            registry = recorded_registry(backend, store)
             if registry is not None:
-                names |= {d.name for d in found if d.ok and _status(registry, d.name)}
+                names |= {d.name for d in found if d.ok and status_of(registry, d.name)}
     return validate(item, settings, registered=_registered_signals(settings, found, names, item))
 
 
@@ -403,21 +400,25 @@ def submit(
     path = None if isinstance(target, DiscoveredStrategy) else Path(target)
     if path is not None and path.suffix == ".py" and not path.is_file():
         raise UsageError(f"{path}: no such plugin file")
-    with _session(settings, backend, store) as (chain, db):
+    with open_session(settings, backend, store) as (chain, db):
         from agent.chain.deploy import deploy_all
 
         deployment = deploy_all(chain, db, settings)
         registry = deployment.contract(chain.w3, "strategy_registry")
         found = discover(settings)
-        plan = _plan(settings, target, found)
+        plan = plan_submission(settings, target, found)
         item, name, code_hash = plan.item, plan.item.name, plan.code_hash
-        context = _Context(chain, db, deployment.chain_key, registry, name, code_hash, payout)
-        current = _read_entry(registry, name)
+        context = RegistrationContext(
+            chain, db, deployment.chain_key, registry, name, code_hash, payout
+        )
+        current = read_entry(registry, name)
         if current is not None:
             _check_update_allowed(current, payout, deployment.chain_key)
             if current.code_hash == code_hash:
                 return _resume(context, current, plan)
-        names = _store_names(db) | {d.name for d in found if d.ok and _status(registry, d.name)}
+        names = registered_names(db) | {
+            d.name for d in found if d.ok and status_of(registry, d.name)
+        }
         registered = _registered_signals(settings, found, names, item)
         report = validate(item, settings, registered=registered)
         if not report.passed:
@@ -426,7 +427,7 @@ def submit(
                 f"strategy {name!r} was not submitted: {len(lines)} validation check(s) "
                 "failed\n" + "\n".join(lines)
             )
-        tx_hash, version = _register(context)
+        tx_hash, version = register_version(context)
         _finish(context, plan, version=version, tx_hash=tx_hash)
     return Submission(
         name=name,
@@ -443,101 +444,17 @@ def submit(
     )
 
 
-@dataclass(frozen=True)
-class _Context:
-    chain: ChainBackend
-    store: Store
-    chain_key: str
-    registry: Contract
-    name: str
-    code_hash: str
-    payout: str
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What to submit: the strategy, its code hash, and the bytes to install where (files)."""
-
-    item: DiscoveredStrategy
-    code_hash: str
-    blob: bytes | None = None
-    install_path: Path | None = None
-
-
-def _plan(
-    settings: Settings, target: DiscoveredStrategy | Path | str, found: list[DiscoveredStrategy]
-) -> _Plan:
-    if not isinstance(target, DiscoveredStrategy):
-        path = Path(target)
-        if path.suffix == ".py" or path.is_file():
-            return _file_plan(settings, path, found)
-        target = find(found, str(target))
-    if target.origin.startswith("file:"):
-        return _file_plan(settings, Path(target.origin.removeprefix("file:")), found)
-    if not target.origin.startswith("package:"):
-        raise PluginError(
-            f"strategy {target.name!r} is {target.origin}: only plugin files and installed "
-            "packages are submitted"
-        )
-    if not target.ok or target.code_hash is None:
-        raise PluginError(
-            f"strategy {target.name!r} ({target.origin}) is not usable: {target.error}"
-        )
-    _check_name_free(target, found)
-    return _Plan(target, target.code_hash)
-
-
-def _file_plan(settings: Settings, source: Path, found: list[DiscoveredStrategy]) -> _Plan:
-    source = source.resolve()
-    blob = source.read_bytes()
-    code_hash = hashlib.sha256(blob).hexdigest()
-    items = discover_file(source, _limits(settings))
-    if len(items) != 1:
-        names = ", ".join(repr(d.name) for d in items)
-        raise PluginError(
-            f"{source} defines {len(items)} strategies ({names}): submit one per file"
-        )
-    (item,) = items
-    if not item.ok:
-        raise PluginError(f"{source} does not load: {item.error}")
-    if item.code_hash != code_hash:
-        raise PluginError(f"{source} changed while it was being submitted: submit it again")
-    _check_name_free(item, found)
-    return _Plan(item, code_hash, blob, _install_target(settings, source, item.name, found))
-
-
-def _register(context: _Context) -> tuple[str, int]:
-    """Send the registration, recorded first as pending; return its tx hash and version."""
-    sid, code_hash = strategy_id(context.name), bytes.fromhex(context.code_hash)
-    registry = context.registry
-    holder = bytes(_call(registry.functions.strategyOfCodeHash(code_hash)))
-    if holder not in (bytes(32), sid):
-        raise PluginError(
-            f"this exact code is registered as another strategy (id 0x{holder.hex()})"
-        )
-    row = _insert_row(context, "pending")
-    try:
-        receipt = context.chain.transact(
-            registry.functions.register(sid, context.payout, code_hash)
-        )
-    except ChainError as e:
-        _update_row(context.store, row, status="failed", error=str(e))
-        reason = e.reason if isinstance(e, TransactionReverted) else None
-        raise PluginError(f"registering {context.name!r} failed: {reason or e}") from e
-    tx_hash, version = _tx_hash(receipt), _version_added(registry, receipt)
-    _update_row(context.store, row, status="registered", version=version, tx_hash=tx_hash)
-    return tx_hash, version
-
-
-def _finish(context: _Context, plan: _Plan, *, version: int, tx_hash: str | None) -> None:
+def _finish(
+    context: RegistrationContext, plan: SubmissionPlan, *, version: int, tx_hash: str | None
+) -> None:
     """Install a file's bytes and record the submission as installed."""
-    rows = _rows(context.store, context.chain_key, context.name, context.code_hash)
-    row = rows[-1]["id"] if rows else _insert_row(context, "registered")
+    rows = unfinished_rows(context.store, context.chain_key, context.name, context.code_hash)
+    row = rows[-1]["id"] if rows else insert_row(context, "registered")
     tx_hash = tx_hash or (rows[-1]["tx_hash"] if rows else None)
     if plan.blob is not None and plan.install_path is not None:
-        _install(plan.blob, plan.install_path)
+        install_bytes(plan.blob, plan.install_path)
     where = str(plan.install_path) if plan.install_path is not None else plan.item.origin
-    _update_row(
+    update_row(
         context.store,
         row,
         status="installed",
@@ -546,42 +463,6 @@ def _finish(context: _Context, plan: _Plan, *, version: int, tx_hash: str | None
         installed_path=where,
         error=None,
     )
-
-
-def _check_name_free(item: DiscoveredStrategy, found: Iterable[DiscoveredStrategy]) -> None:
-    for other in found:
-        elsewhere = other.origin != item.origin and not other.origin.startswith("file:")
-        if other.ok and other.name == item.name and elsewhere:
-            raise PluginError(
-                f"the name {item.name!r} is taken by the {other.origin} strategy: rename yours"
-            )
-
-
-def _install_target(
-    settings: Settings, source: Path, name: str, found: Iterable[DiscoveredStrategy]
-) -> Path:
-    """Return where the file goes: in place, over its earlier version, or a new file."""
-    plugin_dir = Path(settings.strategies.plugin_dir).resolve()
-    files = {Path(d.origin.removeprefix("file:")): d for d in found if d.origin.startswith("file:")}
-    holders = [p for p, d in files.items() if d.name == name and d.info is not None and p != source]
-    if source.parent == plugin_dir:
-        if holders:
-            raise PluginError(
-                f"{holders[0]} also defines strategy {name!r}: remove one of the two files"
-            )
-        return source
-    if len(holders) > 1:
-        raise PluginError(f"several files define {name!r}: {', '.join(map(str, holders))}")
-    if holders:
-        return holders[0]
-    target = plugin_dir / source.name
-    if target.exists():
-        other = files.get(target)
-        what = f"strategy {other.name!r}" if other and other.info else "another plugin file"
-        raise PluginError(
-            f"{target} already holds {what}: rename {source.name} before submitting it"
-        )
-    return target
 
 
 def _check_update_allowed(current: RegisteredStrategy, payout: str, chain_key: str) -> None:
@@ -597,17 +478,19 @@ def _check_update_allowed(current: RegisteredStrategy, payout: str, chain_key: s
         )
 
 
-def _resume(context: _Context, current: RegisteredStrategy, plan: _Plan) -> Submission:
+def _resume(
+    context: RegistrationContext, current: RegisteredStrategy, plan: SubmissionPlan
+) -> Submission:
     """Finish an interrupted submission of the registered code, or say it is registered."""
     path = plan.install_path
-    if path is None or (path.is_file() and _sha256(path) == context.code_hash):
+    if path is None or (path.is_file() and file_sha256(path) == context.code_hash):
         raise PluginError(
             f"strategy {context.name!r} is already registered as version {current.version} "
             f"with this code (code hash {context.code_hash[:12]}…) on {context.chain_key}"
             + (", and installed" if path is not None else "")
             + ": change the code to submit a new version"
         )
-    rows = _rows(context.store, context.chain_key, context.name, context.code_hash)
+    rows = unfinished_rows(context.store, context.chain_key, context.name, context.code_hash)
     _finish(context, plan, version=current.version, tx_hash=None)
     return Submission(
         name=context.name,
@@ -623,20 +506,6 @@ def _resume(context: _Context, current: RegisteredStrategy, plan: _Plan) -> Subm
         report=None,
         resumed=True,
     )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _install(blob: bytes, target: Path) -> None:
-    """Write the exact bytes that were hashed, atomically (a reader sees old or new, whole)."""
-    if target.is_file() and target.read_bytes() == blob:
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"_{target.name}.{os.getpid()}.partial")
-    partial.write_bytes(blob)
-    os.replace(partial, target)
 
 
 # --- retire ---------------------------------------------------------------------------------
@@ -655,12 +524,12 @@ def retire(
     Raises:
         PluginError: the strategy is not registered, or is retired and not installed.
     """
-    with _session(settings, backend, store) as (chain, db):
+    with open_session(settings, backend, store) as (chain, db):
         from agent.chain.deploy import deploy_all
 
         deployment = deploy_all(chain, db, settings)
         registry = deployment.contract(chain.w3, "strategy_registry")
-        current = _read_entry(registry, name)
+        current = read_entry(registry, name)
         if current is None:
             raise PluginError(
                 f"strategy {name!r} is not registered on {deployment.chain_key}"
@@ -679,7 +548,7 @@ def retire(
                 receipt = chain.transact(registry.functions.retire(strategy_id(name)))
             except TransactionReverted as e:
                 raise PluginError(f"retiring {name!r} failed: {e.reason or e}") from e
-            tx_hash = _tx_hash(receipt)
+            tx_hash = tx_hash_of(receipt)
         moved_from = installed[0] if installed else None
         moved_to = None
         folder = Path(settings.data.dir) / RETIRED_DIR
@@ -687,186 +556,13 @@ def retire(
             folder.mkdir(parents=True, exist_ok=True)
             moved_to = folder / f"{path.stem}-v{current.version}-{int(time.time())}.py"
             shutil.move(path, moved_to)
-        context = _Context(
+        context = RegistrationContext(
             chain, db, deployment.chain_key, registry, name, current.code_hash, current.payout
         )
-        row = _insert_row(context, "retired")
+        row = insert_row(context, "retired")
         where = None if moved_to is None else str(moved_to)
-        _update_row(db, row, version=current.version, tx_hash=tx_hash, installed_path=where)
+        update_row(db, row, version=current.version, tx_hash=tx_hash, installed_path=where)
     sid = "0x" + strategy_id(name).hex()
     return Retirement(
         name, sid, current.version, tx_hash, deployment.chain_key, moved_from, moved_to
     )
-
-
-# --- reading the chain ----------------------------------------------------------------------
-def registered_strategies(
-    settings: Settings,
-    *,
-    backend: ChainBackend | None = None,
-    store: Store | None = None,
-    names: Iterable[str] = (),
-) -> list[RegisteredStrategy]:
-    """Return every strategy in the StrategyRegistry, in registration order.
-
-    Names are recovered from their ids for `names`, the store's records and the shipped
-    strategies; others have `name=None`. Nothing is deployed: a chain without recorded
-    contracts (the embedded one opened here, for instance) has none.
-    """
-    if backend is None and settings.chain.backend == "embedded":
-        return []
-    with _session(settings, backend, store) as (chain, db):
-        registry = _recorded_registry(chain, db)
-        if registry is None:
-            return []
-        from strategies import SHIPPED
-
-        known = {*names, *_store_names(db, statuses=None), *(cls.name for cls in SHIPPED)}
-        by_id = {strategy_id(n): n for n in known}
-        count = int(_call(registry.functions.strategyCount()))
-        entries = []
-        for index in range(count):
-            sid = bytes(_call(registry.functions.strategyIdAt(index)))
-            entry = _read_id(registry, sid, by_id.get(sid))
-            if entry is not None:
-                entries.append(entry)
-    return entries
-
-
-def _read_entry(registry: Contract, name: str) -> RegisteredStrategy | None:
-    return _read_id(registry, strategy_id(name), name)
-
-
-def _read_id(registry: Contract, sid: bytes, name: str | None) -> RegisteredStrategy | None:
-    functions = registry.functions
-    status = int(_call(functions.statusOf(sid)))
-    if status not in STATUS_NAMES:
-        return None
-    payout = _call(functions.get(sid))[0]
-    count = int(_call(functions.versionCount(sid)))
-    versions = []
-    for index in range(count):
-        code_hash, version, registered_at = _call(functions.versionAt(sid, index))
-        versions.append(RegisteredVersion(int(version), bytes(code_hash).hex(), int(registered_at)))
-    return RegisteredStrategy(
-        strategy_id="0x" + sid.hex(),
-        name=name,
-        payout=str(to_checksum_address(payout)),
-        status=STATUS_NAMES[status],
-        versions=tuple(versions),
-    )
-
-
-def _status(registry: Contract, name: str) -> int:
-    return int(_call(registry.functions.statusOf(strategy_id(name))))
-
-
-def _call(function: Any) -> Any:
-    from web3.exceptions import Web3Exception
-
-    try:
-        return function.call()
-    except (OSError, Web3Exception, ValueError) as e:
-        label = getattr(function, "fn_name", "a registry view")
-        raise ChainError(f"cannot read {label} from the StrategyRegistry: {e}") from e
-
-
-def _recorded_registry(chain: ChainBackend, store: Store) -> Contract | None:
-    """Return the StrategyRegistry recorded for this chain (code checked), or None."""
-    from agent.chain.contracts import load_artifact
-    from agent.chain.deploy import chain_key, check_code
-
-    key = chain_key(chain)
-    record = store.read_deployments(key).get("strategy_registry")
-    if record is None:
-        return None
-    check_code(chain, key, "strategy_registry", record.address, record.code_hash)
-    abi = load_artifact("StrategyRegistry").abi
-    return chain.w3.eth.contract(address=to_checksum_address(record.address), abi=abi)
-
-
-def _version_added(registry: Contract, receipt: Any) -> int:
-    from web3.logs import DISCARD
-
-    events = registry.events.StrategyVersionAdded().process_receipt(receipt, errors=DISCARD)
-    if len(events) != 1:
-        raise ChainError(f"the registration emitted {len(events)} StrategyVersionAdded events")
-    return int(events[0]["args"]["version"])
-
-
-def _tx_hash(receipt: Any) -> str:
-    return "0x" + bytes(receipt["transactionHash"]).hex()
-
-
-@contextmanager
-def _session(
-    settings: Settings, backend: ChainBackend | None, store: Store | None
-) -> Iterator[tuple[ChainBackend, Store]]:
-    """Yield the chain and the store, opening (and afterwards closing) those not given."""
-    with ExitStack() as stack:
-        if store is None:
-            store = stack.enter_context(Store(settings.data.database_path))
-        if backend is None:
-            from agent.chain.backends import connect
-
-            backend = stack.enter_context(connect(settings.chain, settings.data.dir))
-        yield backend, store
-
-
-# --- the store's record ---------------------------------------------------------------------
-def read_registrations(
-    store: Store, *, name: str | None = None, chain_key: str | None = None
-) -> list[dict[str, Any]]:
-    """Return the recorded submissions and retirements, oldest first, optionally filtered."""
-    sql, params = "SELECT * FROM strategy_registrations WHERE 1 = 1", []
-    for column, value in (("name", name), ("chain_key", chain_key)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    cursor = store.db.execute(sql + " ORDER BY id", params)
-    columns = [c[0] for c in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-
-
-def _rows(store: Store, chain_key: str, name: str, code_hash: str) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in read_registrations(store, name=name, chain_key=chain_key)
-        if r["code_hash"] == code_hash and r["status"] in ("pending", "registered")
-    ]
-
-
-def _store_names(store: Store, statuses: Sequence[str] | None = _LIVE_ROWS) -> set[str]:
-    rows = read_registrations(store)
-    return {r["name"] for r in rows if statuses is None or r["status"] in statuses}
-
-
-def _insert_row(context: _Context, status: str) -> int:
-    now = int(time.time() * 1000)
-    with context.store.transaction() as conn:
-        cursor = conn.execute(
-            "INSERT INTO strategy_registrations (chain_key, name, strategy_id, code_hash, payout, "
-            "status, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                context.chain_key,
-                context.name,
-                "0x" + strategy_id(context.name).hex(),
-                context.code_hash,
-                context.payout,
-                status,
-                now,
-                now,
-            ],
-        )
-    return int(cursor.lastrowid or 0)
-
-
-def _update_row(store: Store, row: int, **values: Any) -> None:
-    allowed = {"status", "version", "tx_hash", "installed_path", "error"}
-    assert set(values) <= allowed, set(values) - allowed
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    with store.transaction() as conn:
-        conn.execute(
-            f"UPDATE strategy_registrations SET {assignments}, updated_ms = ? WHERE id = ?",
-            [*values.values(), int(time.time() * 1000), row],
-        )

@@ -1,31 +1,53 @@
-"""Discovery from the three places, with third-party code loaded only in the sandbox."""
+"""Discovery from the three places, with third-party code loaded only in the sandbox.
+
+An installed package (tests/data/thirdparty_pkg, built into a wheel and pip-installed) is
+found through its entry point, then validated, registered on the embedded chain and used.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from eth_utils import keccak, to_checksum_address
 
+from agent.chain.backends import EmbeddedBackend
+from agent.chain.deploy import deploy_all
+from agent.config import Settings
 from agent.plugins.discovery import (
     DiscoveredStrategy,
     StrategyStatus,
     discover,
     discover_file,
+    find,
     package_sha256,
 )
-from agent.plugins.sandbox import run_plugin
+from agent.plugins.registry import (
+    read_registrations,
+    registered_strategies,
+    submit,
+    validate_strategy,
+)
+from agent.plugins.sandbox import SandboxLimits, run_plugin
 from agent.plugins.signals import compute_signals
+from agent.store import Store
 from strategies import SHIPPED
-from tests.integration.plugins.conftest import GOOD_PLUGIN, strategies_settings
+from tests.integration.plugins.conftest import GOOD_PLUGIN, MEMORY_MB, strategies_settings
 
 PACKAGE_SOURCE = Path(__file__).parents[2] / "data" / "thirdparty_pkg"
 DIST = "agora-example-plugin"
+PACKAGE_MODULE = "agora_example_plugin"
+PACKAGE_STRATEGY = "close-location"
+PACKAGE_WARMUP = 4
+ACTIVE = 1
 
 TWO_STRATEGIES = '''
 import numpy as np
@@ -207,25 +229,94 @@ def test_an_installed_package_is_found_through_its_entry_point(
     found = discover(strategies_settings(tmp_path / "no-plugins"))
     (item,) = [d for d in found if d.origin.startswith("package:")]
     assert (item.name, item.origin, item.status) == (
-        "range-position",
+        PACKAGE_STRATEGY,
         f"package:{DIST}",
         StrategyStatus.OK,
     )
     assert not item.trusted and item.location is not None
     assert (item.location.kind, item.location.target, item.location.attr) == (
         "module",
-        "agora_example_plugin",
-        "RangePosition",
+        PACKAGE_MODULE,
+        "CloseLocation",
     )
-    assert item.code_hash is not None and item.code_hash == package_sha256("agora_example_plugin")
+    assert item.code_hash is not None and item.code_hash == package_sha256(PACKAGE_MODULE)
     assert item.info is not None and item.info.author == "An outside contributor"
-    assert "agora_example_plugin" not in sys.modules, "the package was imported in-process"
+    assert PACKAGE_MODULE not in sys.modules, "the package was imported in-process"
 
     matrix = compute_signals([item], candles, key=None)
     assert matrix.reasons == {}
-    values, mask = matrix.column("range-position")
-    assert mask[19:].all() and not mask[:19].any()
+    values, mask = matrix.column(PACKAGE_STRATEGY)
+    assert mask[PACKAGE_WARMUP:].all() and not mask[:PACKAGE_WARMUP].any()
     assert abs(values).max() <= 1.0
+
+
+@pytest.mark.usefixtures("installed_package")
+def test_an_installed_package_is_validated_registered_on_chain_and_its_signal_used(
+    tmp_path: Path, candles: pd.DataFrame
+) -> None:
+    settings = Settings.model_validate(
+        {
+            "data": {"dir": str(tmp_path / "data")},
+            "strategies": {
+                "plugin_dir": str(tmp_path / "plugins"),
+                "memory_mb": MEMORY_MB,
+                "reference_bars": 1_000,
+            },
+        }
+    )
+    item = find(discover(settings), PACKAGE_STRATEGY)
+    assert item.origin == f"package:{DIST}" and item.info is not None
+    code_hash = package_sha256(PACKAGE_MODULE)
+    payout = item.info.payout_address  # the contributor pays out to the address it declares
+    assert payout is not None
+
+    with EmbeddedBackend() as backend, Store(settings.data.database_path) as store:
+        deployment = deploy_all(backend, store, settings)
+        registry = deployment.contract(backend.w3, "strategy_registry")
+
+        # validated against every shipped strategy: an original, not a copy
+        report = validate_strategy(settings, PACKAGE_STRATEGY, backend=backend, store=store)
+        assert report.passed, [f"{c.name}: {c.message}" for c in report.failures]
+        originality = re.search(
+            r"highest correlation (-?[0-9.]+)", report.check("originality").message
+        )
+        assert originality is not None and abs(float(originality.group(1))) < 0.8
+
+        # registered on-chain with the package's code hash and its payout address
+        result = submit(settings, PACKAGE_STRATEGY, payout, backend=backend, store=store)
+        assert (result.version, result.code_hash, result.origin, result.installed_path) == (
+            1,
+            code_hash,
+            f"package:{DIST}",
+            None,
+        )
+        sid = keccak(text=PACKAGE_STRATEGY)
+        assert registry.functions.get(sid).call() == [
+            to_checksum_address(payout),
+            bytes.fromhex(code_hash),
+            1,
+            ACTIVE,
+        ]
+        assert registry.functions.strategyOfCodeHash(bytes.fromhex(code_hash)).call() == sid
+        (entry,) = registered_strategies(settings, backend=backend, store=store)
+        assert (entry.name, entry.payout, entry.code_hash) == (
+            PACKAGE_STRATEGY,
+            to_checksum_address(payout),
+            code_hash,
+        )
+        (row,) = read_registrations(store, name=PACKAGE_STRATEGY)
+        assert (row["status"], row["installed_path"]) == ("installed", f"package:{DIST}")
+        assert not list(Path(settings.strategies.plugin_dir).glob("*"))  # pip installed it
+
+    assert PACKAGE_MODULE not in sys.modules, "the package was imported in-process"
+    limits = SandboxLimits.from_settings(settings.strategies)
+    matrix = compute_signals(
+        [find(discover(settings), PACKAGE_STRATEGY)], candles, key=None, limits=limits
+    )
+    assert matrix.reasons == {}
+    values, mask = matrix.column(PACKAGE_STRATEGY)
+    assert mask[PACKAGE_WARMUP:].all() and not mask[:PACKAGE_WARMUP].any()
+    assert np.isfinite(values[mask]).all() and abs(values).max() <= 1.0
 
 
 def test_shipped_strategies_come_first_and_win_duplicates() -> None:

@@ -175,8 +175,8 @@ def test_a_strategy_from_an_installed_package_is_registered_with_its_package_has
 ) -> None:
     # An `agora.strategies` entry point as a pip-installed package declares it, to a module the
     # sandbox can import (from the repository root, so nothing is installed into the test
-    # environment). tests/data/thirdparty_pkg would not do: its range-position correlates 0.99
-    # with the shipped donchian-breakout, so originality refuses it.
+    # environment). The really pip-installed tests/data/thirdparty_pkg (its close-location) is
+    # registered the same way in test_discovery.py.
     entry_point = importlib.metadata.EntryPoint(
         name="noise", value=PACKAGE_STRATEGY, group=ENTRY_POINT_GROUP
     )
