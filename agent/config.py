@@ -150,6 +150,7 @@ class AgentSettings(Section):
     seeds: int = Field(1, ge=1, le=100)
     timesteps: int = Field(100_000, ge=1, le=1_000_000_000)
     eval_every_steps: int = Field(10_000, ge=1)
+    selection_margin: float = Field(1.0, ge=0.0, le=10.0)
     strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_AGENT_STRATEGIES))
     split: SplitSettings = SplitSettings()
     lookback_bars: int = Field(16, ge=1, le=1_000)

@@ -15,8 +15,10 @@ import typer
 from agent.cli import audit as audit_cli
 from agent.cli import backtest as backtest_cli
 from agent.cli import config_cmd, data, demo
+from agent.cli import models as models_cli
 from agent.cli import rewards as rewards_cli
 from agent.cli import strategies as strategies_cli
+from agent.cli import train as train_cli
 from agent.cli.common import stderr
 
 app = typer.Typer(
@@ -33,6 +35,8 @@ app.add_typer(backtest_cli.app, name="backtest")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(rewards_cli.app, name="rewards")
 app.add_typer(strategies_cli.app, name="strategies")
+app.command("train")(train_cli.train)
+app.add_typer(models_cli.app, name="models")
 
 
 def _version(value: bool) -> None:

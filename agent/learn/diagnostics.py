@@ -1,0 +1,269 @@
+"""How a policy behaves over a fixed window, and warnings when it behaves degenerately.
+
+`run_policy` steps a TradingEnv through a whole window with any `observation -> action`
+function and records a `Trajectory`; `window_metrics` turns it into the numbers training,
+the registry and reports use (net return, costs, turnover, exposure). `degenerate_warnings`
+flags agents that learned something useless: one that never trades, one that is always fully
+invested (buy-and-hold with extra steps), one that overtrades (turnover far above what the
+strategies it watches would cause), and a training run whose reward rose while the net value
+on validation fell (it learned the reward, not the market).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.env.trading_env import TradingEnv
+
+ActionFn = Callable[[np.ndarray], Any]
+
+FULLY_INVESTED = 0.98
+"""Exposure at or above which a bar counts as fully invested."""
+ALWAYS_INVESTED_SHARE = 0.98
+"""Share of bars fully invested above which the agent is 'always fully invested'."""
+OVERTRADE_FACTOR = 3.0
+"""Turnover per bar above this multiple of the strategies' median turnover is overtrading."""
+MIN_OVERTRADE_TURNOVER = 0.01
+"""Turnover per bar below this is never called overtrading (a few trades a year are fine)."""
+REWARD_RISE_SHARE = 0.1
+"""Relative rise of the mean training reward that counts as 'reward rises'."""
+VALUE_FALL_MARGIN = 0.05
+"""Fall of the mean validation log return that counts as 'net value falls' (beyond noise)."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One deterministic run over a window, one entry per decision.
+
+    Attributes:
+        exposure: exposure held after each decision, valued at the next bar's close.
+        exposure_before: exposure just before each decision's trade.
+        target: the target exposure chosen at each bar.
+        traded: whether a swap happened at each bar.
+        cost_quote: fee + price impact + gas paid at each bar, in USD.
+        reward: the environment's reward of each step.
+        value_quote: portfolio value at the close of the next bar, after each decision.
+        initial_value_quote: portfolio value before the first decision.
+    """
+
+    exposure: np.ndarray
+    exposure_before: np.ndarray
+    target: np.ndarray
+    traded: np.ndarray
+    cost_quote: np.ndarray
+    reward: np.ndarray
+    value_quote: np.ndarray
+    initial_value_quote: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.reward)
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    """What a policy achieved over one window, net of every cost.
+
+    Attributes:
+        bars: decisions made.
+        total_return: final value / initial value - 1.
+        log_return: log of final value / initial value (the selection score).
+        cost_fraction: fees + impact + gas, as a fraction of the initial value.
+        trades: swaps made.
+        turnover_per_bar: mean absolute exposure change per bar.
+        mean_exposure: mean exposure after each decision.
+        fully_invested_share: share of bars at or above `FULLY_INVESTED`.
+        reward_sum: sum of the environment's rewards.
+    """
+
+    bars: int
+    total_return: float
+    log_return: float
+    cost_fraction: float
+    trades: int
+    turnover_per_bar: float
+    mean_exposure: float
+    fully_invested_share: float
+    reward_sum: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def run_policy(
+    env: TradingEnv,
+    act: ActionFn,
+    start: int,
+    end: int,
+    *,
+    strategy_mask: Sequence[bool] | np.ndarray | None = None,
+) -> Trajectory:
+    """Run `act` deterministically over decisions start .. end - 1 of `env`.
+
+    Args:
+        env: the environment (its data must reach the close of bar `end`).
+        act: maps an observation to an action of `env.action_space`.
+        start: first decision bar.
+        end: the episode ends when the next decision would be bar `end`.
+        strategy_mask: forced visibility of each strategy (default: all visible).
+    """
+    options: dict[str, Any] = {"start": start, "end": end}
+    mask = np.ones(env.data.n_strategies, dtype=bool) if strategy_mask is None else strategy_mask
+    options["strategy_mask"] = np.asarray(mask, dtype=bool)
+    obs, info = env.reset(options=options)
+    initial = float(info["value_quote"])
+    rows: list[tuple[float, float, float, bool, float, float, float]] = []
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(act(obs))
+        done = terminated or truncated
+        exposure = float(obs[-1])
+        rows.append(
+            (
+                exposure,
+                float(info["exposure_before"]),
+                float(info["target_exposure"]),
+                info["side"] != "none",
+                info["fee_quote"] + info["impact_quote"] + info["gas_quote"],
+                float(reward),
+                float(info["value_quote"]),
+            )
+        )
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 7
+    return Trajectory(
+        exposure=np.asarray(columns[0], dtype="float64"),
+        exposure_before=np.asarray(columns[1], dtype="float64"),
+        target=np.asarray(columns[2], dtype="float64"),
+        traded=np.asarray(columns[3], dtype=bool),
+        cost_quote=np.asarray(columns[4], dtype="float64"),
+        reward=np.asarray(columns[5], dtype="float64"),
+        value_quote=np.asarray(columns[6], dtype="float64"),
+        initial_value_quote=initial,
+    )
+
+
+def window_metrics(trajectory: Trajectory) -> WindowMetrics:
+    """Summarise a trajectory (see `WindowMetrics`)."""
+    t = trajectory
+    initial = t.initial_value_quote
+    final = float(t.value_quote[-1]) if t.steps else initial
+    turnover = np.where(t.traded, np.abs(t.target - t.exposure_before), 0.0)
+    return WindowMetrics(
+        bars=t.steps,
+        total_return=final / initial - 1.0,
+        log_return=math.log(final / initial) if final > 0 else -math.inf,
+        cost_fraction=float(t.cost_quote.sum()) / initial,
+        trades=int(t.traded.sum()),
+        turnover_per_bar=float(turnover.mean()) if t.steps else 0.0,
+        mean_exposure=float(t.exposure.mean()) if t.steps else 0.0,
+        fully_invested_share=float((t.exposure >= FULLY_INVESTED).mean()) if t.steps else 0.0,
+        reward_sum=float(t.reward.sum()),
+    )
+
+
+def buy_and_hold(env: TradingEnv, start: int, end: int) -> Trajectory:
+    """Run the buy-and-hold baseline (full exposure from the first bar), costs included."""
+    full = _full_exposure_action(env)
+    return run_policy(env, lambda _obs: full, start, end)
+
+
+def _full_exposure_action(env: TradingEnv) -> Any:
+    if env.config.action == "discrete":
+        return int(np.argmax(env.config.exposure_levels))
+    return np.array([1.0], dtype=np.float32)
+
+
+def strategy_turnover(signals: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return each strategy's turnover per bar if its signal were followed as an exposure.
+
+    A signal s in [-1, 1] maps to the exposure (s + 1) / 2; bars where it is unavailable count
+    as no change.
+    """
+    exposure = np.where(mask, (np.asarray(signals, dtype="float64") + 1.0) / 2.0, np.nan)
+    change = np.abs(np.diff(exposure, axis=0))
+    change = np.where(np.isnan(change), 0.0, change)
+    return change.mean(axis=0) if len(change) else np.zeros(exposure.shape[1])
+
+
+@dataclass(frozen=True)
+class TrainingPoint:
+    """One evaluation during training: the in-sample reward and the validation outcome."""
+
+    step: int
+    train_reward: float
+    validation_log_return: float
+
+
+def degenerate_warnings(
+    trajectory: Trajectory,
+    *,
+    strategy_turnover_per_bar: Sequence[float] | np.ndarray = (),
+    history: Sequence[TrainingPoint] = (),
+) -> list[str]:
+    """Return a warning for each way the agent looks degenerate (empty when it looks sane).
+
+    Args:
+        trajectory: the agent's deterministic run over a window (validation or test).
+        strategy_turnover_per_bar: each strategy's turnover per bar on the same window
+            (`strategy_turnover`); no overtrading check without it.
+        history: the evaluations made during training, oldest first.
+    """
+    metrics = window_metrics(trajectory)
+    warnings: list[str] = []
+    if metrics.bars and metrics.trades == 0:
+        warnings.append(
+            f"never trades: no swap in {metrics.bars} bars (the policy learned to stay flat)"
+        )
+    if metrics.bars and metrics.fully_invested_share >= ALWAYS_INVESTED_SHARE:
+        warnings.append(
+            f"always fully invested: {metrics.fully_invested_share:.0%} of bars at exposure "
+            f">= {FULLY_INVESTED} (it behaves like buy-and-hold)"
+        )
+    reference = np.asarray(strategy_turnover_per_bar, dtype="float64")
+    if reference.size and metrics.turnover_per_bar >= MIN_OVERTRADE_TURNOVER:
+        median = float(np.median(reference))
+        if metrics.turnover_per_bar > OVERTRADE_FACTOR * median:
+            warnings.append(
+                f"overtrades: turnover {metrics.turnover_per_bar:.3f} per bar, more than "
+                f"{OVERTRADE_FACTOR:g}x the strategies' median {median:.3f} "
+                f"(costs {metrics.cost_fraction:.1%} of the starting value)"
+            )
+    divergence = reward_value_divergence(history)
+    if divergence:
+        warnings.append(divergence)
+    return warnings
+
+
+def reward_value_divergence(history: Sequence[TrainingPoint]) -> str | None:
+    """Return a warning if the training reward rose while the validation net value fell.
+
+    Compares the first and the second half of the evaluations: the mean training reward must
+    have risen and the mean validation log return fallen, each by a clear margin, so noise
+    between two evaluations does not trigger it.
+    """
+    points = [p for p in history if math.isfinite(p.train_reward)]
+    if len(points) < 4:
+        return None
+    half = len(points) // 2
+    early, late = points[:half], points[half:]
+    reward_early = float(np.mean([p.train_reward for p in early]))
+    reward_late = float(np.mean([p.train_reward for p in late]))
+    value_early = float(np.mean([p.validation_log_return for p in early]))
+    value_late = float(np.mean([p.validation_log_return for p in late]))
+    reward_scale = max(abs(reward_early), abs(reward_late), 1e-9)
+    if (
+        reward_late - reward_early > REWARD_RISE_SHARE * reward_scale
+        and value_late < value_early - VALUE_FALL_MARGIN
+    ):
+        return (
+            f"reward rises while net value falls: mean training episode reward "
+            f"{reward_early:+.4f} -> {reward_late:+.4f}, validation log return "
+            f"{value_early:+.4f} -> {value_late:+.4f} (overfitting the training split, or a "
+            "reward that pays for something other than value)"
+        )
+    return None

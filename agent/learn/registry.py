@@ -1,0 +1,407 @@
+"""The model registry: trained models in the store, identified by the hash of their file.
+
+Model id. A model's id is the sha256 of its saved file's bytes. SB3's `save` is not byte-stable
+(zip entry times are the wall clock; episode statistics and the start time hold timings; the
+readable descriptions of classes in its `data` entry hold memory addresses), so `model_bytes`
+saves without those volatile attributes (`ep_info_buffer`, `ep_success_buffer`, `start_time`:
+SB3 resets them when learning resumes), strips the addresses (` at 0x…>`), and rewrites the
+archive with every entry dated 1980-01-01 in SB3's entry order, plus an `agora.json` entry describing what the policy
+observes (algorithm, action kind, exposure levels, look-back, strategies). Everything else in
+the file (weights, optimiser state, hyper-parameters, library versions) is deterministic, so
+training twice with the same seed, data and configuration on one machine gives the same id.
+
+Promotion gate. One model is live at a time. `promote` evaluates the candidate and the live
+model deterministically over the validation window of the current data (each observing its
+own strategies and look-back, with the same costs and starting value) and makes the
+candidate live only if its net log return is strictly higher. `force` skips the comparison
+(for a deliberate rollback) and is recorded as such. Every attempt is kept in
+`model_promotions`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.config import Settings
+from agent.errors import ModelError, UsageError
+from agent.market.schema import SeriesKey
+from agent.store import Store
+
+ModelStatus = Literal["candidate", "live", "retired"]
+MODEL_SUFFIX = ".zip"
+METADATA_ENTRY = "agora.json"
+VOLATILE_ATTRIBUTES = ("ep_info_buffer", "ep_success_buffer", "start_time")
+"""Attributes left out of a saved model: they hold wall-clock timings, not learned state."""
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_MEMORY_ADDRESS = re.compile(rb" at 0x[0-9a-fA-F]+>")
+"""In SB3's human-readable descriptions of classes (`<function f at 0x7f…>`); loading reads only
+the `:serialized:` fields, so dropping the address changes nothing but the bytes."""
+MIN_ID_PREFIX = 6
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One registered model.
+
+    Attributes:
+        id: sha256 of the model file (64 hex characters).
+        created_ms: when it was registered.
+        algorithm: ppo, a2c, dqn or sac.
+        series: the candle series it was trained on.
+        hyperparameters: algorithm and environment settings it was trained with.
+        config_hash: hash of the effective configuration.
+        data_hash: hash of the data set (see `agent.learn.dataset.data_hash`).
+        strategies: the strategy specs it observes, in column order.
+        seeds: the training seed(s).
+        metrics: validation and test metrics, the best step, warnings.
+        path: the model file.
+        status: candidate, live or retired.
+        promoted_ms: when it last became live.
+    """
+
+    id: str
+    created_ms: int
+    algorithm: str
+    series: dict[str, str]
+    hyperparameters: dict[str, Any]
+    config_hash: str
+    data_hash: str
+    strategies: list[str]
+    seeds: list[int]
+    metrics: dict[str, Any]
+    path: str
+    status: ModelStatus = "candidate"
+    promoted_ms: int | None = None
+
+    @property
+    def key(self) -> SeriesKey:
+        """The stored series the model was trained on."""
+        if not self.series:
+            raise ModelError(f"model {self.id[:12]} was not trained on a stored series")
+        return SeriesKey(self.series["source"], self.series["symbol"], self.series["timeframe"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """The outcome of one promotion attempt."""
+
+    model_id: str
+    promoted: bool
+    previous_id: str | None
+    candidate_score: float | None
+    live_score: float | None
+    reason: str
+    window: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- model files ------------------------------------------------------------------------------
+def model_bytes(model: Any, metadata: dict[str, Any]) -> bytes:
+    """Return the canonical, byte-stable file of an SB3 model (see the module docstring)."""
+    raw = io.BytesIO()
+    model.save(raw, exclude=list(VOLATILE_ATTRIBUTES))
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(raw.getvalue())) as source,
+        zipfile.ZipFile(out, "w") as target,
+    ):
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_TIME)
+            entry.compress_type = info.compress_type
+            entry.external_attr = 0o600 << 16
+            content = source.read(info)
+            if info.filename == "data":
+                content = _MEMORY_ADDRESS.sub(b">", content)
+            target.writestr(entry, content)
+        entry = zipfile.ZipInfo(METADATA_ENTRY, date_time=_FIXED_ZIP_TIME)
+        entry.external_attr = 0o600 << 16
+        target.writestr(entry, json.dumps(metadata, sort_keys=True, separators=(",", ":")))
+    return out.getvalue()
+
+
+def model_id(blob: bytes) -> str:
+    """Return a model's id: the sha256 of its file's bytes."""
+    return hashlib.sha256(blob).hexdigest()
+
+
+def models_dir(settings: Settings) -> Path:
+    """Return where model files live: `data.dir/models`."""
+    return Path(settings.data.dir) / "models"
+
+
+def write_model_file(blob: bytes, directory: Path) -> tuple[str, Path]:
+    """Write a model file as `<id>.zip` (atomically; an existing identical file is kept)."""
+    identifier = model_id(blob)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{identifier}{MODEL_SUFFIX}"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(blob)
+        partial.replace(path)
+    return identifier, path
+
+
+def read_metadata(path: Path | str) -> dict[str, Any]:
+    """Return the `agora.json` entry of a model file (what the policy observes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            result: dict[str, Any] = json.loads(archive.read(METADATA_ENTRY))
+            return result
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise ModelError(f"{path} is not an Agora model file: {e}") from e
+
+
+def load_model(path: Path | str) -> Any:
+    """Load a saved model with the SB3 class its metadata names (on the CPU)."""
+    from agent.learn.train import ALGORITHMS
+
+    algorithm = read_metadata(path).get("algorithm")
+    if algorithm not in ALGORITHMS:
+        raise ModelError(f"{path}: unknown algorithm {algorithm!r}")
+    try:
+        return ALGORITHMS[algorithm].load(str(path), device="cpu")
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(f"cannot load the model {path}: {e}") from e
+
+
+# --- records ----------------------------------------------------------------------------------
+_COLUMNS = (
+    "id, created_ms, algorithm, series, hyperparameters, config_hash, data_hash, strategies, "
+    "seeds, metrics, path, status, promoted_ms"
+)
+
+
+def _from_row(row: tuple[Any, ...]) -> ModelRecord:
+    return ModelRecord(
+        id=row[0],
+        created_ms=int(row[1]),
+        algorithm=row[2],
+        series=json.loads(row[3]),
+        hyperparameters=json.loads(row[4]),
+        config_hash=row[5],
+        data_hash=row[6],
+        strategies=json.loads(row[7]),
+        seeds=json.loads(row[8]),
+        metrics=json.loads(row[9]),
+        path=row[10],
+        status=row[11],
+        promoted_ms=None if row[12] is None else int(row[12]),
+    )
+
+
+def register(store: Store, record: ModelRecord) -> ModelRecord:
+    """Record a trained model as a candidate; a model already registered is left as it is.
+
+    Returns:
+        The stored record (the earlier one, if the same model was registered before).
+    """
+    values = [
+        record.id,
+        record.created_ms or int(time.time() * 1000),
+        record.algorithm,
+        json.dumps(record.series, sort_keys=True),
+        json.dumps(record.hyperparameters, sort_keys=True),
+        record.config_hash,
+        record.data_hash,
+        json.dumps(record.strategies),
+        json.dumps(record.seeds),
+        json.dumps(record.metrics, sort_keys=True, default=float),
+        record.path,
+        "candidate",
+        None,
+    ]
+    with store.transaction() as conn:
+        conn.execute(
+            f"INSERT INTO models ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+            "ON CONFLICT(id) DO NOTHING",
+            values,
+        )
+    return show(store, record.id)
+
+
+def list_models(store: Store) -> list[ModelRecord]:
+    """Return every registered model, newest first."""
+    rows = store.db.execute(
+        f"SELECT {_COLUMNS} FROM models ORDER BY created_ms DESC, id"
+    ).fetchall()
+    return [_from_row(tuple(r)) for r in rows]
+
+
+def show(store: Store, model_id: str) -> ModelRecord:
+    """Return one model by its id or a unique prefix of it (at least 6 characters).
+
+    Raises:
+        UsageError: no model, or more than one, matches.
+    """
+    text = model_id.strip().lower()
+    if len(text) < MIN_ID_PREFIX:
+        raise UsageError(f"model id {model_id!r} is too short: give at least {MIN_ID_PREFIX} hex")
+    rows = store.db.execute(
+        f"SELECT {_COLUMNS} FROM models WHERE id LIKE ? ORDER BY id LIMIT 2", [text + "%"]
+    ).fetchall()
+    if not rows:
+        raise UsageError(f"no model with id {model_id!r} (see `agora models list`)")
+    if len(rows) > 1:
+        raise UsageError(f"model id prefix {model_id!r} is ambiguous: give more characters")
+    return _from_row(tuple(rows[0]))
+
+
+def live_model(store: Store) -> ModelRecord | None:
+    """Return the live model, if one has been promoted."""
+    row = store.db.execute(f"SELECT {_COLUMNS} FROM models WHERE status = 'live'").fetchone()
+    return None if row is None else _from_row(tuple(row))
+
+
+def export(store: Store, model_id: str, path: Path | str) -> Path:
+    """Copy a model's file to `path` (a directory gets `<id>.zip` inside), checking its hash.
+
+    Raises:
+        ModelError: the stored file is missing or no longer matches its id.
+    """
+    record = show(store, model_id)
+    source = Path(record.path)
+    if not source.is_file():
+        raise ModelError(f"the file of model {record.id[:12]} is missing: {source}")
+    if model_id_of_file(source) != record.id:
+        raise ModelError(f"the file of model {record.id[:12]} was altered: {source}")
+    target = Path(path)
+    if target.is_dir():
+        target = target / f"{record.id}{MODEL_SUFFIX}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def model_id_of_file(path: Path | str) -> str:
+    """Return the id a model file has (the sha256 of its bytes)."""
+    return model_id(Path(path).read_bytes())
+
+
+# --- promotion --------------------------------------------------------------------------------
+def passes_gate(candidate_score: float, live_score: float | None) -> bool:
+    """Return whether a candidate may replace the live model: it must do strictly better."""
+    return live_score is None or candidate_score > live_score
+
+
+def validation_score(
+    store: Store, settings: Settings, record: ModelRecord, key: SeriesKey
+) -> tuple[float, dict[str, Any]]:
+    """Evaluate a model over the validation window of the stored series `key`.
+
+    The model observes its own strategies, look-back and action kind; the costs, starting
+    value and split come from `settings`, so two models are scored on identical terms.
+
+    Returns:
+        The net log return and the window evaluated.
+    """
+    from agent.env.trading_env import TradingEnv
+    from agent.learn.dataset import env_config, load_dataset
+    from agent.learn.diagnostics import run_policy, window_metrics
+    from agent.learn.inference import NumpyPolicy
+
+    metadata = read_metadata(record.path)
+    agent = settings.agent.model_copy(
+        update={
+            "strategies": list(metadata["strategies"]),
+            "lookback_bars": int(metadata["lookback_bars"]),
+            "exposure_levels": list(metadata["exposure_levels"]),
+            "action": metadata["action"],
+        }
+    )
+    scoped = settings.model_copy(update={"agent": agent})
+    dataset = load_dataset(store, scoped, key)
+    expected = metadata.get("observation_size")
+    if expected is not None and expected != _obs_size(scoped):
+        raise ModelError(
+            f"model {record.id[:12]} expects {expected} observation values, the data gives "
+            f"{_obs_size(scoped)}"
+        )
+    data, start, end = dataset.env_data("validation")
+    env = TradingEnv(data, env_config(scoped, metadata["action"]))
+    trajectory = run_policy(env, NumpyPolicy.load(record.path), start, end)
+    return window_metrics(trajectory).log_return, dataset.windows["validation"].as_dict()
+
+
+def _obs_size(settings: Settings) -> int:
+    from agent.env.features import FEATURE_NAMES
+
+    agent = settings.agent
+    return agent.lookback_bars * len(FEATURE_NAMES) + 2 * len(agent.strategies) + 1
+
+
+def promote(
+    store: Store, settings: Settings, model_id: str, *, force: bool = False
+) -> PromotionResult:
+    """Make a model live if it beats the live one on the validation window (the gate).
+
+    Args:
+        store: the database.
+        settings: the configuration (costs, split, starting value of the comparison).
+        model_id: the candidate's id or a unique prefix.
+        force: skip the comparison (a deliberate rollback); recorded as forced.
+    """
+    record = show(store, model_id)
+    live = live_model(store)
+    if live is not None and live.id == record.id:
+        return PromotionResult(record.id, False, live.id, None, None, "already live")
+    key = record.key
+    candidate_score, window = validation_score(store, settings, record, key)
+    live_score = None
+    if live is not None and not force:
+        live_score, _ = validation_score(store, settings, live, key)
+    promoted = force or passes_gate(candidate_score, live_score)
+    if force:
+        reason = "forced: the gate was skipped"
+    elif live is None:
+        reason = "no live model yet"
+    elif promoted:
+        reason = f"beats the live model on validation ({candidate_score:+.4f} > {live_score:+.4f})"
+    else:
+        reason = (
+            f"does not beat the live model on validation "
+            f"({candidate_score:+.4f} <= {live_score:+.4f})"
+        )
+    now = int(time.time() * 1000)
+    with store.transaction() as conn:
+        if promoted:
+            conn.execute("UPDATE models SET status = 'retired' WHERE status = 'live'")
+            conn.execute(
+                "UPDATE models SET status = 'live', promoted_ms = ? WHERE id = ?", [now, record.id]
+            )
+        conn.execute(
+            "INSERT INTO model_promotions (at_ms, model_id, previous_id, promoted, forced, "
+            "candidate_score, live_score, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                now,
+                record.id,
+                None if live is None else live.id,
+                int(promoted),
+                int(force),
+                candidate_score,
+                live_score,
+                reason,
+            ],
+        )
+    return PromotionResult(
+        record.id,
+        promoted,
+        None if live is None else live.id,
+        candidate_score,
+        live_score,
+        reason,
+        window,
+    )
