@@ -5,10 +5,11 @@ Model id. A model's id is the sha256 of its saved file's bytes. SB3's `save` is 
 readable descriptions of classes in its `data` entry hold memory addresses), so `model_bytes`
 saves without those volatile attributes (`ep_info_buffer`, `ep_success_buffer`, `start_time`:
 SB3 resets them when learning resumes), strips the addresses (` at 0x…>`), and rewrites the
-archive with every entry dated 1980-01-01 in SB3's entry order, plus an `agora.json` entry describing what the policy
-observes (algorithm, action kind, exposure levels, look-back, strategies). Everything else in
-the file (weights, optimiser state, hyper-parameters, library versions) is deterministic, so
-training twice with the same seed, data and configuration on one machine gives the same id.
+archive with every entry dated 1980-01-01 in SB3's entry order, plus an `agora.json` entry
+describing what the policy observes (algorithm, action kind, exposure levels, look-back,
+strategies). Everything else in the file (weights, optimiser state, hyper-parameters, library
+versions) is deterministic, so training twice with the same seed, data and configuration on one
+machine gives the same id, in the same process or another (a test checks both).
 
 Promotion gate. One model is live at a time. `promote` evaluates the candidate and the live
 model deterministically over the validation window of the current data (each observing its
