@@ -357,13 +357,15 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                conn.execute("ROLLBACK")
             raise
         else:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise StoreError(f"cannot commit to {self.path}: {e}") from e
 
     # --- candles ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from agent.cli import backtest as backtest_cli
 from agent.cli import config_cmd, data, demo
 from agent.cli import models as models_cli
 from agent.cli import rewards as rewards_cli
+from agent.cli import service as service_cli
 from agent.cli import strategies as strategies_cli
 from agent.cli import train as train_cli
 from agent.cli.common import stderr
@@ -34,6 +35,8 @@ app.command("demo")(demo.demo)
 app.add_typer(backtest_cli.app, name="backtest")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(rewards_cli.app, name="rewards")
+app.command("run")(service_cli.run)
+app.command("status")(service_cli.status)
 app.add_typer(strategies_cli.app, name="strategies")
 app.command("train")(train_cli.train)
 app.add_typer(models_cli.app, name="models")

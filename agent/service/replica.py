@@ -1,0 +1,537 @@
+"""The chain as a replica of the service's records: pool, balances, decision log, rewards.
+
+The store decides; the chain follows. `ChainReplica.sync` brings a chain up to the records, one
+bar at a time: the operator's arbitrage that couples the pool to the bar's price, then the
+trader's swap, each exactly the swap the off-chain pool mirror computed (the executor checks the
+amounts and the reserves after to the wei). It works out what a bar still needs by reading the
+chain (pool reserves and the two accounts' balances) and comparing with the three states the
+records imply (before the bar, after its arbitrage, after its swap), so a crash between sending
+and recording never sends a swap twice, and a fresh chain is simply synced from its genesis.
+`flush_decisions` hands the audit outbox what the DecisionLog lacks; `replicate_rewards`
+publishes (and claims) recorded reward epochs the chain lacks.
+
+Chain genesis. Before acting on a chain for the first time the service records the balances
+it finds there; it then mints the operator a float of both market tokens (so arbitrage never
+mints again) and funds the trader with the starting portfolio. Each step is recognised on the
+chain afterwards by those balances, so it too happens exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
+from agent.chain.backends import ChainBackend
+from agent.chain.deploy import Deployment, chain_key
+from agent.config import Settings
+from agent.dex.amm import PoolState, SwapResult, Token
+from agent.errors import ChainError
+from agent.service import ledger
+from agent.store import Store
+
+PREFUND_BASE = 10**36
+"""Base units (18 decimals) minted to the operator once, for arbitrage: 10**18 tokens."""
+PREFUND_QUOTE = 10**30
+"""Quote units (6 decimals) minted to the operator once, for arbitrage: 10**24 USD."""
+Balances = tuple[int, int]
+
+
+class ChainDiverged(ChainError):
+    """The chain holds a state the records do not explain: replicating further is refused."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the replica compares: pool reserves and the (base, quote) balances that matter."""
+
+    pool: Balances
+    operator: Balances
+    trader: Balances
+
+
+@dataclass(frozen=True)
+class BarPlan:
+    """One decided bar as the chain must replay it (from the tick's outcome)."""
+
+    bar_time_ms: int
+    arbitrage: SwapResult | None
+    trade: SwapResult | None
+    pool_before: Balances
+    pool_coupled: Balances
+    pool_after: Balances
+    trader_after: Balances
+    """The trader's mirror balances after the bar, gas added back (gas is paid in ETH)."""
+    operator_flow: Balances
+    """The operator's cumulative arbitrage flow up to and including this bar."""
+
+    @classmethod
+    def from_outcome(cls, bar_time_ms: int, outcome: Mapping[str, Any]) -> BarPlan:
+        """Rebuild the plan from a tick outcome (see `agent.service.runtime.decide_outcome`)."""
+
+        def state(key: str) -> PoolState:
+            base, quote, supply = outcome[key]
+            return PoolState(int(base), int(quote), int(supply))
+
+        coupled, after = state("pool_coupled"), state("pool_after")
+        arb = outcome.get("arbitrage")
+        arbitrage = None
+        if arb is not None:
+            arbitrage = SwapResult(
+                int(arb["amount_in"]), int(arb["amount_out"]), 0, coupled, arb["token_in"]
+            )
+        trade = outcome["trade"]
+        swap = None
+        if trade["side"] != "none":
+            token_in: Token = "quote" if trade["side"] == "buy" else "base"
+            swap = SwapResult(int(trade["amount_in"]), int(trade["amount_out"]), 0, after, token_in)
+        base, quote = (int(x) for x in outcome["balances"])
+        flow_base, flow_quote = (int(x) for x in outcome["arbitrage_flow"])
+        return cls(
+            bar_time_ms=bar_time_ms,
+            arbitrage=arbitrage,
+            trade=swap,
+            pool_before=_pair(state("pool_before")),
+            pool_coupled=_pair(coupled),
+            pool_after=_pair(after),
+            trader_after=(base, quote + int(outcome["gas_total"])),
+            operator_flow=(flow_base, flow_quote),
+        )
+
+
+def _pair(state: PoolState) -> Balances:
+    return state.base, state.quote
+
+
+def _add(a: Balances, b: Balances) -> Balances:
+    return a[0] + b[0], a[1] + b[1]
+
+
+class ChainReplica:
+    """One chain kept equal to the records of one store.
+
+    Args:
+        backend: the chain.
+        deployment: Agora's contracts on it (`deploy_all`).
+        store: the service's database (shared connection).
+        settings: the configuration.
+        market: the series the service decides on (the ticks' market).
+        initial_quote: the starting portfolio, in quote units, funded to the trader.
+        genesis_pool: the pool's reserves before the first decided bar (the fresh deployment).
+        event: the structured log (`event(name, **fields)`).
+    """
+
+    def __init__(
+        self,
+        backend: ChainBackend,
+        deployment: Deployment,
+        store: Store,
+        settings: Settings,
+        *,
+        market: str,
+        initial_quote: int,
+        genesis_pool: Balances,
+        event: Callable[..., None],
+    ) -> None:
+        from agent.audit.outbox import DecisionOutbox
+        from agent.dex.executor import OnChainExecutor
+
+        self.backend = backend
+        self.deployment = deployment
+        self.store = store
+        self.settings = settings
+        self.market = market
+        self.initial_quote = initial_quote
+        self.genesis_pool = genesis_pool
+        self.event = event
+        self.key = chain_key(backend)
+        accounts = backend.accounts
+        self.operator = backend.operator
+        self.trader = Web3.to_checksum_address(accounts[1]) if len(accounts) > 1 else self.operator
+        self.shared_account = self.trader == self.operator
+        self.executor = OnChainExecutor(
+            backend, deployment.pool, deployment.market_base, deployment.market_quote, self.trader
+        )
+        self.outbox = DecisionOutbox(
+            store,
+            backend,
+            deployment.decision_log,
+            batch_size=settings.service.decision_batch_size,
+            max_attempts=1,
+            backoff_s=0.5,
+            max_backoff_s=10.0,
+        )
+        self._tokens = {
+            name: deployment.contract(backend.w3, name) for name in ("market_base", "market_quote")
+        }
+        self._genesis: dict[str, Any] | None = None
+        self._funded = False
+        self._synced_ms: int | None = None
+        self._verified = False
+        """Whether the chain is known to be at `_synced_ms` (checked, or synced by this object)."""
+
+    # --- reading ----------------------------------------------------------------------------
+    def balances(self, account: str) -> Balances:
+        """Return an account's (base, quote) market-token balances."""
+        return self.executor.balances(account)
+
+    def snapshot(self) -> Snapshot:
+        """Read the pool reserves and the balances the replica compares."""
+        reserves = self.executor.reserves()
+        operator = self.balances(self.operator)
+        trader = operator if self.shared_account else self.balances(self.trader)
+        return Snapshot((reserves.base, reserves.quote), operator, trader)
+
+    def _expected(self, pool: Balances, trader: Balances | None, flow: Balances) -> Snapshot:
+        """Return the snapshot the records imply, `trader` None before the trader is funded."""
+        genesis = self._require_genesis()
+        operator0 = tuple(genesis["operator"])
+        trader0 = tuple(genesis["trader"])
+        operator = _add((operator0[0], operator0[1]), (PREFUND_BASE, PREFUND_QUOTE))
+        operator = _add(operator, flow)
+        if trader is None:
+            trader_now: Balances = (trader0[0], trader0[1])
+        else:
+            trader_now = _add((trader0[0], trader0[1]), trader)
+        if self.shared_account:
+            together = _add(operator, _add(trader_now, (-trader0[0], -trader0[1])))
+            return Snapshot(pool, together, together)
+        return Snapshot(pool, operator, trader_now)
+
+    def _require_genesis(self) -> dict[str, Any]:
+        if self._genesis is None:
+            raise ChainError("the chain's genesis is not recorded yet")
+        return self._genesis
+
+    # --- genesis ----------------------------------------------------------------------------
+    def ensure_genesis(self) -> None:
+        """Record the chain's genesis and fund the operator and trader (each step once)."""
+        found = ledger.chain_genesis(self.store, self.key)
+        if found is None:
+            reserves = self.executor.reserves()
+            if (reserves.base, reserves.quote) != self.genesis_pool:
+                raise ChainDiverged(
+                    f"the pool {self.deployment.pool} on {self.key} holds (base {reserves.base}, "
+                    f"quote {reserves.quote}), not the fresh pool the service's records start "
+                    f"from {self.genesis_pool}: it was traded by something else; give the "
+                    "service its own chain (or a fresh data directory)"
+                )
+            genesis = {
+                "operator": list(self.balances(self.operator)),
+                "trader": list(self.balances(self.trader)),
+                "trader_address": self.trader,
+                "operator_address": self.operator,
+            }
+            ledger.put_chain_genesis(self.store, self.key, genesis)
+            found = ledger.chain_genesis(self.store, self.key)
+            assert found is not None
+        self._genesis, self._synced_ms = found
+        if self._synced_ms is not None:
+            self._funded = True
+            return
+        reserves = self.executor.reserves()
+        if (reserves.base, reserves.quote) != self.genesis_pool:
+            # The first bar is under way (its record was lost in a crash): funding comes before
+            # any bar, so it is done; `sync` works out where the bar stands.
+            self._funded, self._verified = True, False
+            return
+        minted = []
+        operator0 = tuple(self._genesis["operator"])
+        for index, (name, amount) in enumerate(
+            (("market_base", PREFUND_BASE), ("market_quote", PREFUND_QUOTE))
+        ):
+            held = self.balances(self.operator)[index]
+            if held == operator0[index]:
+                self._mint(name, self.operator, amount)
+                minted.append(name)
+            elif held != operator0[index] + amount and not self.shared_account:
+                raise ChainDiverged(
+                    f"the operator holds {held} units of {name} on {self.key}; the records "
+                    f"expect {operator0[index]} or {operator0[index] + amount}"
+                )
+        start = self._expected(self.genesis_pool, None, (0, 0))
+        funded = self._expected(self.genesis_pool, (0, self.initial_quote), (0, 0))
+        now = self.snapshot()
+        if now == start:
+            self._mint("market_quote", self.trader, self.initial_quote)
+            minted.append("trader")
+        elif now != funded:
+            raise ChainDiverged(
+                f"the chain {self.key} does not hold what the service's genesis implies "
+                f"(found {now}, expected {start} or {funded})"
+            )
+        self._verified = self._funded = True
+        if minted:
+            self.event(
+                "chain_genesis",
+                chain=self.key,
+                trader=self.trader,
+                operator=self.operator,
+                minted=minted,
+            )
+
+    def _mint(self, token: str, account: str, amount: int) -> None:
+        self.backend.transact(self._tokens[token].functions.mint(account, amount))
+
+    # --- trades -----------------------------------------------------------------------------
+    def _states(self, plan: BarPlan, previous: BarPlan | None) -> tuple[Snapshot, ...]:
+        """Return what the chain holds before a bar, after its arbitrage and after its swap."""
+        if previous is None:
+            trader, flow = (0, self.initial_quote), (0, 0)
+        else:
+            trader, flow = previous.trader_after, previous.operator_flow
+        return (
+            self._expected(plan.pool_before, trader, flow),
+            self._expected(plan.pool_coupled, trader, plan.operator_flow),
+            self._expected(plan.pool_after, plan.trader_after, plan.operator_flow),
+        )
+
+    def sync(self, *, limit: int | None = None, stop: Callable[[], bool] | None = None) -> int:
+        """Replicate the decided bars the chain lacks, oldest first; return how many.
+
+        Raises:
+            ChainError: the node failed (the rest waits for the next call).
+            ChainDiverged: the chain holds a state the records do not explain.
+        """
+        try:
+            if not self._funded:
+                self.ensure_genesis()
+            return self._sync(limit, stop)
+        except ChainError:
+            self._verified = False
+            raise
+        except (OSError, Web3Exception, ValueError) as e:
+            self._verified = False
+            raise ChainError(f"replicating on {self.key} failed: {e}") from e
+
+    def _sync(self, limit: int | None, stop: Callable[[], bool] | None) -> int:
+        ticks = ledger.decisions_after(self.store, self.market, self._synced_ms, limit)
+        if not ticks:
+            return 0
+        previous = None
+        if self._synced_ms is not None:
+            rows = ledger.decisions_after(self.store, self.market, self._synced_ms - 1, 1)
+            if rows and rows[0].bar_time_ms == self._synced_ms and rows[0].outcome is not None:
+                previous = BarPlan.from_outcome(rows[0].bar_time_ms, rows[0].outcome)
+        done = 0
+        for tick in ticks:
+            if stop is not None and stop():
+                break
+            assert tick.outcome is not None
+            plan = BarPlan.from_outcome(tick.bar_time_ms, tick.outcome)
+            self._replicate(plan, previous)
+            previous = plan
+            done += 1
+        return done
+
+    def _replicate(self, plan: BarPlan, previous: BarPlan | None) -> None:
+        before, coupled, after = self._states(plan, previous)
+        do_arbitrage = do_swap = True
+        if not self._verified:
+            now = self.snapshot()
+            if now == after:
+                do_arbitrage = do_swap = False
+            elif now == coupled:
+                do_arbitrage = False
+            elif now != before:
+                raise ChainDiverged(
+                    f"the chain {self.key} diverged from the records at bar {plan.bar_time_ms}: "
+                    f"it holds {now}; the records imply {before} before the bar, {coupled} after "
+                    f"its arbitrage and {after} after its swap"
+                )
+        arbitrage_tx = swap_tx = None
+        gas = 0
+        if do_arbitrage and plan.arbitrage is not None:
+            receipt = self._execute(plan.arbitrage, self.operator, plan)
+            arbitrage_tx, gas = receipt.tx_hash, gas + receipt.gas_used
+        self._verified = False  # until the bar is recorded: a failure here needs a fresh look
+        if do_swap and plan.trade is not None:
+            receipt = self._execute(plan.trade, self.trader, plan)
+            swap_tx, gas = receipt.tx_hash, gas + receipt.gas_used
+        ledger.record_execution(
+            self.store,
+            self.key,
+            plan.bar_time_ms,
+            arbitrage_tx=arbitrage_tx,
+            swap_tx=swap_tx,
+            gas_used=gas,
+        )
+        self._synced_ms = plan.bar_time_ms
+        self._verified = True
+
+    def _execute(self, swap: SwapResult, sender: str, plan: BarPlan) -> Any:
+        try:
+            receipt = self.executor.execute(swap, sender=sender)
+        except ChainError as e:
+            if str(e).startswith("parity broken"):
+                raise ChainDiverged(f"bar {plan.bar_time_ms} on {self.key}: {e}") from e
+            raise
+        assert receipt is not None
+        return receipt
+
+    def verify(self) -> Snapshot:
+        """Check that the chain holds exactly what the records imply now; return the snapshot.
+
+        Raises:
+            ChainDiverged: it does not.
+        """
+        last = ledger.last_decision(self.store, self.market)
+        if last is None or last.outcome is None:
+            expected = self._expected(self.genesis_pool, (0, self.initial_quote), (0, 0))
+        else:
+            plan = BarPlan.from_outcome(last.bar_time_ms, last.outcome)
+            expected = self._expected(plan.pool_after, plan.trader_after, plan.operator_flow)
+        now = self.snapshot()
+        if now != expected:
+            raise ChainDiverged(f"the chain {self.key} holds {now}, the records imply {expected}")
+        return now
+
+    @property
+    def synced_ms(self) -> int | None:
+        """Open time of the last bar replicated on this chain."""
+        return self._synced_ms
+
+    # --- decisions and rewards ------------------------------------------------------------
+    def flush_decisions(self, *, force: bool = False) -> Any:
+        """Send the decisions the DecisionLog lacks once a batch is waiting.
+
+        With `force` the log is always asked what it holds (a fresh chain's log is empty even
+        though the store marks every decision confirmed on the chain before).
+        """
+        from agent.audit.outbox import unconfirmed_count
+
+        if not force and unconfirmed_count(self.store) < self.outbox.batch_size:
+            return None
+        return self.outbox.try_flush()
+
+    def replicate_rewards(self) -> int:
+        """Publish recorded epochs this chain lacks, and claim what was claimed; return how many.
+
+        Raises:
+            ChainError: the node failed, or the chain holds another root for an epoch.
+        """
+        from agent.rewards.epochs import claim_epoch, publish_epoch
+        from agent.rewards.ledger import PUBLISHED, list_epochs, read_epoch
+
+        touched = 0
+        for epoch in list_epochs(self.store):
+            record = read_epoch(self.store, epoch)
+            if record is None or record.root is None:
+                continue
+            if record.status != PUBLISHED or record.chain_key != self.key:
+                publish_epoch(self.store, self.backend, self.deployment, epoch)
+                touched += 1
+            claimed = sorted(
+                {a.account for a in record.allocations if a.claimed and a.claimed_chain_key}
+                - {a.account for a in record.allocations if a.claimed_chain_key == self.key}
+            )
+            if claimed:
+                claim_epoch(self.store, self.backend, self.deployment, epoch, accounts=claimed)
+                touched += 1
+        return touched
+
+
+# --- connecting ---------------------------------------------------------------------------------
+class AttachedAnvil(ChainBackend):
+    """An anvil node this service started in an earlier run that ended without stopping it.
+
+    A service killed with SIGKILL leaves its anvil running (in its own session) with the
+    chain's newest state in memory, newer than the state file; attaching to it keeps that
+    state. `close` stops it as the service would have (SIGTERM, which writes the state file).
+    """
+
+    name = "anvil"
+    persistent = True
+
+    def __init__(self, url: str, pid: int) -> None:
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
+        super().__init__(w3, self._accounts[0])
+        self.url = url
+        self.pid = pid
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _alive(self.pid):
+                time.sleep(0.05)
+            if _alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        if stat.read_text().split(")")[-1].split()[0] == "Z":
+            return False  # a zombie: exited, waiting to be reaped
+    return True
+
+
+def _is_our_anvil(pid: int, port: int) -> bool:
+    """Return whether `pid` is an anvil listening on `port` (read from its command line)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and argv[0].endswith(b"anvil") and str(port).encode() in argv
+
+
+def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) -> ChainBackend:
+    """Open the chain `service.chain` names; reattach to an anvil a killed run left behind.
+
+    Raises:
+        ChainError: the node cannot be started or reached.
+        ConfigError: the rpc backend lacks its URL or key.
+    """
+    from agent.chain.backends import AnvilBackend, connect
+
+    chain = settings.chain.model_copy(update={"backend": settings.service.chain})
+    if chain.backend != "anvil":
+        return connect(chain, Path(settings.data.dir))
+    state_path = Path(settings.data.dir) / "anvil-state.json" if chain.anvil_persist else None
+    left = ledger.get_state(store, "anvil")
+    if left is not None and _alive(int(left["pid"])) and _is_our_anvil(left["pid"], left["port"]):
+        if state_path is not None and left.get("state_path") == str(state_path):
+            try:
+                attached = AttachedAnvil(str(left["url"]), int(left["pid"]))
+            except (OSError, Web3Exception, ValueError, IndexError):
+                attached = None
+            if attached is not None:
+                event("anvil_attached", pid=left["pid"], url=left["url"])
+                return attached
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(left["pid"]), signal.SIGTERM)  # a non-persistent node: its chain is lost
+    backend = AnvilBackend(binary=chain.anvil_path, state_path=state_path)
+    ledger.put_state(
+        store,
+        "anvil",
+        {
+            "pid": backend.process.pid,
+            "port": backend.port,
+            "url": backend.url,
+            "state_path": None if state_path is None else str(state_path),
+        },
+    )
+    event(
+        "anvil_started", pid=backend.process.pid, url=backend.url, persistent=state_path is not None
+    )
+    return backend
