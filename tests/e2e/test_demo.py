@@ -1,0 +1,34 @@
+"""`agora demo`, the README's first command, end to end with small sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Run
+
+SMALL = {
+    "AGORA__market__synthetic__bars": "700",
+    "AGORA__service__start_bar": "500",
+    "AGORA__service__bootstrap_timesteps": "256",
+    "AGORA__agent__n_steps": "128",
+    "AGORA__agent__batch_size": "32",
+    "AGORA__agent__eval_every_steps": "256",
+    "AGORA__rewards__epoch_bars": "50",
+    "AGORA__rewards__workers": "1",
+}
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop_and_its_checks_hold(agora: Run, workdir: Path) -> None:
+    result = agora("demo", "--json", extra_env=SMALL)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    outcome = json.loads(result.stdout)
+    assert outcome["ok"] is True
+    assert outcome["data_clean"] and outcome["audit_ok"] and outcome["balances_match"]
+    assert outcome["epoch"] == 10  # bars 500..549 of the replay: the first complete epoch
+    assert outcome["decisions"] >= 50
+    assert outcome["paid_total"] == outcome["claimed_total"] > 0
+    assert Path(workdir, outcome["report_html"]).is_file()
