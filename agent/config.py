@@ -306,14 +306,19 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict
     return merged
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, raising ConfigError with the file and line on bad syntax."""
+def read_yaml(path: Path, *, what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping, raising ConfigError with the file and line on bad syntax.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages ("config", "scenario").
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
-        raise ConfigError(f"config file not found: {path}") from e
+        raise ConfigError(f"{what} file not found: {path}") from e
     except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot read {what} file {path}: {e.strerror}") from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -323,7 +328,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of {what} keys, got {type(data).__name__}")
     return data
 
 

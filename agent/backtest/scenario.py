@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.config import DexSettings, Settings, SyntheticSettings
+from agent.config import DexSettings, Settings, SyntheticSettings, read_yaml
 from agent.errors import ConfigError
 
 BaselineName = Literal["buy-and-hold", "flat", "random"]
@@ -229,22 +228,7 @@ def load_scenario(path: Path | str) -> Scenario:
         ConfigError: the file is missing, is not YAML, or does not validate.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError(f"scenario file not found: {path}") from e
-    except OSError as e:
-        raise ConfigError(f"cannot read scenario file {path}: {e.strerror}") from e
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from e
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of scenario keys, got {type(raw).__name__}")
+    raw = read_yaml(path, what="scenario")
     raw.setdefault("name", path.stem)
     return parse_scenario(raw, str(path), path.resolve().parent)
 

@@ -42,3 +42,33 @@ def open_store(settings: Any) -> Any:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class ProgressBar:
+    """A rich progress bar on stderr fed by (done, expected) callbacks; hidden when stderr is
+    not a terminal, so logs and pipes stay clean."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+            disable=not stderr.is_terminal,
+        )
+        self._task = self._bar.add_task(label, total=None)
+
+    def __enter__(self) -> Any:
+        self._bar.start()
+
+        def update(done: int, expected: int | None) -> None:
+            self._bar.update(self._task, completed=done, total=expected)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()

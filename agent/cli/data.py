@@ -10,10 +10,10 @@ import typer
 from agent.cli.common import (
     ConfigOption,
     JsonOption,
+    ProgressBar,
     open_store,
     print_json,
     settings_for,
-    stderr,
     stdout,
 )
 
@@ -149,7 +149,7 @@ def download(
         ex_settings = ex_settings.model_copy(update={"id": exchange})
     since_ms = parse_time_ms(since, what="--since")
     until_ms = parse_time_ms(until, what="--until") if until else None
-    with open_store(settings) as store, _progress("downloading") as progress:
+    with open_store(settings) as store, ProgressBar("downloading") as progress:
         result = run_download(
             store,
             ex_settings,
@@ -160,35 +160,6 @@ def download(
             progress=progress,
         )
     _report_ingest(result, as_json)
-
-
-class _progress:
-    """A rich progress bar on stderr, fed by (done, expected) callbacks."""
-
-    def __init__(self, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-            disable=not stderr.is_terminal,
-        )
-        self._task = self._bar.add_task(label, total=None)
-
-    def __enter__(self) -> Any:
-        self._bar.start()
-
-        def update(done: int, expected: int | None) -> None:
-            self._bar.update(self._task, completed=done, total=expected)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
 
 
 @app.command("list")

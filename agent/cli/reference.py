@@ -45,11 +45,11 @@ def render() -> str:
         if help_text:
             parts.append(help_text.split("\n\n")[0].replace("\n", " ") + "\n")
         arguments = [p for p in command.params if p.param_type_name == "argument"]
-        options = [
-            p for p in command.params if p.param_type_name == "option" and p.name != "help"
-        ]
+        options = [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
         if arguments:
-            parts.append("\nArguments: " + ", ".join(f"`{a.name.upper()}`" for a in arguments) + "\n")
+            parts.append(
+                "\nArguments: " + ", ".join(f"`{a.name.upper()}`" for a in arguments) + "\n"
+            )
         if options:
             parts.append("\n" + "\n".join(_option_line(o) for o in options) + "\n")
     return "".join(parts)

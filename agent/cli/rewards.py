@@ -16,10 +16,10 @@ import typer
 from agent.cli.common import (
     ConfigOption,
     JsonOption,
+    ProgressBar,
     open_store,
     print_json,
     settings_for,
-    stderr,
     stdout,
 )
 
@@ -46,31 +46,6 @@ def _chain(settings: Any, store: Any) -> Iterator[tuple[Any, Any]]:
 
     with connect(settings.chain, settings.data.dir) as backend:
         yield backend, deploy_all(backend, store, settings)
-
-
-class _progress:
-    """A rich progress bar on stderr for coalition evaluations (hidden when not a terminal)."""
-
-    def __init__(self, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-            disable=not stderr.is_terminal,
-        )
-        self._task = self._bar.add_task(label, total=None)
-
-    def __enter__(self) -> Any:
-        self._bar.start()
-        return lambda done, total: self._bar.update(self._task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
 
 
 def _print_record(record: Any) -> None:
@@ -128,7 +103,7 @@ def run_epoch(
         inputs = None
         if read_epoch(store, epoch) is None:
             inputs = epochs.load_inputs(settings, store, model)
-        with _progress(f"epoch {epoch}: coalitions") as progress:
+        with ProgressBar(f"epoch {epoch}: coalitions") as progress:
             run = epochs.run_epoch(
                 epoch,
                 store=store,
