@@ -51,8 +51,14 @@ typecheck: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# The few slow end-to-end tests (training, kill test, demo) run in a second pytest process
+# beside the rest, one per core; both must pass.
 pytest: $(STAMP) $(NPM_STAMP) browser
-	$(BIN)/pytest -q
+	@$(BIN)/pytest -q -m slow > .pytest-slow.log 2>&1 & slow=$$!; \
+	$(BIN)/pytest -q -m "not slow"; fast=$$?; \
+	wait $$slow; slow_rc=$$?; \
+	echo "== slow tests (pytest -m slow)"; cat .pytest-slow.log; rm -f .pytest-slow.log; \
+	test $$fast -eq 0 && test $$slow_rc -eq 0
 
 test: lint typecheck contracts-check pytest
 

@@ -43,6 +43,7 @@ agent:
   timesteps: 60000
   eval_every_steps: 20000
   strategy_dropout: 0.3
+  turnover_penalty: 0.002
 rewards:
   epoch_bars: {EPOCH_BARS}
   workers: 2
