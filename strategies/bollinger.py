@@ -35,11 +35,7 @@ class BollingerReversion(Strategy):
         window, k = self.p["window"], self.p["k"]
         if not (isinstance(window, int) and not isinstance(window, bool) and window >= 2):
             raise PluginError(f"strategy {self.name!r}: window={window!r} must be an integer >= 2")
-        if window - 1 > self.warmup_bars:
-            raise PluginError(
-                f"strategy {self.name!r}: window={window} needs {window - 1} warm-up bars, more "
-                f"than the declared {self.warmup_bars}; subclass it with a larger warmup_bars"
-            )
+        self.require_warmup(window - 1, f"window={window}")
         if not (isinstance(k, int | float) and not isinstance(k, bool) and k > 0):
             raise PluginError(f"strategy {self.name!r}: k={k!r} must be a number > 0")
 

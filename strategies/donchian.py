@@ -35,11 +35,7 @@ class DonchianBreakout(Strategy):
         window = self.p["window"]
         if not (isinstance(window, int) and not isinstance(window, bool) and window >= 1):
             raise PluginError(f"strategy {self.name!r}: window={window!r} must be an integer >= 1")
-        if window > self.warmup_bars:
-            raise PluginError(
-                f"strategy {self.name!r}: window={window} needs {window} warm-up bars, more than "
-                f"the declared {self.warmup_bars}; subclass it with a larger warmup_bars"
-            )
+        self.require_warmup(window, f"window={window}")
 
     def signal(self, candles: pd.DataFrame) -> pd.Series:
         """Return the close's position in the prior channel, NaN for the first `window` bars.

@@ -39,11 +39,7 @@ class MACrossover(Strategy):
                 f"strategy {self.name!r}: fast={fast!r} and slow={slow!r} must be integers "
                 "with 1 <= fast < slow"
             )
-        if slow - 1 > self.warmup_bars:
-            raise PluginError(
-                f"strategy {self.name!r}: slow={slow} needs {slow - 1} warm-up bars, more than "
-                f"the declared {self.warmup_bars}; subclass it with a larger warmup_bars"
-            )
+        self.require_warmup(slow - 1, f"slow={slow}")
         if not _is_positive(self.p["scale"]):
             raise PluginError(f"strategy {self.name!r}: scale={self.p['scale']!r} must be > 0")
 

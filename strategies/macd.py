@@ -39,12 +39,7 @@ class MACD(Strategy):
                 f"strategy {self.name!r}: fast={fast!r}, slow={slow!r}, signal={line!r} must be "
                 "integers >= 1 with fast < slow"
             )
-        if slow + line - 2 > self.warmup_bars:
-            raise PluginError(
-                f"strategy {self.name!r}: slow={slow} and signal={line} need {slow + line - 2} "
-                f"warm-up bars, more than the declared {self.warmup_bars}; subclass it with a "
-                "larger warmup_bars"
-            )
+        self.require_warmup(slow + line - 2, f"slow={slow} and signal={line}")
         scale = self.p["scale"]
         if not (isinstance(scale, int | float) and not isinstance(scale, bool) and scale > 0):
             raise PluginError(f"strategy {self.name!r}: scale={scale!r} must be a number > 0")

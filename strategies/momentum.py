@@ -41,12 +41,9 @@ class TSMomentum(Strategy):
                 f"strategy {self.name!r}: lookback={lookback!r} must be an integer >= 1 and "
                 f"vol_window={vol_window!r} an integer >= 2"
             )
-        if max(lookback, vol_window) > self.warmup_bars:
-            raise PluginError(
-                f"strategy {self.name!r}: lookback={lookback} and vol_window={vol_window} need "
-                f"{max(lookback, vol_window)} warm-up bars, more than the declared "
-                f"{self.warmup_bars}; subclass it with a larger warmup_bars"
-            )
+        self.require_warmup(
+            max(lookback, vol_window), f"lookback={lookback} and vol_window={vol_window}"
+        )
         scale = self.p["scale"]
         if not (isinstance(scale, int | float) and not isinstance(scale, bool) and scale > 0):
             raise PluginError(f"strategy {self.name!r}: scale={scale!r} must be a number > 0")

@@ -87,6 +87,18 @@ class Strategy(ABC):
             candles: columns open_time (ms, UTC), open, high, low, close, volume, oldest first.
         """
 
+    def require_warmup(self, needed_bars: int, because: str) -> None:
+        """Refuse parameters that need a longer warm-up than the class declares.
+
+        `warmup_bars` is part of the strategy's registered metadata, so a parameter override
+        may shorten the warm-up but never lengthen it.
+        """
+        if needed_bars > self.warmup_bars:
+            raise PluginError(
+                f"strategy {self.name!r}: {because} needs {needed_bars} warm-up bars, more than "
+                f"the declared {self.warmup_bars}; subclass it with a larger warmup_bars"
+            )
+
     @classmethod
     def info(cls) -> StrategyInfo:
         """Return the metadata of this strategy class."""
