@@ -5,27 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from agent.errors import PluginError
 from strategies.bollinger import BollingerReversion
+from tests.unit.strategies.frames import candles
 
 CLOSES = [10.0, 11.0, 12.0, 11.0, 10.0, 12.0, 13.0, 15.0]
-
-
-def _candles(closes: list[float]) -> pd.DataFrame:
-    close = np.asarray(closes, dtype="float64")
-    return pd.DataFrame(
-        {
-            "open_time": np.arange(close.size, dtype="int64") * 3_600_000,
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": np.ones(close.size),
-        }
-    )
 
 
 # z of each close over its last 3 closes, population std (ddof=0):
@@ -40,13 +26,13 @@ Z = [
 
 
 def test_signal_matches_hand_computed_z_scores() -> None:
-    values = BollingerReversion(window=3, k=2.0).signal(_candles(CLOSES)).to_numpy()
+    values = BollingerReversion(window=3, k=2.0).signal(candles(CLOSES)).to_numpy()
     assert np.isnan(values[:2]).all()
     assert values[2:] == pytest.approx([-z / 2 for z in Z], rel=1e-9)
 
 
 def test_narrower_k_saturates_beyond_the_band() -> None:
-    values = BollingerReversion(window=3, k=1.0).signal(_candles(CLOSES)).to_numpy()
+    values = BollingerReversion(window=3, k=1.0).signal(candles(CLOSES)).to_numpy()
     expected = [max(-1.0, min(1.0, -z)) for z in Z]  # |z| = 1.22 and 1.34 clip to 1
     assert values[2:] == pytest.approx(expected, rel=1e-9)
     assert values[2] == -1.0
@@ -54,7 +40,7 @@ def test_narrower_k_saturates_beyond_the_band() -> None:
 
 
 def test_flat_prices_are_neutral() -> None:
-    values = BollingerReversion(window=3).signal(_candles([5.0] * 6)).to_numpy()
+    values = BollingerReversion(window=3).signal(candles([5.0] * 6)).to_numpy()
     assert (values[2:] == 0.0).all()
 
 

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from agent.errors import PluginError
 from strategies.donchian import DonchianBreakout
+from tests.unit.strategies.frames import candles
 
 CLOSES = [10.0, 11.0, 12.0, 11.0, 10.0, 12.0, 13.0, 12.0]
 HIGHS = [10.5, 11.5, 12.5, 12.0, 10.5, 12.5, 13.5, 12.5]
 LOWS = [9.5, 10.5, 11.0, 10.5, 9.0, 11.0, 12.5, 11.5]
 
 
-def _candles(closes: list[float], highs: list[float], lows: list[float]) -> pd.DataFrame:
-    close = np.asarray(closes, dtype="float64")
-    return pd.DataFrame(
-        {
-            "open_time": np.arange(close.size, dtype="int64") * 3_600_000,
-            "open": close,
-            "high": np.asarray(highs, dtype="float64"),
-            "low": np.asarray(lows, dtype="float64"),
-            "close": close,
-            "volume": np.ones(close.size),
-        }
-    )
-
-
 def test_signal_matches_hand_computed_channel_positions() -> None:
-    values = DonchianBreakout(window=3).signal(_candles(CLOSES, HIGHS, LOWS)).to_numpy()
+    values = DonchianBreakout(window=3).signal(candles(CLOSES, HIGHS, LOWS)).to_numpy()
     # Channel of the 3 bars before t: H = max(high), L = min(low); 2 * (c - L) / (H - L) - 1.
     expected = [
         2 * (11 - 9.5) / (12.5 - 9.5) - 1,  # t=3, bars 0-2: 0
@@ -46,7 +32,7 @@ def test_the_current_bar_is_not_part_of_its_own_channel() -> None:
     # Prior channel 9-11; bar 3 closes at 12 with a high of 13. Excluding bar 3 it is a
     # breakout (+1); including it the channel would be 9-13 and the signal 2 * 3 / 4 - 1 = 0.5.
     values = DonchianBreakout(window=3).signal(
-        _candles([10.0, 10.0, 10.0, 12.0], [11.0, 11.0, 11.0, 13.0], [9.0, 9.0, 9.0, 11.0])
+        candles([10.0, 10.0, 10.0, 12.0], [11.0, 11.0, 11.0, 13.0], [9.0, 9.0, 9.0, 11.0])
     )
     assert values.to_numpy()[3] == 1.0
 
@@ -54,14 +40,14 @@ def test_the_current_bar_is_not_part_of_its_own_channel() -> None:
 def test_zero_width_channel_follows_the_breakout_direction() -> None:
     flat = [5.0, 5.0, 5.0]
     strategy = DonchianBreakout(window=3)
-    up = strategy.signal(_candles([*flat, 6.0], [*flat, 6.0], [*flat, 5.0])).to_numpy()
-    down = strategy.signal(_candles([*flat, 4.0], [*flat, 5.0], [*flat, 4.0])).to_numpy()
-    still = strategy.signal(_candles([*flat, 5.0], [*flat, 5.0], [*flat, 5.0])).to_numpy()
+    up = strategy.signal(candles([*flat, 6.0], [*flat, 6.0], [*flat, 5.0])).to_numpy()
+    down = strategy.signal(candles([*flat, 4.0], [*flat, 5.0], [*flat, 4.0])).to_numpy()
+    still = strategy.signal(candles([*flat, 5.0], [*flat, 5.0], [*flat, 5.0])).to_numpy()
     assert (up[3], down[3], still[3]) == (1.0, -1.0, 0.0)
 
 
 def test_window_override_changes_the_warm_up() -> None:
-    values = DonchianBreakout(window=2).signal(_candles(CLOSES, HIGHS, LOWS)).to_numpy()
+    values = DonchianBreakout(window=2).signal(candles(CLOSES, HIGHS, LOWS)).to_numpy()
     assert np.isnan(values[:2]).all()
     assert values[2] == pytest.approx(1.0)  # close 12 above H = 11.5 of bars 0-1
     assert values[3] == pytest.approx(2 * (11 - 10.5) / (12.5 - 10.5) - 1)

@@ -5,31 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from agent.errors import PluginError
 from strategies.ma_crossover import MACrossover
+from tests.unit.strategies.frames import candles
 
 CLOSES = [10.0, 11.0, 12.0, 11.0, 10.0, 12.0, 13.0, 15.0]
 
 
-def _candles(closes: list[float]) -> pd.DataFrame:
-    close = np.asarray(closes, dtype="float64")
-    return pd.DataFrame(
-        {
-            "open_time": np.arange(close.size, dtype="int64") * 3_600_000,
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": np.ones(close.size),
-        }
-    )
-
-
 def test_signal_matches_hand_computed_averages() -> None:
-    values = MACrossover(fast=2, slow=3, scale=10.0).signal(_candles(CLOSES)).to_numpy()
+    values = MACrossover(fast=2, slow=3, scale=10.0).signal(candles(CLOSES)).to_numpy()
     # fast = mean of the last 2 closes, slow = mean of the last 3; signal = tanh(10 * (f/s - 1))
     expected = [
         math.tanh(10 * ((11 + 12) / 2 / ((10 + 11 + 12) / 3) - 1)),  # 11.5 / 11
@@ -44,16 +30,16 @@ def test_signal_matches_hand_computed_averages() -> None:
 
 
 def test_fast_above_slow_is_positive_and_below_is_negative() -> None:
-    rising = MACrossover(fast=2, slow=3).signal(_candles([1.0, 2.0, 3.0, 4.0])).to_numpy()
-    falling = MACrossover(fast=2, slow=3).signal(_candles([4.0, 3.0, 2.0, 1.0])).to_numpy()
+    rising = MACrossover(fast=2, slow=3).signal(candles([1.0, 2.0, 3.0, 4.0])).to_numpy()
+    falling = MACrossover(fast=2, slow=3).signal(candles([4.0, 3.0, 2.0, 1.0])).to_numpy()
     assert (rising[2:] > 0).all()
     assert (falling[2:] < 0).all()
 
 
 def test_scale_override_sharpens_the_signal() -> None:
-    candles = _candles(CLOSES)
-    soft = MACrossover(fast=2, slow=3, scale=1.0).signal(candles).to_numpy()[2:]
-    sharp = MACrossover(fast=2, slow=3, scale=100.0).signal(candles).to_numpy()[2:]
+    frame = candles(CLOSES)
+    soft = MACrossover(fast=2, slow=3, scale=1.0).signal(frame).to_numpy()[2:]
+    sharp = MACrossover(fast=2, slow=3, scale=100.0).signal(frame).to_numpy()[2:]
     assert (np.abs(sharp) >= np.abs(soft)).all()
     assert soft[0] == pytest.approx(math.tanh(11.5 / 11 - 1))
 

@@ -5,31 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from agent.errors import PluginError
 from strategies.macd import MACD
+from tests.unit.strategies.frames import candles
 
 CLOSES = [10.0, 11.0, 12.0, 11.0, 10.0, 12.0]
 
 
-def _candles(closes: list[float]) -> pd.DataFrame:
-    close = np.asarray(closes, dtype="float64")
-    return pd.DataFrame(
-        {
-            "open_time": np.arange(close.size, dtype="int64") * 3_600_000,
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": np.ones(close.size),
-        }
-    )
-
-
 def test_signal_matches_hand_computed_histogram() -> None:
-    values = MACD(fast=2, slow=3, signal=2, scale=10.0).signal(_candles(CLOSES)).to_numpy()
+    values = MACD(fast=2, slow=3, signal=2, scale=10.0).signal(candles(CLOSES)).to_numpy()
     # ema += alpha * (x - ema), started at the first close; alpha = 2 / (span + 1).
     # fast (alpha 2/3): 10, 32/3, 104/9, 302/27, 842/81, 2786/243
     # slow (alpha 1/2): 10, 21/2, 45/4,  89/8,   169/16, 361/32
@@ -47,13 +33,13 @@ def test_signal_matches_hand_computed_histogram() -> None:
 
 def test_accelerating_rise_is_positive() -> None:
     closes = [100.0 * 1.01 ** (i * i / 10) for i in range(60)]
-    values = MACD().signal(_candles(closes)).to_numpy()
+    values = MACD().signal(candles(closes)).to_numpy()
     assert (values[MACD.warmup_bars :] > 0).all()
 
 
 def test_scale_override_sharpens_the_signal() -> None:
-    candles = _candles(CLOSES)
-    soft = MACD(fast=2, slow=3, signal=2, scale=1.0).signal(candles).to_numpy()
+    frame = candles(CLOSES)
+    soft = MACD(fast=2, slow=3, signal=2, scale=1.0).signal(frame).to_numpy()
     assert soft[3] == pytest.approx(math.tanh(-13 / 216 / 11), rel=1e-12)
 
 

@@ -5,28 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from agent.errors import PluginError
 from strategies.momentum import TSMomentum
+from tests.unit.strategies.frames import candles
 
 RETURNS = [0.01, -0.02, 0.03, 0.01, -0.01, 0.02, 0.0]
 """One-bar log returns of bars 1..7."""
-
-
-def _candles(closes: list[float]) -> pd.DataFrame:
-    close = np.asarray(closes, dtype="float64")
-    return pd.DataFrame(
-        {
-            "open_time": np.arange(close.size, dtype="int64") * 3_600_000,
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": np.ones(close.size),
-        }
-    )
 
 
 def _closes(returns: list[float]) -> list[float]:
@@ -42,7 +28,7 @@ def _sample_std(a: float, b: float, c: float) -> float:
 
 
 def test_signal_matches_hand_computed_scores() -> None:
-    values = TSMomentum(lookback=2, vol_window=3).signal(_candles(_closes(RETURNS))).to_numpy()
+    values = TSMomentum(lookback=2, vol_window=3).signal(candles(_closes(RETURNS))).to_numpy()
     r1, r2, r3, r4, r5, r6, r7 = RETURNS
     # score_t = (r_{t-1} + r_t) / (std(r_{t-2}, r_{t-1}, r_t) * sqrt(2)); signal = tanh(score)
     expected = [
@@ -59,13 +45,13 @@ def test_signal_matches_hand_computed_scores() -> None:
 
 def test_scale_override_softens_the_signal() -> None:
     r1, r2, r3 = RETURNS[:3]
-    values = TSMomentum(lookback=2, vol_window=3, scale=2.0).signal(_candles(_closes(RETURNS)))
+    values = TSMomentum(lookback=2, vol_window=3, scale=2.0).signal(candles(_closes(RETURNS)))
     score = (r2 + r3) / (_sample_std(r1, r2, r3) * math.sqrt(2))
     assert values.to_numpy()[3] == pytest.approx(math.tanh(score / 2), rel=1e-9)
 
 
 def test_unchanged_prices_are_neutral() -> None:
-    values = TSMomentum(lookback=2, vol_window=3).signal(_candles([50.0] * 6)).to_numpy()
+    values = TSMomentum(lookback=2, vol_window=3).signal(candles([50.0] * 6)).to_numpy()
     assert (values[3:] == 0.0).all()
 
 

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from agent.errors import PluginError
 from strategies.rsi_reversion import RSIReversion
+from tests.unit.strategies.frames import candles
 
 CLOSES = [10.0, 11.0, 12.0, 11.0, 10.0, 12.0, 13.0, 15.0]
 
 
-def _candles(closes: list[float]) -> pd.DataFrame:
-    close = np.asarray(closes, dtype="float64")
-    return pd.DataFrame(
-        {
-            "open_time": np.arange(close.size, dtype="int64") * 3_600_000,
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": np.ones(close.size),
-        }
-    )
-
-
 def test_signal_matches_hand_computed_rsi() -> None:
-    values = RSIReversion(window=3).signal(_candles(CLOSES)).to_numpy()
+    values = RSIReversion(window=3).signal(candles(CLOSES)).to_numpy()
     # Changes from bar 1: +1 +1 -1 -1 +2 +1 +2. With alpha = 1/3, avg = 2/3 * avg + 1/3 * x,
     # started at the first change:
     #   gains  1, 1, 2/3, 4/9, 26/27, 79/81, 320/243
@@ -44,13 +30,13 @@ def test_signal_matches_hand_computed_rsi() -> None:
 
 def test_oversold_buys_overbought_sells_and_flat_is_neutral() -> None:
     strategy = RSIReversion(window=3)
-    assert strategy.signal(_candles([5.0, 4.0, 3.0, 2.0, 1.0])).to_numpy()[3:] == pytest.approx(1)
-    assert strategy.signal(_candles([1.0, 2.0, 3.0, 4.0, 5.0])).to_numpy()[3:] == pytest.approx(-1)
-    assert (strategy.signal(_candles([7.0] * 6)).to_numpy()[3:] == 0.0).all()
+    assert strategy.signal(candles([5.0, 4.0, 3.0, 2.0, 1.0])).to_numpy()[3:] == pytest.approx(1)
+    assert strategy.signal(candles([1.0, 2.0, 3.0, 4.0, 5.0])).to_numpy()[3:] == pytest.approx(-1)
+    assert (strategy.signal(candles([7.0] * 6)).to_numpy()[3:] == 0.0).all()
 
 
 def test_window_override_changes_the_warm_up() -> None:
-    values = RSIReversion(window=2).signal(_candles(CLOSES)).to_numpy()
+    values = RSIReversion(window=2).signal(candles(CLOSES)).to_numpy()
     # alpha = 1/2: gains 1, 1, 1/2; losses 0, 0, 1/2 at bar 3, so RSI 50 there.
     assert np.isnan(values[:2]).all()
     assert values[2] == pytest.approx(-1.0)
