@@ -1,31 +1,39 @@
-"""Verify the decision trail: every stored record against its hash, its predecessor and the chain.
+"""Verify the decision trail: every record against its hash, its predecessor and the chain.
 
-`verify` recomputes each record's hash from the stored JSON, checks the `prev_hash` links,
-compares hash by hash with the DecisionLog (read with `hashRange`, a page at a time) and finally
-compares the on-chain head with the head of the recomputed hashes. It reports the FIRST
-mismatch, by sequence number, and what it looks like:
+The DecisionLog keeps only `count`, `head` and a checkpoint of the head every 1,000 entries in
+storage; the hashes themselves are in its `DecisionsRecorded` events (one per transaction:
+first seq, head before and after, the hashes). `read_decision_log` reads those events with
+eth_getLogs, a block range at a time, reassembles the hashes in seq order and checks that they
+reproduce the contract's stored head and checkpoints. `verify_records` then recomputes each
+record's hash, checks the `prev_hash` links, compares hash by hash with the events and compares
+the on-chain head with the head of the recomputed hashes; `verify` does the same for the
+records in the store, also checking each against the hash stored beside it. Both report the
+FIRST mismatch, by sequence number, and what it looks like:
 
-    missing_record  the store has no decision at this seq (a gap in the table)
-    altered_record  the stored record no longer hashes to what was stored / logged
-    broken_link     the record's prev_hash is not the hash of the record before it
-    reordered       the decision at this seq is another seq's (store or chain order changed)
-    missing_entry   the chain lacks this decision (later entries shifted, or never sent)
-    extra_entry     the chain holds an entry the store does not
-    head_mismatch   every entry matches but the log's head does not (not a DecisionLog?)
+    missing_record    there is no decision at this seq (a gap in the table or the list)
+    altered_record    the record no longer hashes to what was stored / logged
+    broken_link       the record's prev_hash is not the hash of the record before it
+    reordered         the decision at this seq is another seq's (store or chain order changed)
+    missing_entry     the chain lacks this decision (later entries shifted, or never sent)
+    extra_entry       the chain holds an entry the records do not
+    head_mismatch     every entry matches but the log's head does not (not a DecisionLog?)
+    log_inconsistent  the log's events do not reproduce its own storage: an entry no event
+                      carries (the node pruned old logs, or the scan started too late), an entry
+                      two events carry, an event that does not chain onto the one before it, or
+                      a head / checkpoint / count the events do not give
 
 `find_first_mismatch` is the pure comparison, for tests and other callers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from web3 import Web3
 
 from agent.audit.outbox import (
-    StoredDecision,
     decision_log_contract,
     iter_decisions,
     read_chain,
@@ -44,20 +52,46 @@ MismatchKind = Literal[
     "missing_entry",
     "extra_entry",
     "head_mismatch",
+    "log_inconsistent",
 ]
-PAGE_SIZE = 500
-"""Hashes per `hashRange` call (~1.1M gas of reads, far under any node's eth_call cap)."""
+PAGE_BLOCKS = 5_000
+"""Blocks per eth_getLogs call: under the range limit of common RPC providers (often 10,000)."""
+GIVEN = "given"
+"""The status of a record handed to `verify_records` (it has no outbox status)."""
+
+
+class TrailEntry(Protocol):
+    """One decision to verify: a stored row (`StoredDecision`) or a record handed in."""
+
+    @property
+    def seq(self) -> int:
+        """The position it claims (the store's primary key; the record's own seq)."""
+        ...
+
+    @property
+    def hash(self) -> str:
+        """The hash stored with it (for a record handed in: its own hash)."""
+        ...
+
+    @property
+    def status(self) -> str:
+        """The outbox status, or GIVEN."""
+        ...
+
+    def record(self) -> DecisionRecord:
+        """Return the record (raises AuditError if it does not parse)."""
+        ...
 
 
 @dataclass(frozen=True)
 class Mismatch:
-    """The first place where the store and the chain disagree.
+    """The first place where the records and the chain disagree.
 
     Attributes:
         seq: the sequence number.
         kind: see the module docstring.
         detail: one human sentence.
-        expected: the hash the store implies at `seq` (recomputed), if any.
+        expected: the hash the records imply at `seq` (recomputed), if any.
         found: the hash found there (stored column or on-chain entry), if any.
     """
 
@@ -70,15 +104,15 @@ class Mismatch:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """The outcome of `verify`.
+    """The outcome of `verify` / `verify_records`.
 
     Attributes:
         decision_log: the DecisionLog's address.
-        stored: decisions in the store.
-        onchain: entries in the DecisionLog.
+        stored: decisions checked (in the store, or handed in).
+        onchain: entries in the DecisionLog (its `count()`).
         verified: decisions that matched before the first mismatch (all of them if ok).
         head_onchain: the DecisionLog's head.
-        head_recomputed: the running head of the hashes recomputed from the store.
+        head_recomputed: the running head of the hashes recomputed from the records.
         mismatch: the first mismatch, or None.
     """
 
@@ -103,6 +137,57 @@ class VerifyReport:
 
 
 @dataclass(frozen=True)
+class LoggedBatch:
+    """One `DecisionsRecorded` event: the hashes one transaction logged.
+
+    Attributes:
+        first_seq: the sequence number of the first hash.
+        hashes: the hashes (bytes32 hex), in order.
+        prev_head: the log's head before them.
+        head: the log's head after them.
+        tx_hash: the transaction that logged them.
+        block_number: its block.
+    """
+
+    first_seq: int
+    hashes: tuple[str, ...]
+    prev_head: str
+    head: str
+    tx_hash: str
+    block_number: int
+
+    def covers(self, seq: int) -> bool:
+        """Whether this event carries entry `seq`."""
+        return self.first_seq <= seq < self.first_seq + len(self.hashes)
+
+    def head_after(self, seq: int) -> str:
+        """Return the log's head right after entry `seq` (which this event carries)."""
+        return chain_head(list(self.hashes[: seq - self.first_seq + 1]), self.prev_head)
+
+
+@dataclass(frozen=True)
+class OnchainLog:
+    """A DecisionLog as read at one block: its storage and the hashes its events carry.
+
+    Attributes:
+        address: the DecisionLog's checksum address.
+        block: the block everything was read at.
+        count: `count()`.
+        head: `head()`.
+        hashes: the hashes the events carry, in seq order (up to the first inconsistency).
+        inconsistency: where the events stop reproducing the storage (kind
+            "log_inconsistent"), or None.
+    """
+
+    address: str
+    block: int
+    count: int
+    head: str
+    hashes: list[str]
+    inconsistency: Mismatch | None
+
+
+@dataclass(frozen=True)
 class DecisionProof:
     """One stored decision with the on-chain evidence that it was logged.
 
@@ -112,10 +197,12 @@ class DecisionProof:
         stored_hash: the hash stored with it.
         recomputed_hash: the hash recomputed from the record (None if it does not parse).
         status: the outbox status (pending, sent, confirmed).
-        onchain_hash: `hashAt(seq)` on the DecisionLog (None if the log is shorter).
-        tx_hash: the transaction whose DecisionRecorded event logged it (None if not found).
+        onchain_hash: the hash the DecisionLog's event carries at `seq` (None if the log is
+            shorter or no event carrying it was found).
+        tx_hash: the transaction whose DecisionsRecorded event logged it (None if not found).
         block_number: that transaction's block.
-        head_after: the head the event reported right after this entry.
+        head_after: the log's head right after this entry (from the event's head before it and
+            its hashes up to this one).
         head: the DecisionLog's current head.
         onchain_count: the DecisionLog's current count.
         decision_log: the DecisionLog's address.
@@ -149,26 +236,223 @@ class DecisionProof:
         return data
 
 
-def read_onchain_hashes(
-    backend: ChainBackend, decision_log_address: str, *, page_size: int = PAGE_SIZE
-) -> tuple[list[str], str]:
-    """Return every hash in the DecisionLog (bytes32 hex, in order) and its head.
+# --- reading the log ------------------------------------------------------------------------
 
-    The count, pages and head are read at one block, so a writer cannot skew them.
+
+def read_decision_log(
+    backend: ChainBackend,
+    decision_log_address: str,
+    *,
+    page_blocks: int = PAGE_BLOCKS,
+    from_block: int = 0,
+) -> OnchainLog:
+    """Read a DecisionLog: its storage, and its hashes from its events, checked against it.
+
+    Storage (count, head, checkpoints) and events are read at one block, so a writer cannot
+    skew them. Events are fetched `page_blocks` blocks per eth_getLogs call, from `from_block`
+    (the log's deployment block, if known) to that block. The node must still serve the log's
+    events: one that pruned them yields an inconsistency, not a wrong answer.
+
+    Raises:
+        AuditError: `page_blocks` or `from_block` is out of range.
+        ChainError: the chain cannot be read.
     """
+    if page_blocks < 1 or from_block < 0:
+        raise AuditError(
+            f"page_blocks = {page_blocks}, from_block = {from_block}: expected at least 1 and 0"
+        )
     log = decision_log_contract(backend, decision_log_address)
     what = f"the DecisionLog at {decision_log_address}"
     block = int(read_chain("the block number", lambda: backend.w3.eth.block_number))
     count = int(read_chain(what, log.functions.count().call, block_identifier=block))
-    head = "0x" + bytes(read_chain(what, log.functions.head().call, block_identifier=block)).hex()
+    head = _hex(read_chain(what, log.functions.head().call, block_identifier=block))
+    interval = int(read_chain(what, log.functions.CHECKPOINT_INTERVAL().call))
+    batches = iter_batches(backend, log, from_block, block, page_blocks)
+    hashes, heads, inconsistency = _assemble(batches, interval)
+    if inconsistency is None:
+        inconsistency = _check_storage(log, block, count, head, hashes, heads, interval)
+    return OnchainLog(
+        address=Web3.to_checksum_address(decision_log_address),
+        block=block,
+        count=count,
+        head=head,
+        hashes=hashes,
+        inconsistency=inconsistency,
+    )
+
+
+def read_onchain_hashes(
+    backend: ChainBackend,
+    decision_log_address: str,
+    *,
+    page_blocks: int = PAGE_BLOCKS,
+    from_block: int = 0,
+) -> tuple[list[str], str]:
+    """Return every hash in the DecisionLog (bytes32 hex, in order, from its events) and its head.
+
+    Raises:
+        AuditError: the events do not reproduce the log's storage (see `read_decision_log`).
+        ChainError: the chain cannot be read.
+    """
+    log = read_decision_log(
+        backend, decision_log_address, page_blocks=page_blocks, from_block=from_block
+    )
+    if log.inconsistency is not None:
+        raise AuditError(
+            f"the DecisionLog at {log.address} is inconsistent at seq {log.inconsistency.seq}: "
+            f"{log.inconsistency.detail}"
+        )
+    return log.hashes, log.head
+
+
+def iter_batches(
+    backend: ChainBackend, log: Any, from_block: int, to_block: int, page_blocks: int
+) -> Iterator[LoggedBatch]:
+    """Yield the log's DecisionsRecorded events in chain order, `page_blocks` blocks per call."""
+    event = log.events.DecisionsRecorded
+    for start in range(from_block, to_block + 1, page_blocks):
+        end = min(start + page_blocks - 1, to_block)
+        events = read_chain(
+            f"the DecisionsRecorded events of blocks {start} to {end}",
+            lambda start=start, end=end: list(event.get_logs(from_block=start, to_block=end)),
+        )
+        for found in sorted(events, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
+            yield _batch(found)
+
+
+def _batch(event: Any) -> LoggedBatch:
+    args = event["args"]
+    return LoggedBatch(
+        first_seq=int(args["firstSeq"]),
+        hashes=tuple(_hex(h) for h in args["decisionHashes"]),
+        prev_head=_hex(args["prevHead"]),
+        head=_hex(args["head"]),
+        tx_hash=_hex(event["transactionHash"]),
+        block_number=int(event["blockNumber"]),
+    )
+
+
+def _assemble(
+    batches: Iterable[LoggedBatch], interval: int
+) -> tuple[list[str], dict[int, str], Mismatch | None]:
+    """Join the events into one sequence of hashes; return it, the running heads and the first
+    inconsistency. heads[k] is the head after k * interval entries (a checkpoint's value);
+    heads[-1] the head after all of them."""
     hashes: list[str] = []
-    while len(hashes) < count:
-        call = log.functions.hashRange(len(hashes), page_size)
-        page = read_chain(what, call.call, block_identifier=block)
-        if not page:
-            raise AuditError(f"{what} returned no hashes from seq {len(hashes)} of {count}")
-        hashes.extend("0x" + bytes(h).hex() for h in page)
-    return hashes, head
+    running = ZERO_HASH
+    heads = {0: ZERO_HASH, -1: ZERO_HASH}
+    for batch in batches:
+        seq = len(hashes)
+        where = f"the event of transaction {batch.tx_hash} (block {batch.block_number})"
+        if batch.first_seq > seq:
+            detail = (
+                f"no DecisionsRecorded event carries entry {seq}; {where} starts at seq "
+                f"{batch.first_seq} (the node may have pruned old logs)"
+            )
+            return hashes, heads, Mismatch(seq, "log_inconsistent", detail)
+        if batch.first_seq < seq:
+            detail = f"entry {batch.first_seq} is carried twice: again by {where}"
+            return hashes, heads, Mismatch(batch.first_seq, "log_inconsistent", detail)
+        if batch.prev_head != running:
+            detail = (
+                f"{where} starts from head {batch.prev_head} but the entries before it give "
+                f"{running}"
+            )
+            mismatch = Mismatch(seq, "log_inconsistent", detail, running, batch.prev_head)
+            return hashes, heads, mismatch
+        entries = list(batch.hashes)
+        while entries:
+            take = min(len(entries), interval - len(hashes) % interval)
+            running = chain_head(entries[:take], running)
+            hashes.extend(entries[:take])
+            del entries[:take]
+            if len(hashes) % interval == 0:
+                heads[len(hashes) // interval] = running
+        heads[-1] = running
+        if running != batch.head:
+            detail = f"{where} reports head {batch.head} but its hashes give {running}"
+            mismatch = Mismatch(seq, "log_inconsistent", detail, running, batch.head)
+            return hashes, heads, mismatch
+    return hashes, heads, None
+
+
+def _check_storage(
+    log: Any,
+    block: int,
+    count: int,
+    head: str,
+    hashes: Sequence[str],
+    heads: dict[int, str],
+    interval: int,
+) -> Mismatch | None:
+    """Check the stored checkpoints, count and head against what the events give."""
+    what = f"the checkpoints of the DecisionLog at {log.address}"
+    for k in range(1, min(count, len(hashes)) // interval + 1):
+        call = log.functions.checkpoints(k).call
+        stored = _hex(read_chain(what, call, block_identifier=block))
+        if stored != heads[k]:
+            detail = (
+                f"checkpoint {k} (the head after {k * interval} entries) is {stored} but the "
+                f"events give {heads[k]}"
+            )
+            return Mismatch(k * interval - 1, "log_inconsistent", detail, heads[k], stored)
+    if len(hashes) < count:
+        detail = (
+            f"the DecisionLog counts {count} entries but its events carry only {len(hashes)}: "
+            f"no event carries entry {len(hashes)} (the node may have pruned old logs)"
+        )
+        return Mismatch(len(hashes), "log_inconsistent", detail)
+    if len(hashes) > count:
+        detail = f"the events carry {len(hashes)} entries but the DecisionLog counts {count}"
+        return Mismatch(count, "log_inconsistent", detail)
+    events_head = heads[-1]
+    if events_head != head:
+        detail = f"the events give head {events_head} but the DecisionLog's head() is {head}"
+        return Mismatch(max(count - 1, 0), "log_inconsistent", detail, events_head, head)
+    return None
+
+
+# --- verifying --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _GivenRecord:
+    """A record handed to `verify_records`, as a TrailEntry (its stored hash is its own)."""
+
+    given: DecisionRecord
+    hash: str
+    status: str = GIVEN
+
+    @property
+    def seq(self) -> int:
+        return self.given.seq
+
+    def record(self) -> DecisionRecord:
+        return self.given
+
+
+def verify_records(
+    backend: ChainBackend,
+    log_address: str,
+    records: Sequence[DecisionRecord],
+    *,
+    page_blocks: int = PAGE_BLOCKS,
+    from_block: int = 0,
+) -> VerifyReport:
+    """Check records (seq 0, 1, ... in order) against their links and a DecisionLog's events.
+
+    Recomputes each record's hash, checks that records[i] has seq i and that its prev_hash is the
+    hash of records[i - 1], compares the hashes one by one with the entries the log's events
+    carry, and the log's head with the running head of the hashes. Returns a report naming the
+    first mismatch (None when everything verifies); it does not raise on a mismatch.
+
+    Raises:
+        ChainError: the chain cannot be read.
+    """
+    entries = [_GivenRecord(record, decision_hash(record)) for record in records]
+    return _verify_entries(
+        entries, backend, log_address, page_blocks, from_block, source="the records"
+    )
 
 
 def verify(
@@ -176,30 +460,54 @@ def verify(
     backend: ChainBackend,
     decision_log_address: str,
     *,
-    page_size: int = PAGE_SIZE,
+    page_blocks: int = PAGE_BLOCKS,
+    from_block: int = 0,
 ) -> VerifyReport:
-    """Check every stored decision against its hash, its predecessor and the DecisionLog.
+    """`verify_records` over the store's decisions, also checking each against its stored hash.
 
-    Returns a report naming the first mismatch (None when everything verifies); it does not
-    raise on a mismatch, only when the chain cannot be read (ChainError).
+    A stored record that no longer parses, or no longer hashes to the hash stored beside it, is
+    reported as altered_record at its seq.
+
+    Raises:
+        ChainError: the chain cannot be read.
     """
     rows = list(iter_decisions(store))
-    onchain, head = read_onchain_hashes(backend, decision_log_address, page_size=page_size)
-    mismatch, recomputed = find_first_mismatch(rows, onchain, head)
-    verified = len(rows) if mismatch is None else mismatch.seq
+    return _verify_entries(
+        rows, backend, decision_log_address, page_blocks, from_block, source="the store"
+    )
+
+
+def _verify_entries(
+    entries: Sequence[TrailEntry],
+    backend: ChainBackend,
+    address: str,
+    page_blocks: int,
+    from_block: int,
+    *,
+    source: str,
+) -> VerifyReport:
+    log = read_decision_log(backend, address, page_blocks=page_blocks, from_block=from_block)
+    if log.inconsistency is None:
+        mismatch, hashes = find_first_mismatch(entries, log.hashes, log.head, source=source)
+    else:  # compare up to where the events stop making sense; report that if nothing earlier
+        cut = log.inconsistency.seq
+        mismatch, _ = find_first_mismatch(entries[:cut], log.hashes[:cut], source=source)
+        if mismatch is None or mismatch.seq >= cut:
+            mismatch = log.inconsistency
+        hashes = _effective_hashes(entries)
     return VerifyReport(
-        decision_log=Web3.to_checksum_address(decision_log_address),
-        stored=len(rows),
-        onchain=len(onchain),
-        verified=verified,
-        head_onchain=head,
-        head_recomputed=chain_head(recomputed),
+        decision_log=log.address,
+        stored=len(entries),
+        onchain=log.count,
+        verified=len(entries) if mismatch is None else mismatch.seq,
+        head_onchain=log.head,
+        head_recomputed=chain_head(hashes),
         mismatch=mismatch,
     )
 
 
-def recompute_hashes(rows: Sequence[StoredDecision]) -> list[str | None]:
-    """Return the hash recomputed from each stored record (None where it does not parse)."""
+def recompute_hashes(rows: Sequence[TrailEntry]) -> list[str | None]:
+    """Return the hash recomputed from each record (None where it does not parse)."""
     hashes: list[str | None] = []
     for row in rows:
         try:
@@ -209,23 +517,34 @@ def recompute_hashes(rows: Sequence[StoredDecision]) -> list[str | None]:
     return hashes
 
 
+def _effective_hashes(rows: Sequence[TrailEntry]) -> list[str]:
+    """The recomputed hashes, with the stored hash where a record does not parse."""
+    recomputed = recompute_hashes(rows)
+    return [h if h is not None else row.hash for h, row in zip(recomputed, rows, strict=True)]
+
+
 def find_first_mismatch(
-    rows: Sequence[StoredDecision], onchain: Sequence[str], head_onchain: str | None = None
+    rows: Sequence[TrailEntry],
+    onchain: Sequence[str],
+    head_onchain: str | None = None,
+    *,
+    source: str = "the store",
 ) -> tuple[Mismatch | None, list[str]]:
-    """Compare stored decisions (in seq order) with on-chain hashes; return the first mismatch.
+    """Compare decisions (in seq order) with on-chain hashes; return the first mismatch.
 
     Also returns the recomputed hashes of the records (a record that does not parse counts
-    with its stored hash, so the head can still be compared).
+    with its stored hash, so the head can still be compared). `source` names where the
+    decisions come from, in the mismatch's detail.
     """
     recomputed = recompute_hashes(rows)
     hashes = [h if h is not None else row.hash for h, row in zip(recomputed, rows, strict=True)]
     position = {h: i for i, h in enumerate(hashes)}
     for seq in range(max(len(rows), len(onchain))):
         if seq < len(rows):
-            found = _store_mismatch(seq, rows, recomputed, onchain)
+            found = _store_mismatch(seq, rows, recomputed, onchain, source)
             if found is not None:
                 return found, hashes
-        found = _chain_mismatch(seq, rows, hashes, position, onchain)
+        found = _chain_mismatch(seq, rows, hashes, position, onchain, source)
         if found is not None:
             return found, hashes
     if head_onchain is not None and chain_head(hashes) != head_onchain:
@@ -240,15 +559,15 @@ def find_first_mismatch(
 
 def _store_mismatch(
     seq: int,
-    rows: Sequence[StoredDecision],
+    rows: Sequence[TrailEntry],
     recomputed: Sequence[str | None],
     onchain: Sequence[str],
+    source: str,
 ) -> Mismatch | None:
     row = rows[seq]
     if row.seq != seq:
-        return Mismatch(
-            seq, "missing_record", f"the store has no decision {seq} (the next one is {row.seq})"
-        )
+        detail = f"{source} has no decision {seq} (the next one is {row.seq})"
+        return Mismatch(seq, "missing_record", detail)
     try:
         record = row.record()
     except AuditError as e:
@@ -276,23 +595,27 @@ def _store_mismatch(
 
 def _chain_mismatch(
     seq: int,
-    rows: Sequence[StoredDecision],
+    rows: Sequence[TrailEntry],
     hashes: Sequence[str],
     position: dict[str, int],
     onchain: Sequence[str],
+    source: str,
 ) -> Mismatch | None:
-    """Classify a difference between the stored hash and the on-chain entry at `seq`."""
+    """Classify a difference between the record's hash and the on-chain entry at `seq`."""
     mine = hashes[seq] if seq < len(hashes) else None
     theirs = onchain[seq] if seq < len(onchain) else None
     if mine == theirs:
         return None
     if theirs is None:
         status = rows[seq].status
-        note = " (not sent yet: flush the outbox)" if status != "confirmed" else ""
-        detail = f"the DecisionLog has no entry {seq}; the store has it as {status}{note}"
+        if status == GIVEN:
+            detail = f"the DecisionLog has no entry {seq}"
+        else:
+            note = " (not sent yet: flush the outbox)" if status != "confirmed" else ""
+            detail = f"the DecisionLog has no entry {seq}; the store has it as {status}{note}"
         return Mismatch(seq, "missing_entry", detail, mine, None)
     if mine is None:
-        detail = f"the DecisionLog holds entry {seq} ({theirs}) but the store has no decision {seq}"
+        detail = f"the DecisionLog holds entry {seq} ({theirs}) but {source} has no decision {seq}"
         return Mismatch(seq, "extra_entry", detail, None, theirs)
     after = onchain[seq + 1] if seq + 1 < len(onchain) else None
     following = hashes[seq + 1] if seq + 1 < len(hashes) else None
@@ -310,14 +633,25 @@ def _chain_mismatch(
     if theirs in position:
         detail = f"the DecisionLog holds decision {position[theirs]} at seq {seq}"
         return Mismatch(seq, "reordered", detail, mine, theirs)
-    detail = f"the stored record hashes to {mine} but the DecisionLog holds {theirs}"
+    detail = f"the record hashes to {mine} but the DecisionLog holds {theirs}"
     return Mismatch(seq, "altered_record", detail, mine, theirs)
 
 
+# --- one decision -----------------------------------------------------------------------------
+
+
 def prove(
-    store: Store, backend: ChainBackend, decision_log_address: str, seq: int
+    store: Store,
+    backend: ChainBackend,
+    decision_log_address: str,
+    seq: int,
+    *,
+    page_blocks: int = PAGE_BLOCKS,
 ) -> DecisionProof:
     """Return one stored decision with its on-chain proof: entry, logging transaction and head.
+
+    The entry is read from the DecisionsRecorded event that carries `seq`: first in the block
+    the store recorded for it, else by scanning the log's events `page_blocks` blocks at a time.
 
     Raises:
         AuditError: the store has no decision `seq`.
@@ -333,48 +667,46 @@ def prove(
     recomputed = None if record is None else decision_hash(record)
     log = decision_log_contract(backend, decision_log_address)
     what = f"the DecisionLog at {decision_log_address}"
-    count = int(read_chain(what, log.functions.count().call))
-    head = "0x" + bytes(read_chain(what, log.functions.head().call)).hex()
-    onchain_hash = None
-    tx_hash = block_number = head_after = None
+    block = int(read_chain("the block number", lambda: backend.w3.eth.block_number))
+    count = int(read_chain(what, log.functions.count().call, block_identifier=block))
+    head = _hex(read_chain(what, log.functions.head().call, block_identifier=block))
+    batch = None
     if seq < count:
-        onchain_hash = "0x" + bytes(read_chain(what, log.functions.hashAt(seq).call)).hex()
-        event = _find_event(backend, log, seq, row.block_number)
-        if event is not None:
-            tx_hash = "0x" + bytes(event["transactionHash"]).hex()
-            block_number = int(event["blockNumber"])
-            head_after = "0x" + bytes(event["args"]["head"]).hex()
+        batch = _find_batch(backend, log, seq, row.block_number, block, page_blocks)
     return DecisionProof(
         seq=seq,
         record=record,
         stored_hash=row.hash,
         recomputed_hash=recomputed,
         status=row.status,
-        onchain_hash=onchain_hash,
-        tx_hash=tx_hash,
-        block_number=block_number,
-        head_after=head_after,
+        onchain_hash=None if batch is None else batch.hashes[seq - batch.first_seq],
+        tx_hash=None if batch is None else batch.tx_hash,
+        block_number=None if batch is None else batch.block_number,
+        head_after=None if batch is None else batch.head_after(seq),
         head=head,
         onchain_count=count,
         decision_log=Web3.to_checksum_address(decision_log_address),
     )
 
 
-def _find_event(backend: ChainBackend, log: Any, seq: int, hint_block: int | None) -> Any:
-    """Return the DecisionRecorded event of `seq`: first in the stored block, else any block."""
-    event_type = log.events.DecisionRecorded
-    ranges: list[tuple[int, int | str]] = []
-    if hint_block is not None:
-        ranges.append((hint_block, hint_block))
-    ranges.append((0, "latest"))
-    for start, end in ranges:
-        events = read_chain(
-            f"the DecisionRecorded events of seq {seq}",
-            event_type.get_logs,
-            from_block=start,
-            to_block=end,
-            argument_filters={"seq": seq},
-        )
-        if events:
-            return events[-1]
+def _find_batch(
+    backend: ChainBackend,
+    log: Any,
+    seq: int,
+    hint_block: int | None,
+    latest: int,
+    page_blocks: int,
+) -> LoggedBatch | None:
+    """Return the DecisionsRecorded event carrying `seq`: first in the hinted block, else any."""
+    if hint_block is not None and 0 <= hint_block <= latest:
+        for batch in iter_batches(backend, log, hint_block, hint_block, 1):
+            if batch.covers(seq):
+                return batch
+    for batch in iter_batches(backend, log, 0, latest, page_blocks):
+        if batch.covers(seq):
+            return batch
     return None
+
+
+def _hex(value: Any) -> str:
+    return "0x" + bytes(value).hex()

@@ -1,7 +1,7 @@
 """The outbox on real chains: batching, outages, lost receipts, diverged logs, anvil restarts.
 
 Whatever happens to the chain, every stored decision ends up on the DecisionLog exactly once,
-in order: checked through the log's entries, its DecisionRecorded events and `verify`.
+in order: checked through the log's entries, its DecisionsRecorded events and `verify`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from tests.integration.audit.conftest import AuditChain, FlakyBackend, fill
 
 
 def _logged_seqs(backend: ChainBackend, address: str) -> list[int]:
-    """Sequence numbers of every DecisionRecorded event of the log, in chain order."""
+    """Sequence numbers of every entry of the log's DecisionsRecorded events, in chain order."""
     from agent.audit.outbox import decision_log_contract
 
     log = decision_log_contract(backend, address)
-    events = log.events.DecisionRecorded.get_logs(from_block=0, to_block="latest")
-    return [int(e["args"]["seq"]) for e in events]
+    events = log.events.DecisionsRecorded.get_logs(from_block=0, to_block="latest")
+    return [
+        int(e["args"]["firstSeq"]) + i
+        for e in events
+        for i in range(len(e["args"]["decisionHashes"]))
+    ]
 
 
 def _assert_exactly_once(store: Store, backend: ChainBackend, address: str, n: int) -> None:

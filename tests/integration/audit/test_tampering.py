@@ -46,7 +46,7 @@ def _tamper_field(store: Store, seq: int, *, rehash: bool = False) -> None:
 
 
 def test_an_intact_trail_verifies(audit_chain: AuditChain, store: Store, logged: list[str]) -> None:
-    report = verify(store, audit_chain.backend, audit_chain.log_address, page_size=7)
+    report = verify(store, audit_chain.backend, audit_chain.log_address, page_blocks=1)
     assert report.ok, report.mismatch
     assert (report.stored, report.onchain, report.verified) == (N, N, N)
     assert report.head_onchain == report.head_recomputed == chain_head(logged)
