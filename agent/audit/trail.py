@@ -108,8 +108,8 @@ class LogLocation:
     Attributes:
         address: the DecisionLog's checksum address.
         chain_key: the chain it lives on (see `agent.chain.deploy.chain_key`).
-        replayed: decisions sent from the store just now (a non-persistent chain starts
-            empty, so the trail is replayed onto it first).
+        replayed: decisions sent from the store just now (only on a chain that does not
+            persist: it starts empty, so the trail is replayed onto it first).
     """
 
     address: str
@@ -126,19 +126,25 @@ def locate_decision_log(
 ) -> LogLocation:
     """Find the DecisionLog recorded for the backend's chain, checking its code.
 
-    A chain that does not survive restarts (embedded, anvil without a state file) is fresh
-    here: the contracts are deployed and the stored decisions replayed onto it, so what is
-    checked afterwards is the store's own hash chain (records against their stored hashes and
-    `prev_hash` links), not an independent replica.
+    A persistent chain (the embedded chain file, anvil with a state file, rpc) is never
+    redeployed or replayed here: the DecisionLog recorded for it is checked as it stands, so
+    the audit compares the store with a chain the store did not just write. Rebuilding a lost
+    embedded chain is the explicit `agora chain recover`. A chain that does not survive
+    restarts (an in-memory EVM, anvil without a state file) is fresh here: the contracts are
+    deployed and the stored decisions replayed onto it (reported in `replayed`), so what is
+    checked afterwards is only the store's own hash chain.
 
     Raises:
         AuditError: no DecisionLog is recorded for a persistent chain.
+        ChainLost: the embedded chain does not hold the store's records (lost or replaced).
         ChainError: the recorded address holds other code, or the chain failed.
     """
     from agent.chain.deploy import chain_key, check_code, deploy_all
+    from agent.chain.recover import require_chain_for_store
 
     key = chain_key(backend)
     if backend.persistent:
+        require_chain_for_store(backend, store)
         record = store.read_deployments(key).get("decision_log")
         if record is None:
             raise AuditError(
@@ -148,7 +154,10 @@ def locate_decision_log(
         check_code(backend, key, "decision_log", record.address, record.code_hash)
         return LogLocation(record.address, key)
     if progress is not None:
-        progress(f"{backend.name} chain is not persistent: deploying and replaying the store")
+        progress(
+            f"{backend.name} chain is not persistent: deploying and replaying the store, which "
+            "checks only the store's own hash chain"
+        )
     deployment = deploy_all(backend, store, settings)
     report = DecisionOutbox(store, backend, deployment.decision_log).flush()
     return LogLocation(deployment.decision_log, key, replayed=report.sent)

@@ -108,21 +108,67 @@ def revert_reason(error: Exception) -> str:
 
 
 class EmbeddedBackend(ChainBackend):
-    """An in-process EVM (eth-tester + py-evm): nothing to install or start; state is lost."""
+    """An in-process EVM (eth-tester + py-evm): nothing to install or start.
+
+    With a `state_dir` the chain lives in `state_dir/embedded.sqlite` (see
+    `agent.chain.embedded`): every process opens the same chain, one at a time (a lock file
+    beside it). Without one it lives in memory and is lost on close (a throwaway chain for
+    tests and simulations).
+
+    Args:
+        state_dir: where the chain file lives; None for an in-memory chain.
+        create: create the chain when the file does not exist (else `ChainLost`).
+        lock_timeout_s: how long to wait for another process to release the chain.
+
+    Raises:
+        ChainLocked: another process has the chain open.
+        ChainLost: the file is missing (and `create` is false) or corrupt.
+    """
 
     name = "embedded"
-    persistent = False
 
-    def __init__(self) -> None:
+    def __init__(
+        self, state_dir: Path | None = None, *, create: bool = True, lock_timeout_s: float = 3.0
+    ) -> None:
+        from eth_tester import EthereumTester
         from web3 import EthereumTesterProvider
 
-        w3 = Web3(EthereumTesterProvider())
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        self.persistent = state_dir is not None
+        self._file: Any = None
+        if self.state_dir is None:
+            provider = EthereumTesterProvider()
+        else:
+            from agent.chain.embedded import ChainFile
+
+            self._file = ChainFile(self.state_dir, create=create, lock_timeout_s=lock_timeout_s)
+            provider = EthereumTesterProvider(EthereumTester(self._file.backend))
+        w3 = Web3(provider)
         super().__init__(w3, w3.eth.accounts[0])
         self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
 
     @property
     def accounts(self) -> list[str]:
         return list(self._accounts)
+
+    @property
+    def state_path(self) -> Path | None:
+        """The chain file, or None for an in-memory chain."""
+        return None if self._file is None else self._file.path
+
+    @property
+    def created(self) -> bool:
+        """Whether this backend created the chain (a fresh genesis) rather than reopening it."""
+        return self._file is None or bool(self._file.created)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def embedded_state_dir(data_dir: Path) -> Path:
+    """Return the directory of the data directory's embedded chain (`data/chain`)."""
+    return Path(data_dir) / "chain"
 
 
 def free_loopback_port() -> int:
@@ -243,12 +289,20 @@ class RpcBackend(ChainBackend):
 
 
 def connect(
-    settings: ChainSettings, data_dir: Path, environ: Mapping[str, str] | None = None
+    settings: ChainSettings,
+    data_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    create_chain: bool = True,
 ) -> ChainBackend:
-    """Open the backend chosen in the configuration."""
+    """Open the backend chosen in the configuration.
+
+    The embedded chain is the one in `data_dir/chain`; with `create_chain` false a missing
+    chain file is a `ChainLost` error instead of a new chain.
+    """
     environ = os.environ if environ is None else environ
     if settings.backend == "embedded":
-        return EmbeddedBackend()
+        return EmbeddedBackend(embedded_state_dir(data_dir), create=create_chain)
     if settings.backend == "anvil":
         state = data_dir / "anvil-state.json" if settings.anvil_persist else None
         return AnvilBackend(binary=settings.anvil_path, state_path=state)

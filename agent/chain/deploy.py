@@ -3,7 +3,7 @@
 `deploy_all` records every address in the store under a *chain key* (`anvil:31337`). On the
 next call it reuses the recorded contracts after checking that the runtime code at each
 address is still the code Agora compiled, so a chain that was reset or replaced is reported
-instead of silently trading against nothing. Chains that do not survive a restart (the
+instead of silently trading against nothing. Chains that do not survive a restart (an in-memory
 embedded EVM, anvil without a state file) get a key unique to the backend object, so a fresh
 chain is always recognised as fresh and deployed anew.
 """
@@ -105,19 +105,27 @@ class Deployment:
 def chain_key(backend: ChainBackend) -> str:
     """Return the key that identifies the backend's chain in the store.
 
-    A persistent chain is `<backend>:<chain id>`. A chain that is lost when the backend closes
-    also carries its genesis hash and a marker unique to this backend object, so records made on
-    an earlier, vanished chain never match it.
+    A persistent chain is `<backend>:<chain id>`; the embedded chain file, whose chain id every
+    copy shares, also carries its genesis hash (`embedded:<id>:<genesis>`), the same in every
+    process that opens the file and different for a chain rebuilt by `agora chain recover`. A
+    chain that is lost when the backend closes carries its genesis hash and a marker unique to
+    this backend object, so records made on an earlier, vanished chain never match it.
     """
     key = f"{backend.name}:{_chain_id(backend)}"
     if backend.persistent:
-        return key
+        if backend.name != "embedded":
+            return key
+        return f"{key}:{_genesis_prefix(backend, key)}"
     marker = _instance_markers.get(backend)
     if marker is None:
-        genesis = _read(lambda: backend.w3.eth.get_block(0)["hash"], "read block 0", key)
-        marker = f"{bytes(genesis).hex()[:12]}-{uuid.uuid4().hex[:12]}"
+        marker = f"{_genesis_prefix(backend, key)}-{uuid.uuid4().hex[:12]}"
         _instance_markers[backend] = marker
     return f"{key}:{marker}"
+
+
+def _genesis_prefix(backend: ChainBackend, key: str) -> str:
+    genesis = _read(lambda: backend.w3.eth.get_block(0)["hash"], "read block 0", key)
+    return bytes(genesis).hex()[:12]
 
 
 def seed_amounts(liquidity_quote: float, price: float) -> tuple[int, int]:

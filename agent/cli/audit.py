@@ -1,9 +1,11 @@
 """`agora audit …`: check the decision trail against the DecisionLog, show one decision's proof.
 
 Both commands mirror `agent.audit.verify.verify` / `prove`. The DecisionLog is the one
-recorded for the configured chain (or `--address`); on a chain that does not persist (the
-embedded EVM) the contracts are deployed and the stored trail replayed first, which leaves
-only the store's own hash chain to check (records, stored hashes and `prev_hash` links).
+recorded for the configured chain (or `--address`). The embedded chain keeps its own file in
+the data directory and is never rebuilt here: if it is missing while the store holds decisions
+the command fails and names `agora chain recover`. Only on a chain that does not persist (anvil
+without a state file) are the contracts deployed and the stored trail replayed first, which
+leaves only the store's own hash chain to check (records, stored hashes and `prev_hash` links).
 """
 
 from __future__ import annotations
@@ -41,13 +43,19 @@ AddressOption = Annotated[
 @contextmanager
 def _trail(ctx: typer.Context, config: Any, address: str | None) -> Iterator[tuple[Any, Any, Any]]:
     """Yield (store, backend, location) for the configured chain, closing both afterwards."""
+    from agent.audit.outbox import stored_count
     from agent.audit.trail import LogLocation, locate_decision_log
     from agent.chain.backends import connect
     from agent.chain.deploy import chain_key
     from agent.errors import UsageError
 
     settings = settings_for(ctx, config)
-    with open_store(settings) as store, connect(settings.chain, settings.data.dir) as backend:
+    with (
+        open_store(settings) as store,
+        connect(
+            settings.chain, settings.data.dir, create_chain=stored_count(store) == 0
+        ) as backend,
+    ):
         if address is not None:
             from web3 import Web3
 

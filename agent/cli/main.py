@@ -14,6 +14,7 @@ import typer
 
 from agent.cli import audit as audit_cli
 from agent.cli import backtest as backtest_cli
+from agent.cli import chain as chain_cli
 from agent.cli import config_cmd, data, demo
 from agent.cli import models as models_cli
 from agent.cli import rewards as rewards_cli
@@ -34,6 +35,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("demo")(demo.demo)
 app.add_typer(backtest_cli.app, name="backtest")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(chain_cli.app, name="chain")
 app.add_typer(rewards_cli.app, name="rewards")
 app.command("run")(service_cli.run)
 app.command("status")(service_cli.status)

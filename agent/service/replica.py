@@ -6,7 +6,8 @@ trader's swap, each exactly the swap the off-chain pool mirror computed (the exe
 amounts and the reserves after to the wei). It works out what a bar still needs by reading the
 chain (pool reserves and the two accounts' balances) and comparing with the three states the
 records imply (before the bar, after its arbitrage, after its swap), so a crash between sending
-and recording never sends a swap twice, and a fresh chain is simply synced from its genesis.
+and recording never sends a swap twice. A fresh chain is synced from its genesis only on a
+chain that does not persist, or by the explicit `agora chain recover`.
 `flush_decisions` hands the audit outbox what the DecisionLog lacks; `replicate_rewards`
 publishes (and claims) recorded reward epochs the chain lacks.
 
@@ -498,13 +499,23 @@ def _is_our_anvil(pid: int, port: int) -> bool:
 def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) -> ChainBackend:
     """Open the chain `service.chain` names; reattach to an anvil a killed run left behind.
 
+    The embedded chain is the data directory's chain file, created only on a fresh data
+    directory: a store with records whose chain file is missing, corrupt or replaced is
+    refused (`agora chain recover` rebuilds it), never silently replayed.
+
     Raises:
+        ChainLost: the embedded chain file does not hold the store's records.
+        ChainLocked: another process has the embedded chain open.
         ChainError: the node cannot be started or reached.
         ConfigError: the rpc backend lacks its URL or key.
     """
-    from agent.chain.backends import AnvilBackend, connect
+    from agent.chain.backends import AnvilBackend, connect, embedded_state_dir
 
     chain = settings.chain.model_copy(update={"backend": settings.service.chain})
+    if chain.backend == "embedded":
+        from agent.chain.recover import open_embedded_for_store
+
+        return open_embedded_for_store(embedded_state_dir(Path(settings.data.dir)), store)
     if chain.backend != "anvil":
         return connect(chain, Path(settings.data.dir))
     state_path = Path(settings.data.dir) / "anvil-state.json" if chain.anvil_persist else None

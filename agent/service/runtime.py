@@ -4,8 +4,10 @@ Start-up (`ServiceRuntime.start`) is the only recovery path, and it is run by ev
 it takes the data directory's lock, prepares the market (history once, then the genesis
 record), loads (or, when configured, trains) the live model, finishes any decision whose intent
 was recorded but which did not reach the audit trail, then connects the chain and brings it up
-to the records: on a fresh chain (embedded, or a non-persistent anvil) that means deploying and
-replaying everything; on a chain that kept its state only what the crash left undone.
+to the records: on a chain that kept its state (the embedded chain file, anvil with a state
+file, rpc) only what the crash left undone; on a non-persistent anvil, deploying and replaying
+everything. An embedded chain file that is missing or corrupt while the store holds records
+stops the start (`agora chain recover` rebuilds it); it is never rebuilt silently.
 
 One bar (`decide_bar`): features and strategy signals up to the bar's close, the live model's
 target exposure, the trade the pool mirror implies; all of it is written as the bar's intent
@@ -26,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from agent.chain.embedded import ChainLocked, ChainLost
 from agent.config import Settings
 from agent.errors import (
     AgoraError,
@@ -320,7 +323,7 @@ class ServiceRuntime:
                 replica.verify()
             flushed = replica.flush_decisions(force=True)
             epochs = replica.replicate_rewards()
-        except (ChainDiverged, TransactionReverted):
+        except (ChainDiverged, TransactionReverted, ChainLost, ChainLocked):
             raise  # not an outage: retrying would not change it
         except ChainError as e:
             self.mark_chain_down(e)
@@ -380,7 +383,7 @@ class ServiceRuntime:
         try:
             replica.sync(stop=self.stopping.is_set)
             report = replica.flush_decisions()
-        except (ChainDiverged, TransactionReverted):
+        except (ChainDiverged, TransactionReverted, ChainLost, ChainLocked):
             raise  # not an outage: retrying would not change it
         except ChainError as e:
             self.mark_chain_down(e)
