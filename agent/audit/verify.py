@@ -566,8 +566,12 @@ def _store_mismatch(
 ) -> Mismatch | None:
     row = rows[seq]
     if row.seq != seq:
-        detail = f"{source} has no decision {seq} (the next one is {row.seq})"
-        return Mismatch(seq, "missing_record", detail)
+        moved = next((i for i, other in enumerate(rows) if other.seq == seq), None)
+        if moved is None:
+            detail = f"{source} has no decision {seq} (the next one is {row.seq})"
+            return Mismatch(seq, "missing_record", detail)
+        detail = f"decision {row.seq} is at {seq} in {source} and decision {seq} at {moved}"
+        return Mismatch(seq, "reordered", detail, rows[moved].hash, row.hash)
     try:
         record = row.record()
     except AuditError as e:
