@@ -1,25 +1,36 @@
 """Crash-only recovery: every start completes what a crash left, and nothing happens twice.
 
-A fresh embedded chain is redeployed and replayed until it holds what the records imply (pool,
-balances, decision log, reward roots and claims). A crash between recording a bar's intent and
-appending it to the audit trail, or between appending and marking it, is finished at the next
-start with exactly one record. On a chain that keeps its state (anvil), a crash after a swap
-was mined but before it was recorded does not send it again.
+The embedded chain file outlives the process, so a restart replays nothing; when it is lost the
+service refuses to start, and `agora chain recover` replays the store until the new chain holds
+what the records imply (pool, balances, decision log, reward roots and claims). A crash between
+recording a bar's intent and appending it to the audit trail, or between appending and marking
+it, is finished at the next start with exactly one record. On a chain that keeps its state
+(the embedded chain file, anvil), a crash after a swap was mined but before it was recorded
+does not send it again.
 """
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.audit import outbox
 from agent.audit.outbox import read_decisions, stored_count
 from agent.audit.verify import verify
+from agent.chain.embedded import ChainLost
+from agent.chain.recover import recover
+from agent.config import effective_config
 from agent.errors import StoreError
 from agent.rewards.ledger import PUBLISHED, read_epoch
 from agent.service import jobs, ledger
 from agent.service.replica import ChainReplica
+from agent.service.runtime import ServiceRuntime
+from agent.service.telemetry import ServiceLog
 from tests.integration.service.conftest import StartRuntime
 from tests.unit.service.fixtures import service_settings
 
@@ -78,7 +89,7 @@ def assert_swaps_match_the_records(replica: ChainReplica, store: object, market:
     assert by_sender == {replica.operator: arbitrages, replica.trader: trades}
 
 
-def test_a_fresh_embedded_chain_is_redeployed_and_replayed_to_match_the_records(
+def test_a_lost_embedded_chain_is_refused_and_recover_replays_it_to_match_the_records(
     tmp_path: Path, start_runtime: StartRuntime
 ) -> None:
     settings = service_settings(tmp_path / "data")
@@ -88,14 +99,44 @@ def test_a_fresh_embedded_chain_is_redeployed_and_replayed_to_match_the_records(
     jobs.tick(first.runtime, max_bars=21)
     assert jobs.reward_epoch(first.runtime).status == "ok"  # epoch 15: bars 300-319, claimed
     old_key = first.runtime.replica.key  # type: ignore[union-attr]
-    first.runtime.close()  # the embedded chain is gone with the process
+    first.runtime.close()
+
+    again = start_runtime(settings, model=False)  # the chain file outlives the process
+    (ready,) = again.events("chain_ready")
+    assert ready["chain_key"] == old_key and ready["deployed"] == []
+    assert ready["replayed_bars"] == 0 and ready["epochs"] == 0
+    again.runtime.close()
+
+    for path in (tmp_path / "data" / "chain").glob("embedded.sqlite*"):
+        path.unlink()
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump(effective_config(settings)))
+    refused = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(config), "run", "--once"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "`agora chain recover`" in refused.stderr and "embedded chain file" in refused.stderr
+    assert not (tmp_path / "data" / "chain" / "embedded.sqlite").exists()  # not rebuilt
+    lost = ServiceRuntime(settings, log=ServiceLog(stream=io.StringIO()))
+    with pytest.raises(ChainLost, match="agora chain recover"):
+        lost.start()
+    lost.close(exit_code=1)
+
+    report = recover(settings)
+    assert report.reason == "missing" and report.chain_key != old_key
+    assert (report.bars_replayed, report.decisions_replayed, report.epochs_replayed) == (21, 21, 2)
+    assert "self-consistent" in report.cannot_prove
 
     second = start_runtime(settings, model=False)
     runtime = second.runtime
     replica = runtime.replica
-    assert replica is not None and replica.key != old_key
+    assert replica is not None and replica.key == report.chain_key
     (ready,) = second.events("chain_ready")
-    assert ready["replayed_bars"] == 21 and ready["logged"] == 21 and ready["epochs"] == 2
+    assert ready["replayed_bars"] == 0 and ready["logged"] == 0 and ready["epochs"] == 0
     replica.verify()
     store = runtime.require_store()
     report = verify(store, replica.backend, replica.deployment.decision_log)
@@ -157,15 +198,19 @@ def test_a_crash_inside_a_bar_is_finished_at_the_next_start_exactly_once(
     runtime.replica.verify()  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("step", "before"), [("swap", 2), ("record", 2), ("swap", 0)])
+@pytest.mark.parametrize(
+    ("step", "before", "chain"),
+    [("swap", 2, "anvil"), ("record", 2, "anvil"), ("swap", 0, "anvil"), ("swap", 2, "embedded")],
+)
 def test_on_a_persistent_chain_a_crash_after_sending_never_sends_twice(
     tmp_path: Path,
     start_runtime: StartRuntime,
     monkeypatch: pytest.MonkeyPatch,
     step: str,
     before: int,
+    chain: str,
 ) -> None:
-    settings = service_settings(tmp_path / "data", chain="anvil")
+    settings = service_settings(tmp_path / "data", chain=chain)
     first = start_runtime(settings)
     if before:
         jobs.tick(first.runtime, max_bars=before)
@@ -183,7 +228,7 @@ def test_on_a_persistent_chain_a_crash_after_sending_never_sends_twice(
             crash_after_once(patch, ledger, "record_execution")
         with pytest.raises(Crash):
             jobs.tick(first.runtime, max_bars=3)
-    first.runtime.close()  # anvil keeps what was mined (state file)
+    first.runtime.close()  # the chain keeps what was mined (state file)
 
     second = start_runtime(settings, model=False)
     replica = second.runtime.replica
