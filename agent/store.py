@@ -248,6 +248,26 @@ def _m009_service(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m010_backtest_decisions(db: sqlite_utils.Database) -> None:
+    """The decision records of `--onchain` backtests, and the DecisionLog each was logged in."""
+    db.execute(
+        """
+        CREATE TABLE backtest_decisions (
+            run_id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
+            hash TEXT NOT NULL, PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE backtest_logs (
+            run_id TEXT PRIMARY KEY, chain_key TEXT NOT NULL, address TEXT NOT NULL,
+            head TEXT NOT NULL, decisions INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -258,6 +278,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m007_models,
     _m008_strategy_registrations,
     _m009_service,
+    _m010_backtest_decisions,
 )
 
 

@@ -21,9 +21,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config import Settings, SyntheticSettings
-from agent.env.trading_env import TradingEnv
-from agent.learn.dataset import build_market_data, env_config, resolve_strategies
+from agent.env.trading_env import EnvConfig, TradingEnv
 from agent.market.synthetic import generate
+from agent.plugins.market_data import build_market_data
+from agent.plugins.resolve import resolve_strategies
 
 STRATEGIES = ("ma-crossover", "rsi-reversion", "macd", "ts-momentum", "noise:seed=1")
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     data, _ = build_market_data(
         candles, resolve_strategies(STRATEGIES), hidden={"planted": market.planted}
     )
-    config = env_config(settings)
+    config = EnvConfig.from_settings(settings)
     agora = TradingEnv(data, config)
     reference = anytrading_env(candles, config.lookback_bars)
 
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'environment':<34}{'raw steps/s':>14}{'PPO steps/s':>14}")
     rows = [("agora TradingEnv (discrete)", agora)]
     rows.append(
-        ("agora TradingEnv (continuous)", TradingEnv(data, env_config(settings, "continuous")))
+        (
+            "agora TradingEnv (continuous)",
+            TradingEnv(data, EnvConfig.from_settings(settings, "continuous")),
+        )
     )
     if reference is not None:
         rows.append(("gym-anytrading StocksEnv", reference))

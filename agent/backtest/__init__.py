@@ -5,8 +5,9 @@ environment's timing and the DEX pool's exact math; `metrics` turns a run into t
 figures (formulas in docs/metrics.md); `report` writes the results JSON and the offline HTML
 report and records runs in the store; `scenario` validates the YAML files under backtests/;
 `runner` runs a scenario end to end; `walkforward` trains and tests window by window;
-`onchain` replays a run through the pool contract. Errors come from the `agent.errors` tree:
-ConfigError (a bad scenario), DataError (no candles), ModelError, ChainError (on-chain parity).
+`onchain` reruns a policy through the pool contract, logging DecisionRecords. Errors come
+from the `agent.errors` tree: ConfigError (a bad scenario), DataError (no candles),
+ModelError, ChainError (on-chain parity).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from agent.backtest.engine import (
     SignalMapping,
     TargetPolicy,
     buy_and_hold,
-    decision_hash,
     flat,
     random_policy,
     run_backtest,
@@ -42,7 +42,6 @@ __all__ = [
     "TargetPolicy",
     "buy_and_hold",
     "compute_metrics",
-    "decision_hash",
     "flat",
     "load_scenario",
     "prepare",

@@ -1,144 +1,203 @@
-"""`--onchain` backtests: every trade of a target path sent as a transaction through the pool.
+"""`--onchain` backtests: the same rollout, with every trade sent as a transaction through the pool.
 
-The off-chain mirror (`MarketCoupledPool`) still decides each trade; `OnChainExecutor` sends it
-and checks that the chain paid exactly what the mirror computed, and the pool is arbitraged to
-each bar's price on both sides, so the run's results equal the off-chain run to the wei. Every
-decision hash is appended to the DecisionLog contract in batches.
+The run is the one rollout (`agent.env.rollout`) with a per-step callback: after the mirror
+(`MarketCoupledPool`) couples to the bar's price and decides the trade, the callback arbitrages
+the contract pool to the same price, sends the trade through `OnChainExecutor` (which checks
+that the chain paid exactly what the mirror computed) and writes the decision as an
+`agent.audit.record` DecisionRecord, with the swap's real transaction hash and gas. The records
+are chained by `prev_hash`, their hashes appended to the run's own DecisionLog in batches, and
+returned, so `agora audit verify --run RUN` checks an on-chain backtest exactly as it checks the
+service's trail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from agent.backtest.engine import (
-    BASE_SCALE,
-    QUOTE_SCALE,
-    BacktestConfig,
-    BacktestResult,
-    Progress,
-    TargetPolicy,
-    _costs,
-    _Recorder,
+from agent.audit.record import (
+    ZERO_HASH,
+    DecisionFields,
+    DecisionRecord,
+    ExecutedTrade,
+    chain_head,
+    decision_hash,
+    observation_digest,
 )
+from agent.backtest.engine import BacktestConfig, BacktestResult, Progress, run_backtest
 from agent.dex.pool import MarketCoupledPool
+from agent.env.rollout import ModelPolicy, Policy, Step
 from agent.env.trading_env import MarketData
 from agent.errors import ChainError
 
-_LOG_BATCH = 100
+LOG_BATCH = 100
+"""Decision hashes per DecisionLog transaction."""
+NO_OBSERVATION = observation_digest(np.zeros(0, dtype=np.float32))
+"""The observation digest of a rule or baseline policy, which observes nothing."""
 
 
 @dataclass
 class OnChainVenue:
-    """A fresh pool on a chain, a funded trader and the DecisionLog, for `run_onchain`.
+    """A fresh pool on a chain, a funded trader and the run's DecisionLog, for `run_onchain`.
 
     Attributes:
-        executor: trades as `trader` through the deployed pool (see agent.dex.executor).
+        executor: trades as `trader` through the deployed pool (see agent.chain.executor).
         mint_quote: mints quote tokens to an account (the operator owns the market tokens).
         record_hashes: appends decision hashes to the DecisionLog; returns the on-chain head.
+        log_address: the DecisionLog's address.
     """
 
     executor: Any
     mint_quote: Callable[[str, int], None]
-    record_hashes: Callable[[list[bytes]], str] | None = None
+    record_hashes: Callable[[list[str]], str]
+    log_address: str
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """What every decision record of a run shares.
+
+    Attributes:
+        market: `source:symbol:timeframe` of the data.
+        model_id: the policy's id as bytes32 hex (a model's id, or `text_id` of a rule's name).
+        config_hash: `agent.audit.record.config_digest` of the configuration.
+    """
+
+    market: str
+    model_id: str
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class OnChainRun:
+    """An on-chain backtest: the result, its decision records and where they were logged."""
+
+    result: BacktestResult
+    records: tuple[DecisionRecord, ...]
+    log_address: str
+    head: str
+    chain_key: str = ""
 
 
 def run_onchain(
     data: MarketData,
-    policy: TargetPolicy,
+    policy: Policy,
     config: BacktestConfig,
     venue: OnChainVenue,
+    context: RecordContext,
     *,
     progress: Progress | None = None,
-) -> BacktestResult:
-    """Run a target-path policy with every trade sent as a transaction through the pool.
+) -> OnChainRun:
+    """Run `policy` through the rollout with every trade sent through the pool contract.
 
-    The off-chain mirror decides each trade; the executor sends it and checks the chain paid
-    exactly what the mirror computed. Before every decision the pool is arbitraged to the bar's
-    price on both sides; every swap checks the chain's reserves after it against the mirror's,
-    as does a final comparison, so any divergence is caught to the wei. At the end the trader's
-    balances must equal the mirror's (the simulated gas, paid in quote off-chain, is paid in
-    the native token on-chain and is added back for the comparison).
+    Before every decision the contract pool is arbitraged to the bar's price, as the mirror is;
+    every swap checks the chain's amounts and reserves against the mirror's, as does a final
+    comparison, so any divergence is caught to the wei. At the end the trader's balances must
+    equal the mirror's (the simulated gas, paid in quote off-chain, is paid in the native
+    token on-chain and is added back for the comparison), and the DecisionLog's head must
+    equal the head of the run's records.
 
     Raises:
-        ChainError: the chain and the mirror disagree anywhere ("parity broken"), or the pool
-            does not start at the mirror's reserves (the venue's pool must be fresh).
+        ChainError: the chain and the mirror disagree anywhere ("parity broken"), the pool
+            does not start at the mirror's reserves (the venue's pool must be fresh), or the
+            log's head differs from the records'.
     """
-    start, end = config.window(data)
-    close = np.asarray(data.close, dtype="float64").tolist()
-    times = np.asarray(data.open_time, dtype="int64").tolist()
-    targets = np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0).tolist()
+    start, _ = config.window(data)
     executor = venue.executor
-    pool = MarketCoupledPool(config.pool)
-    pool.reset(close[start])
-    _check_reserves(executor, pool, "at the start (is the pool fresh?)")
+    mirror = MarketCoupledPool(config.pool)
+    mirror.reset(float(data.close[start]))
+    _check_reserves(executor, mirror.state, "at the start (is the pool fresh?)")
     base0, quote0 = executor.balances()
-    initial = config.initial_value_quote
-    base, quote = 0, round(initial * QUOTE_SCALE)
-    venue.mint_quote(executor.trader, quote)
-    record = _Recorder(True)
-    gas_paid_units = 0
-    gas_used = 0
-    transactions = 0
-    total = end - start
-    for t in range(start, end):
-        price = close[t]
-        trade = pool.trade_to_exposure(base, quote, targets[t], price)
+    quote_units = round(config.initial_value_quote * 10**config.pool.quote_decimals)
+    venue.mint_quote(executor.trader, quote_units)
+    fee_bps = config.pool.fee_bps
+    times = np.asarray(data.open_time, dtype="int64")
+    names = data.strategy_names
+    records: list[DecisionRecord] = []
+    totals = {"gas_quote": 0, "gas_used": 0, "transactions": 0}
+    prev = ZERO_HASH
+    state = {"pool": mirror.state, "base": 0, "quote": quote_units}
+
+    def on_step(step: Step) -> None:
+        nonlocal prev
+        state.update(pool=step.fill.pool_after, base=step.base, quote=step.quote)
+        price = float(data.close[step.t])
+        if executor.arbitrage_to_price(price) is not None:
+            totals["transactions"] += 1
+        _check_reserves(executor, step.fill.pool_coupled, f"at bar {step.t} after arbitrage")
+        trade = step.fill.trade
+        executed = ExecutedTrade()
         if trade.side != "none":
-            receipt = executor.execute(trade, expected_reserves_after=pool.state)
-            gas_used += receipt.gas_used
-            gas_paid_units += trade.gas_quote
-            transactions += 1
-        base_before = base
-        base, quote = trade.base_balance, trade.quote_balance
-        next_price = close[t + 1]
-        value_after = base / BASE_SCALE * next_price + quote / QUOTE_SCALE
-        pool.couple(next_price)
-        if executor.arbitrage_to_price(next_price) is not None:
-            transactions += 1
-        record.decision(
-            times[t],
-            targets[t],
-            trade.side,
-            _costs(trade),
-            (base, quote),
-            base_before,
-            price,
-            value_after,
+            receipt = executor.execute(trade, expected_reserves_after=step.fill.pool_after)
+            totals["gas_quote"] += trade.gas_quote
+            totals["gas_used"] += receipt.gas_used
+            totals["transactions"] += 1
+            executed = ExecutedTrade(
+                side=trade.side,
+                amount_in=trade.amount_in,
+                amount_out=trade.amount_out,
+                fee=trade.amount_in * fee_bps // 10_000,
+                gas_used=receipt.gas_used,
+                tx_hash=receipt.tx_hash,
+            )
+        digest = (
+            NO_OBSERVATION if step.observation is None else observation_digest(step.observation)
         )
-        if progress is not None and (t - start + 1) % 50 == 0:
-            progress(t - start + 1, total)
-    _check_reserves(executor, pool, "at the end")
+        record = DecisionFields(
+            bar_time_ms=int(times[step.t]),
+            market=context.market,
+            model_id=context.model_id,
+            config_hash=context.config_hash,
+            observation_digest=digest,
+            strategy_names=names,
+            signals=tuple(float(v) for v in data.signals[step.t]),
+            masks=tuple(bool(m) for m in data.mask[step.t]),
+            target_exposure=step.target,
+            trade=executed,
+        ).to_record(len(records), prev)
+        records.append(record)
+        prev = decision_hash(record)
+
+    result = run_backtest(data, policy, config, progress=progress, callback=on_step)
+    _check_reserves(executor, state["pool"], "at the end")
     chain_base, chain_quote = executor.balances()
-    if (chain_base - base0, chain_quote - quote0) != (base, quote + gas_paid_units):
+    base, quote = state["base"], state["quote"]
+    held = (chain_base - base0, chain_quote - quote0 - totals["gas_quote"])
+    if held != (base, quote):
         raise ChainError(
-            f"parity broken: the trader holds (base {chain_base - base0}, quote "
-            f"{chain_quote - quote0}) on-chain, the mirror (base {base}, quote "
-            f"{quote + gas_paid_units} before gas)"
+            f"parity broken: the trader holds (base {held[0]}, quote {held[1]} after gas) "
+            f"on-chain, the mirror (base {base}, quote {quote})"
         )
-    extra: dict[str, Any] = {
+    hashes = [decision_hash(r) for r in records]
+    head = venue.record_hashes(hashes) if hashes else ZERO_HASH
+    if head != chain_head(hashes):
+        raise ChainError(
+            f"the DecisionLog at {venue.log_address} has head {head}; the run's records give "
+            f"{chain_head(hashes)}"
+        )
+    extra = {
+        **result.extra,
         "execution": "onchain",
-        "transactions": transactions,
-        "gas_used": gas_used,
+        "transactions": totals["transactions"],
+        "gas_used": totals["gas_used"],
+        "decision_log": venue.log_address,
+        "decision_log_head": head,
+        "decisions_logged": len(hashes),
     }
-    if venue.record_hashes is not None and record.hashes:
-        extra["decision_log_head"] = venue.record_hashes(record.hashes)
-        extra["decisions_logged"] = len(record.hashes)
-    if progress is not None:
-        progress(total, total)
-    return record.result(policy.name, policy.kind, data, start, initial, extra=extra)
+    if isinstance(policy, ModelPolicy) and policy.model_id:
+        extra["model_id"] = policy.model_id
+    return OnChainRun(replace(result, extra=extra), tuple(records), venue.log_address, head)
 
 
-def _check_reserves(executor: Any, pool: MarketCoupledPool, when: str) -> None:
+def _check_reserves(executor: Any, expected: Any, when: str) -> None:
     chain = executor.reserves()
-    mirror = pool.state
-    if mirror is None or (chain.base, chain.quote) != (mirror.base, mirror.quote):
+    if expected is None or (chain.base, chain.quote) != (expected.base, expected.quote):
         raise ChainError(
             f"parity broken {when}: the pool holds (base {chain.base}, quote {chain.quote}), "
-            f"the mirror (base {mirror and mirror.base}, quote {mirror and mirror.quote})"
+            f"the mirror (base {expected and expected.base}, quote {expected and expected.quote})"
         )
 
 
@@ -171,9 +230,10 @@ def open_onchain_venue(backend: Any, deployment: Any, trader: str | None = None)
     def mint_quote(account: str, amount: int) -> None:
         backend.transact(quote_token.functions.mint(account, amount))
 
-    def record_hashes(hashes: list[bytes]) -> str:
-        for i in range(0, len(hashes), _LOG_BATCH):
-            backend.transact(log.functions.recordBatch(hashes[i : i + _LOG_BATCH]))
+    def record_hashes(hashes: list[str]) -> str:
+        for i in range(0, len(hashes), LOG_BATCH):
+            batch = [bytes.fromhex(h[2:]) for h in hashes[i : i + LOG_BATCH]]
+            backend.transact(log.functions.recordBatch(batch))
         return "0x" + bytes(log.functions.head().call()).hex()
 
-    return OnChainVenue(executor, mint_quote, record_hashes)
+    return OnChainVenue(executor, mint_quote, record_hashes, deployment.decision_log)

@@ -125,6 +125,8 @@ class BacktestRun:
     signal_names: tuple[str, ...] = ()
     signal_correlation: np.ndarray | None = None
     windows: list[dict[str, Any]] = field(default_factory=list)
+    onchain: Any = None
+    """The `agent.backtest.onchain.OnChainRun` of an `--onchain` run (records, log address)."""
 
     def result(self, name: str) -> BacktestResult:
         """Return the result of the policy called `name`."""
@@ -176,7 +178,7 @@ def results_document(run: BacktestRun) -> dict[str, Any]:
                 "kind": r.kind,
                 "metrics": run.metrics[r.name].as_dict(),
                 "warnings": run.warnings.get(r.name, []),
-                "decision_head": r.decision_head,
+                "fingerprint": r.fingerprint,
                 "extra": r.extra,
                 "equity": [round(float(v), 6) for v in r.equity],
                 "exposure": [round(float(v), 6) for v in r.exposure],
@@ -202,7 +204,7 @@ def summary_document(run: BacktestRun) -> dict[str, Any]:
                 "kind": r.kind,
                 "metrics": run.metrics[r.name].as_dict(),
                 "warnings": run.warnings.get(r.name, []),
-                "decision_head": r.decision_head,
+                "fingerprint": r.fingerprint,
             }
             for r in run.results
         ],
@@ -534,6 +536,65 @@ def record_run(
             " results_path, report_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
+        onchain = run.onchain
+        if onchain is not None:
+            from agent.audit.record import canonical_json, decision_hash
+
+            conn.execute(
+                "INSERT INTO backtest_logs (run_id, chain_key, address, head, decisions) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    meta.run_id,
+                    onchain.chain_key,
+                    onchain.log_address,
+                    onchain.head,
+                    len(onchain.records),
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO backtest_decisions (run_id, seq, record, hash) VALUES (?, ?, ?, ?)",
+                [
+                    (meta.run_id, r.seq, canonical_json(r), decision_hash(r))
+                    for r in onchain.records
+                ],
+            )
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """An `--onchain` backtest's decision records and the DecisionLog they were logged in."""
+
+    run_id: str
+    chain_key: str
+    address: str
+    head: str
+    records: tuple[Any, ...]
+
+
+def logged_run(store: Store, run_id: str) -> LoggedRun:
+    """Return the decision records and DecisionLog of an `--onchain` run (id or prefix).
+
+    Raises:
+        UsageError: no such run, or it did not run on-chain.
+    """
+    from agent.audit.record import record_from_json
+
+    run = get_run(store, run_id)
+    row = store.db.execute(
+        "SELECT chain_key, address, head FROM backtest_logs WHERE run_id = ?", [run["run_id"]]
+    ).fetchone()
+    if row is None:
+        raise UsageError(
+            f"backtest run {run['run_id']} did not run on-chain: it has no DecisionLog "
+            "(run it with --onchain)"
+        )
+    records = tuple(
+        record_from_json(text)
+        for (text,) in store.db.execute(
+            "SELECT record FROM backtest_decisions WHERE run_id = ? ORDER BY seq", [run["run_id"]]
+        ).fetchall()
+    )
+    return LoggedRun(run["run_id"], row[0], row[1], row[2], records)
 
 
 _LIST_COLUMNS = (

@@ -14,7 +14,7 @@ import json
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,14 @@ import pandas as pd
 from agent.backtest import engine, report
 from agent.backtest.engine import BacktestConfig, BacktestResult, ModelPolicy, Policy
 from agent.backtest.metrics import signal_correlation
+from agent.backtest.onchain import OnChainRun
 from agent.backtest.report import BacktestRun, RunMetadata
 from agent.backtest.scenario import Scenario
-from agent.config import Settings
+from agent.config import DexSettings, Settings
 from agent.dex.pool import PoolConfig
-from agent.env.features import market_features
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import ChainError, ConfigError, DataError, ModelError
 from agent.market.schema import (
-    CANDLE_COLUMNS,
     SeriesKey,
     bars_per_year,
     format_time_ms,
@@ -141,9 +140,10 @@ def _slice_window(
             f"the data range leaves {max(0, last - first)} bars to trade after a warm-up of "
             f"{warmup} bars ({len(times)} candles loaded); widen data.start/data.end"
         )
-    cut = first - warmup
-    frame = candles.iloc[cut : last + 1].reset_index(drop=True)
-    return frame, first - cut, last - cut
+    # The whole history before the first decision stays: a signal at bar t must be the same
+    # number wherever it is computed (training computes it over the whole series too).
+    frame = candles.iloc[: last + 1].reset_index(drop=True)
+    return frame, first, last
 
 
 def prepare(
@@ -163,57 +163,24 @@ def prepare(
         strategies: strategy classes or discovered strategies to use instead of discovering.
         min_warmup: bars the policy under test needs before its first decision.
     """
-    from agent.plugins.signals import as_discovered, compute_signals
+    from agent.plugins.market_data import build_market_data
+    from agent.plugins.resolve import resolve_strategies
+    from agent.plugins.signals import as_discovered
 
-    items = [as_discovered(s) for s in strategies] if strategies is not None else None
-    if items is None:
-        items = resolve_strategies(scenario, settings)
+    if strategies is not None:
+        items = [as_discovered(s) for s in strategies]
+    else:
+        items = resolve_strategies(scenario.strategies, settings)
     items = [item.with_params(**scenario.strategy_params.get(item.name, {})) for item in items]
     candles, key, label, timeframe, hidden = load_candles(scenario, settings, store)
     needed = max([i.info.warmup_bars + 1 for i in items if i.info] + [0])
     warmup = scenario.data.warmup_bars or max(EnvConfig().first_bar, needed, min_warmup)
     candles, start, end = _slice_window(candles, scenario, warmup)
-    signals = compute_signals(
-        items, candles, key=key, store=store if key is not None else None, hidden=hidden or None
+    data, reasons = build_market_data(
+        candles, items, key=key, store=store if key is not None else None, hidden=hidden or None
     )
-    data = market_data(candles, signals.values, signals.mask, signals.names)
     hashes = {i.name: i.code_hash or "unknown" for i in items}
-    return PreparedData(
-        candles, data, key, label, timeframe, start, end, hashes, dict(signals.reasons)
-    )
-
-
-def market_data(
-    candles: pd.DataFrame, values: np.ndarray, mask: np.ndarray, names: tuple[str, ...]
-) -> MarketData:
-    """Return the engine's arrays: causal features of the candles plus the signal matrix."""
-    return MarketData(
-        open_time=candles["open_time"].to_numpy(dtype="int64"),
-        close=candles["close"].to_numpy(dtype="float64"),
-        features=market_features(candles),
-        signals=np.asarray(values, dtype="float32"),
-        mask=np.asarray(mask, dtype=bool),
-        strategy_names=tuple(names),
-    )
-
-
-def resolve_strategies(scenario: Scenario, settings: Settings) -> list[Any]:
-    """Return the scenario's strategies (default: every usable one Agora can see)."""
-    from agent.plugins.discovery import discover, find
-
-    found = discover(settings)
-    if scenario.strategies is None:
-        return [item for item in found if item.ok]
-    return [find(found, name) for name in scenario.strategies]
-
-
-def data_hash(candles: pd.DataFrame) -> str:
-    """Return the sha256 of the candles (open times and OHLCV, little-endian)."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(candles["open_time"].to_numpy(dtype="<i8")).tobytes())
-    for column in CANDLE_COLUMNS[1:]:
-        digest.update(np.ascontiguousarray(candles[column].to_numpy(dtype="<f8")).tobytes())
-    return digest.hexdigest()
+    return PreparedData(candles, data, key, label, timeframe, start, end, hashes, reasons)
 
 
 def code_version() -> str:
@@ -244,41 +211,18 @@ def code_version() -> str:
 
 
 def default_model_loader(settings: Settings, store: Store | None) -> ModelLoader:
-    """Return a loader of registered models: an id (or unique prefix), or `live`.
+    """Return a loader of registered models (id, unique prefix or `live`): `load_policy`.
 
-    The model is evaluated with `agent.learn.inference.NumpyPolicy` (equal to SB3's
-    deterministic `predict`) and observes what it was trained on: its look-back, action space,
-    exposure levels and strategies (read from the model file's metadata).
+    The model observes through its own spec (look-back, action kind, exposure levels and
+    strategies, from the model file's metadata), evaluated with `NumpyPolicy`.
     """
 
     def load(model_id: str) -> ModelPolicy:
-        from agent.learn import registry
-        from agent.learn.inference import NumpyPolicy
+        from agent.learn.policy import load_policy
 
         if store is None:
             raise ModelError(f"cannot load model {model_id!r}: no store to look it up in")
-        if model_id == "live":
-            record = registry.live_model(store)
-            if record is None:
-                raise ModelError(
-                    "there is no live model yet: train one (`agora train`) and promote it, "
-                    "or pass --model ID"
-                )
-        else:
-            record = registry.show(store, model_id)
-        metadata = registry.read_metadata(record.path)
-        env = EnvConfig(
-            lookback_bars=int(metadata["lookback_bars"]),
-            action=metadata["action"],
-            exposure_levels=tuple(float(x) for x in metadata["exposure_levels"]),
-        )
-        return ModelPolicy(
-            f"model-{record.id[:8]}",
-            NumpyPolicy.load(record.path),
-            env,
-            model_id=record.id,
-            strategy_names=tuple(metadata["strategies"]),
-        )
+        return load_policy(store, model_id).as_model_policy()
 
     return load
 
@@ -287,9 +231,9 @@ def model_strategies(model: ModelPolicy, settings: Settings) -> list[Any] | None
     """Return the strategies a model observes, resolved from its specs (None if unknown)."""
     if model.strategy_names is None:
         return None
-    from agent.learn.dataset import resolve_strategies as resolve_specs
+    from agent.plugins.resolve import resolve_strategies
 
-    return resolve_specs(list(model.strategy_names), settings)
+    return resolve_strategies(list(model.strategy_names), settings)
 
 
 def build_policies(
@@ -323,7 +267,7 @@ def backtest_config(scenario: Scenario, settings: Settings, start: int, end: int
     """Return the engine configuration of a scenario (costs over the `dex` settings)."""
     costs = scenario.costs.resolve(settings.dex)
     return BacktestConfig(
-        pool=PoolConfig(**costs),
+        pool=PoolConfig.from_settings(settings.dex, **costs),
         initial_value_quote=scenario.initial_value_quote,
         start=start,
         end=end,
@@ -385,15 +329,17 @@ def run_scenario(
         results.append(outcome.stitched)
         windows = outcome.windows
         config = replace(config, start=plan[0].test_start)
-    for policy in build_policies(scenario, prepared, model):
+    policies = build_policies(scenario, prepared, model)
+    for policy in policies:
         results.append(
             engine.run_backtest(
                 prepared.data, policy, config, progress=_stage(progress, policy.name)
             )
         )
     main = _main_policy(scenario, model)
+    onchain = None
     if scenario.execution == "onchain":
-        results = _onchain(results, main, prepared, config, settings, progress)
+        results, onchain = _onchain(results, main, policies, prepared, config, settings, progress)
     metrics, warnings = report.evaluate(results, per_year, bar_days)
     for name, reason in prepared.signal_failures.items():
         warnings.setdefault(name, []).append(f"no signal: {reason}")
@@ -411,6 +357,7 @@ def run_scenario(
         if prepared.data.n_strategies
         else None,
         windows=windows,
+        onchain=onchain,
     )
 
 
@@ -442,21 +389,39 @@ def _align_model(model: ModelPolicy, prepared: PreparedData) -> ModelPolicy:
 def _onchain(
     results: list[BacktestResult],
     main: str | None,
+    policies: list[Policy],
     prepared: PreparedData,
     config: BacktestConfig,
     settings: Settings,
     progress: StageProgress | None,
-) -> list[BacktestResult]:
-    """Replay the policy under test on-chain and check it equals the off-chain run."""
-    from agent.backtest.onchain import open_onchain_venue, run_onchain
+) -> tuple[list[BacktestResult], OnChainRun]:
+    """Run the policy under test again through the pool contract; it must equal the off-chain run.
+
+    The rerun is the same rollout with every trade sent on-chain and every decision written as
+    a DecisionRecord and logged in the run's own DecisionLog (`agent.backtest.onchain`).
+    """
+    from agent.audit.record import config_digest, text_id
+    from agent.backtest.onchain import RecordContext, open_onchain_venue, run_onchain
     from agent.chain.backends import connect
-    from agent.chain.deploy import deploy_all
+    from agent.chain.deploy import chain_key, deploy_all
 
     target = next((r for r in results if r.name == main), results[0])
-    policy = engine.replay_policy(target, prepared.data.bars)
-    dex = settings.dex.model_copy(update={k: getattr(config.pool, k) for k in _DEX_KEYS})
+    policy = next((p for p in policies if p.name == target.name), None)
+    if policy is None:
+        raise ConfigError(
+            f"{target.name} cannot run on-chain: on-chain execution reruns one policy "
+            "(a walk-forward stitches several models)"
+        )
+    pool = config.pool
+    dex = settings.dex.model_copy(update={k: getattr(pool, k) for k in DEX_KEYS})
     chain_settings = settings.model_copy(update={"dex": dex})
     price = float(prepared.data.close[config.start or 0])
+    model_id = getattr(policy, "model_id", None)
+    context = RecordContext(
+        market=f"{prepared.key}" if prepared.key is not None else prepared.label,
+        model_id="0x" + model_id if model_id else text_id(f"{target.kind}:{target.name}"),
+        config_hash=config_digest(settings),
+    )
     with (
         tempfile.TemporaryDirectory(prefix="agora-onchain-") as tmp,
         Store(Path(tmp) / "deployments.db") as scratch,
@@ -464,23 +429,18 @@ def _onchain(
     ):
         deployment = deploy_all(backend, scratch, chain_settings, initial_price=price)
         venue = open_onchain_venue(backend, deployment)
-        onchain = run_onchain(
-            prepared.data, policy, config, venue, progress=_stage(progress, "on-chain")
+        run = run_onchain(
+            prepared.data, policy, config, venue, context, progress=_stage(progress, "on-chain")
         )
-    if not engine.same_run(onchain, target):
+        run = replace(run, chain_key=chain_key(backend))
+    if not engine.same_run(run.result, target):
         raise ChainError(f"parity broken: the on-chain run of {target.name} differs from off-chain")
-    onchain = replace(target, extra={**target.extra, **onchain.extra})
-    return [onchain if r is target else r for r in results]
+    onchain = replace(target, extra={**target.extra, **run.result.extra})
+    return [onchain if r is target else r for r in results], run
 
 
-_DEX_KEYS = (
-    "liquidity_quote",
-    "fee_bps",
-    "gas_price_gwei",
-    "gas_per_swap",
-    "native_price_quote",
-    "min_trade_quote",
-)
+DEX_KEYS = tuple(f.name for f in fields(PoolConfig) if f.name in DexSettings.model_fields)
+"""The `dex` settings a scenario's costs may override (the pool's configurable fields)."""
 
 
 def _metadata(
@@ -499,7 +459,7 @@ def _metadata(
         default=str,
     )
     config_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    candles_hash = data_hash(prepared.candles)
+    candles_hash = prepared.data.digest()
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     suffix = hashlib.sha256(f"{config_hash}{candles_hash}{now.isoformat()}".encode()).hexdigest()
     first = results[0]
@@ -522,7 +482,7 @@ def _metadata(
         last_time=format_time_ms(int(first.open_time[-1])),
         bars=first.decisions,
         execution=scenario.execution,
-        costs={k: getattr(config.pool, k) for k in _DEX_KEYS}
+        costs={k: getattr(config.pool, k) for k in DEX_KEYS}
         | {"initial_value_quote": config.initial_value_quote},
     )
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from eth_utils import keccak
 
 from agent.backtest.engine import (
     BacktestConfig,
@@ -27,7 +26,7 @@ from agent.backtest.engine import (
 )
 from agent.backtest.metrics import compute_metrics, json_number
 from agent.config import Settings
-from agent.env.trading_env import MarketData, TradingEnv
+from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
 from agent.errors import ConfigError, ModelError
 from agent.market.schema import format_time_ms
 
@@ -135,7 +134,7 @@ def run_walkforward(
                 "max_drawdown": json_number(m.max_drawdown),
                 "trades": m.trades,
                 "final_equity": round(m.final_equity, 2),
-                "decision_head": result.decision_head,
+                "fingerprint": result.fingerprint,
             }
         )
         if progress is not None:
@@ -163,7 +162,6 @@ def stitch(results: list[BacktestResult], name: str = "walk-forward") -> Backtes
             parts = [parts[0], *(p[1:] for p in parts[1:])]
         return np.concatenate(parts)
 
-    heads = b"".join(bytes.fromhex((r.decision_head or "0x")[2:]) for r in results)
     first = results[0]
     return BacktestResult(
         name=name,
@@ -173,6 +171,7 @@ def stitch(results: list[BacktestResult], name: str = "walk-forward") -> Backtes
         close=join("close", True),
         equity=join("equity", True),
         target=join("target", False),
+        exposure_before=join("exposure_before", False),
         exposure=join("exposure", False),
         side=join("side", False),
         traded_quote=join("traded_quote", False),
@@ -181,10 +180,9 @@ def stitch(results: list[BacktestResult], name: str = "walk-forward") -> Backtes
         gas_quote=join("gas_quote", False),
         base=join("base", False),
         quote=join("quote", False),
-        decision_head="0x" + keccak(heads).hex() if heads else None,
+        reward=join("reward", False),
         terminated=any(r.terminated for r in results),
         extra={"windows": len(results)},
-        decision_hashes=tuple(h for r in results for h in r.decision_hashes),
     )
 
 
@@ -192,7 +190,7 @@ def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") ->
     """Return a trainer that fits a model as `agora train` does (agent.learn), window by window.
 
     The environment and hyperparameters come from the `agent` section of the configuration
-    (`agent.learn.dataset.env_config`, `agent.learn.train.hyperparameters`); torch runs
+    (`EnvConfig.from_settings`, `agent.learn.train.hyperparameters`); torch runs
     deterministically with the window's seed; the policy is evaluated with `NumpyPolicy`.
     There is no validation checkpointing inside a window: the model after `timesteps` steps
     is the one tested. On-policy rollouts are capped at `timesteps` so small budgets stay small.
@@ -201,7 +199,6 @@ def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") ->
     def train(data: MarketData, train_start: int, train_end: int, seed: int) -> ModelPolicy:
         from stable_baselines3.common.utils import set_random_seed
 
-        from agent.learn.dataset import env_config
         from agent.learn.inference import NumpyPolicy
         from agent.learn.train import (
             ALGORITHMS,
@@ -210,7 +207,7 @@ def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") ->
             hyperparameters,
         )
 
-        base = env_config(settings, action_kind(algorithm, settings))
+        base = EnvConfig.from_settings(settings, action_kind(algorithm, settings))
         first_bar = max(base.first_bar, train_start)
         if train_end - first_bar < 2:
             raise ConfigError(

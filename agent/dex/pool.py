@@ -14,8 +14,8 @@ of a trade) are floats; everything that moves a balance is an int.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Literal
 
 from agent.dex.amm import (
     BASE_DECIMALS,
@@ -31,6 +31,9 @@ from agent.dex.amm import (
     to_units,
 )
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import DexSettings
 
 TradeSide = Literal["buy", "sell", "none"]
 
@@ -61,6 +64,13 @@ class PoolConfig:
     min_trade_quote: float = 5.0
     base_decimals: int = BASE_DECIMALS
     quote_decimals: int = QUOTE_DECIMALS
+
+    @classmethod
+    def from_settings(cls, dex: DexSettings, **overrides: float) -> PoolConfig:
+        """Return the pool the `dex` section describes (every field of the section is ours)."""
+        values = {f.name: getattr(dex, f.name) for f in fields(cls) if hasattr(dex, f.name)}
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         """Reject values the simulation cannot work with."""

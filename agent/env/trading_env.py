@@ -12,21 +12,22 @@ only (no pandas).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from agent.dex.amm import BASE_DECIMALS, QUOTE_DECIMALS
 from agent.dex.pool import MarketCoupledPool, PoolConfig
-from agent.env.features import CLIP
+from agent.env.features import FEATURE_NAMES, FeatureParams
+from agent.env.rollout import Step, execute_target
+from agent.env.spec import BASE_SCALE, QUOTE_SCALE, ActionKind, PolicySpec
 from agent.errors import ConfigError
 
-ActionKind = Literal["discrete", "continuous"]
-_BASE_SCALE = 10.0**BASE_DECIMALS
-_QUOTE_SCALE = 10.0**QUOTE_DECIMALS
+if TYPE_CHECKING:
+    from agent.config import Settings
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,26 @@ class MarketData:
     def n_strategies(self) -> int:
         return int(self.signals.shape[1])
 
+    def digest(self) -> str:
+        """Return the sha256 of everything a policy reads, in a fixed byte layout: the data hash.
+
+        Covers open times, closes, features, signals, masks and strategy names, so two data
+        sets with the same hash give any policy the same observations and rewards. Training
+        runs, backtests and reward epochs record this one hash.
+        """
+        digest = hashlib.sha256()
+        digest.update(f"features={','.join(FEATURE_NAMES)};bars={self.bars};".encode())
+        digest.update(("strategies=" + "\0".join(self.strategy_names) + ";").encode())
+        for array, dtype in (
+            (self.open_time, "<i8"),
+            (self.close, "<f8"),
+            (self.features, "<f4"),
+            (self.signals, "<f4"),
+            (self.mask, "|b1"),
+        ):
+            digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        return digest.hexdigest()
+
     def window(self, start: int, end: int) -> MarketData:
         """Return bars [start, end) as a new MarketData (views, no copies)."""
         return replace(
@@ -106,6 +127,36 @@ class EnvConfig:
         if self.episode_bars < 2:
             raise ConfigError(f"episode_bars is {self.episode_bars}; expected >= 2")
 
+    def spec(self, strategies: tuple[str, ...] | list[str] = ()) -> PolicySpec:
+        """Return the policy spec of this environment over `strategies`."""
+        return PolicySpec(tuple(strategies), self.lookback_bars, self.action, self.exposure_levels)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, action: ActionKind | None = None) -> EnvConfig:
+        """Return the environment the configuration describes (agent section, dex pool)."""
+        agent = settings.agent
+        return cls(
+            lookback_bars=agent.lookback_bars,
+            action=action or agent.action,
+            exposure_levels=tuple(agent.exposure_levels),
+            episode_bars=agent.episode_bars,
+            first_bar=max(FeatureParams().warmup_bars, agent.lookback_bars - 1),
+            strategy_dropout=agent.strategy_dropout,
+            turnover_penalty=agent.turnover_penalty,
+            initial_value_quote=agent.initial_value_quote,
+            pool=PoolConfig.from_settings(settings.dex),
+        )
+
+    def for_spec(self, spec: PolicySpec) -> EnvConfig:
+        """Return this environment observing as `spec` does."""
+        return replace(
+            self,
+            lookback_bars=spec.lookback_bars,
+            action=spec.action,
+            exposure_levels=spec.exposure_levels,
+            first_bar=max(self.first_bar, spec.first_bar),
+        )
+
 
 class TradingEnv(gym.Env[np.ndarray, Any]):
     """A gymnasium environment over one market's precomputed data.
@@ -113,7 +164,8 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
     `reset(options={"start": i, "end": j})` runs a fixed window (evaluation); without it the
     episode is a random window of `episode_bars`. `options={"strategy_mask": m}` forces which
     strategies are visible (attribution); otherwise each strategy is dropped for the whole
-    episode with probability `strategy_dropout`.
+    episode with probability `strategy_dropout`. What the agent observes and how an action
+    becomes a target exposure is the `PolicySpec`'s (`self.policy_spec`); one bar is `advance`.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
@@ -127,23 +179,20 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
                 f"the data has {data.bars} bars; the environment needs at least "
                 f"{cfg.first_bar + 2} (first_bar + 2)"
             )
-        n_features = data.features.shape[1]
-        n_strategies = data.n_strategies
-        self._obs_size = cfg.lookback_bars * n_features + 2 * n_strategies + 1
-        self.observation_space = gym.spaces.Box(
-            low=-CLIP, high=CLIP, shape=(self._obs_size,), dtype=np.float32
-        )
-        self.action_space: gym.spaces.Space[Any]
-        if cfg.action == "discrete":
-            self.action_space = gym.spaces.Discrete(len(cfg.exposure_levels))
-        else:
-            self.action_space = gym.spaces.Box(low=0.0, high=1.0, shape=(1,), dtype=np.float32)
-        self._close = data.close.astype("float64").tolist()
+        if data.features.shape[1] != len(FEATURE_NAMES):
+            raise ConfigError(
+                f"the data has {data.features.shape[1]} feature columns; the policy spec "
+                f"observes {len(FEATURE_NAMES)}"
+            )
+        self.policy_spec = cfg.spec(data.strategy_names)
+        self.observation_space = self.policy_spec.observation_space()
+        self.action_space: gym.spaces.Space[Any] = self.policy_spec.action_space()
+        self.closes: list[float] = data.close.astype("float64").tolist()
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
         self._signals = np.ascontiguousarray(data.signals, dtype=np.float32)
         self._mask = np.ascontiguousarray(data.mask, dtype=bool)
         self.pool = MarketCoupledPool(cfg.pool)
-        self._visible = np.ones(n_strategies, dtype=bool)
+        self._visible = np.ones(data.n_strategies, dtype=bool)
         self._t = cfg.first_bar
         self._end = data.bars - 1
         self._base = 0
@@ -179,64 +228,85 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         else:
             self._visible = np.ones(self.data.n_strategies, dtype=bool)
         self._t, self._end = start, end
-        price = self._close[start]
+        price = self.closes[start]
         self.pool.reset(price)
         self._base = 0
-        self._quote = round(cfg.initial_value_quote * _QUOTE_SCALE)
-        return self._observation(), {"value_quote": self._value(price), "bar": start}
+        self._quote = round(cfg.initial_value_quote * QUOTE_SCALE)
+        return self.observation(), {"value_quote": self._value(price), "bar": start}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        target = self.target_exposure(action)
+        step = self.advance(self.policy_spec.target_exposure(action))
+        trade = step.fill.trade
+        truncated = not step.terminated and self._t >= self._end
+        info = {
+            "bar": step.t,
+            "target_exposure": step.target,
+            "exposure_before": step.exposure_before,
+            "side": trade.side,
+            "fee_quote": trade.fee_paid_quote / QUOTE_SCALE,
+            "impact_quote": trade.price_impact_quote / QUOTE_SCALE,
+            "gas_quote": trade.gas_quote / QUOTE_SCALE,
+            "value_quote": step.value_after,
+        }
+        return self.observation(), step.reward, step.terminated, truncated, info
+
+    # --- one bar ----------------------------------------------------------------------------
+    def advance(self, target: float, observation: np.ndarray | None = None) -> Step:
+        """Decide the current bar with `target` exposure and move to the next bar.
+
+        The pool is coupled to the bar's close and the portfolio rebalanced (`execute_target`);
+        the reward is the log change of value from this close (before the trade) to the next
+        one, minus the turnover penalty.
+        """
         t = self._t
-        price = self._close[t]
+        price = self.closes[t]
+        base_before = self._base
         value_before = self._value(price)
         exposure_before = self._exposure(price, value_before)
-        trade = self.pool.trade_to_exposure(self._base, self._quote, target, price)
+        fill = execute_target(self.pool, self._base, self._quote, target, price)
+        trade = fill.trade
         self._base, self._quote = trade.base_balance, trade.quote_balance
-        next_price = self._close[t + 1]
-        value_after = self._value(next_price)
+        value_after = self._value(self.closes[t + 1])
         reward = math.log(value_after / value_before) if value_after > 0 else -10.0
-        turnover = abs(target - exposure_before) if trade.side != "none" else 0.0
-        reward -= self.config.turnover_penalty * turnover
+        if trade.side != "none":
+            reward -= self.config.turnover_penalty * abs(target - exposure_before)
         self._t = t + 1
-        self.pool.couple(next_price)
-        terminated = value_after <= 0.01 * self.config.initial_value_quote
-        truncated = not terminated and self._t >= self._end
-        info = {
-            "bar": t,
-            "target_exposure": target,
-            "exposure_before": exposure_before,
-            "side": trade.side,
-            "fee_quote": trade.fee_paid_quote / _QUOTE_SCALE,
-            "impact_quote": trade.price_impact_quote / _QUOTE_SCALE,
-            "gas_quote": trade.gas_quote / _QUOTE_SCALE,
-            "value_quote": value_after,
-        }
-        return self._observation(), float(reward), terminated, truncated, info
+        return Step(
+            t=t,
+            observation=observation,
+            target=target,
+            exposure_before=exposure_before,
+            fill=fill,
+            base_before=base_before,
+            base=self._base,
+            quote=self._quote,
+            value_before=value_before,
+            value_after=value_after,
+            reward=float(reward),
+            terminated=value_after <= 0.01 * self.config.initial_value_quote,
+        )
 
     # --- helpers ----------------------------------------------------------------------------
     def target_exposure(self, action: Any) -> float:
         """Map an action of this environment's action space to a target exposure in [0, 1]."""
-        if self.config.action == "discrete":
-            return float(self.config.exposure_levels[int(action)])
-        return float(min(1.0, max(0.0, float(np.asarray(action).reshape(-1)[0]))))
+        return self.policy_spec.target_exposure(action)
+
+    def exposure_now(self) -> float:
+        """The portfolio's exposure at the current bar's close."""
+        price = self.closes[self._t]
+        return self._exposure(price, self._value(price))
 
     def _value(self, price: float) -> float:
-        return self._base / _BASE_SCALE * price + self._quote / _QUOTE_SCALE
+        return self._base / BASE_SCALE * price + self._quote / QUOTE_SCALE
 
     def _exposure(self, price: float, value: float) -> float:
-        return (self._base / _BASE_SCALE * price) / value if value > 0 else 0.0
+        return (self._base / BASE_SCALE * price) / value if value > 0 else 0.0
 
-    def _observation(self) -> np.ndarray:
-        t = self._t
-        lookback = self.config.lookback_bars
-        window = self._features[t - lookback + 1 : t + 1].ravel()
-        visible = self._mask[t] & self._visible
-        signals = np.where(visible, self._signals[t], 0.0)
-        price = self._close[t]
-        exposure = self._exposure(price, self._value(price))
-        obs = np.concatenate([window, signals, visible, [exposure]]).astype(np.float32)
-        return obs
+    def observation(self) -> np.ndarray:
+        """What the policy sees at the current bar (`PolicySpec.observe`)."""
+        return self.policy_spec.observe(
+            self._features, self._signals, self._mask, self._t, self.exposure_now(), self._visible
+        )
 
     @property
     def portfolio(self) -> tuple[int, int]:

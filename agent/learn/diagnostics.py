@@ -1,26 +1,23 @@
 """How a policy behaves over a fixed window, and warnings when it behaves degenerately.
 
-`run_policy` steps a TradingEnv through a whole window with any `observation -> action`
-function and records a `Trajectory`; `window_metrics` turns it into the numbers training,
-the registry and reports use (net return, costs, turnover, exposure). `degenerate_warnings`
-flags agents that learned something useless: one that never trades, one that is always fully
-invested (buy-and-hold with extra steps), one that overtrades (turnover far above what the
-strategies it watches would cause), and a training run whose reward rose while the net value
-on validation fell (it learned the reward, not the market).
+Runs come from the one rollout (`agent.env.rollout.rollout`); `window_metrics` turns a
+`RolloutResult` into the numbers training, the promotion gate and reports use (net return,
+costs, turnover, exposure). `degenerate_warnings` flags agents that learned something useless:
+one that never trades, one that is always fully invested (buy-and-hold with extra steps), one
+that overtrades (turnover far above what the strategies it watches would cause), and a
+training run whose reward rose while the net value on validation fell (it learned the reward,
+not the market).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
-from agent.env.trading_env import TradingEnv
-
-ActionFn = Callable[[np.ndarray], Any]
+from agent.env.rollout import RolloutResult
 
 FULLY_INVESTED = 0.98
 """Exposure at or above which a bar counts as fully invested."""
@@ -34,35 +31,6 @@ REWARD_RISE_SHARE = 0.1
 """Relative rise of the mean training reward that counts as 'reward rises'."""
 VALUE_FALL_MARGIN = 0.05
 """Fall of the mean validation log return that counts as 'net value falls' (beyond noise)."""
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """One deterministic run over a window, one entry per decision.
-
-    Attributes:
-        exposure: exposure held after each decision, valued at the next bar's close.
-        exposure_before: exposure just before each decision's trade.
-        target: the target exposure chosen at each bar.
-        traded: whether a swap happened at each bar.
-        cost_quote: fee + price impact + gas paid at each bar, in USD.
-        reward: the environment's reward of each step.
-        value_quote: portfolio value at the close of the next bar, after each decision.
-        initial_value_quote: portfolio value before the first decision.
-    """
-
-    exposure: np.ndarray
-    exposure_before: np.ndarray
-    target: np.ndarray
-    traded: np.ndarray
-    cost_quote: np.ndarray
-    reward: np.ndarray
-    value_quote: np.ndarray
-    initial_value_quote: float
-
-    @property
-    def steps(self) -> int:
-        return len(self.reward)
 
 
 @dataclass(frozen=True)
@@ -95,61 +63,9 @@ class WindowMetrics:
         return asdict(self)
 
 
-def run_policy(
-    env: TradingEnv,
-    act: ActionFn,
-    start: int,
-    end: int,
-    *,
-    strategy_mask: Sequence[bool] | np.ndarray | None = None,
-) -> Trajectory:
-    """Run `act` deterministically over decisions start .. end - 1 of `env`.
-
-    Args:
-        env: the environment (its data must reach the close of bar `end`).
-        act: maps an observation to an action of `env.action_space`.
-        start: first decision bar.
-        end: the episode ends when the next decision would be bar `end`.
-        strategy_mask: forced visibility of each strategy (default: all visible).
-    """
-    options: dict[str, Any] = {"start": start, "end": end}
-    mask = np.ones(env.data.n_strategies, dtype=bool) if strategy_mask is None else strategy_mask
-    options["strategy_mask"] = np.asarray(mask, dtype=bool)
-    obs, info = env.reset(options=options)
-    initial = float(info["value_quote"])
-    rows: list[tuple[float, float, float, bool, float, float, float]] = []
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(act(obs))
-        done = terminated or truncated
-        exposure = float(obs[-1])
-        rows.append(
-            (
-                exposure,
-                float(info["exposure_before"]),
-                float(info["target_exposure"]),
-                info["side"] != "none",
-                info["fee_quote"] + info["impact_quote"] + info["gas_quote"],
-                float(reward),
-                float(info["value_quote"]),
-            )
-        )
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 7
-    return Trajectory(
-        exposure=np.asarray(columns[0], dtype="float64"),
-        exposure_before=np.asarray(columns[1], dtype="float64"),
-        target=np.asarray(columns[2], dtype="float64"),
-        traded=np.asarray(columns[3], dtype=bool),
-        cost_quote=np.asarray(columns[4], dtype="float64"),
-        reward=np.asarray(columns[5], dtype="float64"),
-        value_quote=np.asarray(columns[6], dtype="float64"),
-        initial_value_quote=initial,
-    )
-
-
-def window_metrics(trajectory: Trajectory) -> WindowMetrics:
-    """Summarise a trajectory (see `WindowMetrics`)."""
-    t = trajectory
+def window_metrics(result: RolloutResult) -> WindowMetrics:
+    """Summarise a run of the rollout (see `WindowMetrics`)."""
+    t = result
     initial = t.initial_value_quote
     final = float(t.value_quote[-1]) if t.steps else initial
     turnover = np.where(t.traded, np.abs(t.target - t.exposure_before), 0.0)
@@ -164,18 +80,6 @@ def window_metrics(trajectory: Trajectory) -> WindowMetrics:
         fully_invested_share=float((t.exposure >= FULLY_INVESTED).mean()) if t.steps else 0.0,
         reward_sum=float(t.reward.sum()),
     )
-
-
-def buy_and_hold(env: TradingEnv, start: int, end: int) -> Trajectory:
-    """Run the buy-and-hold baseline (full exposure from the first bar), costs included."""
-    full = _full_exposure_action(env)
-    return run_policy(env, lambda _obs: full, start, end)
-
-
-def _full_exposure_action(env: TradingEnv) -> Any:
-    if env.config.action == "discrete":
-        return int(np.argmax(env.config.exposure_levels))
-    return np.array([1.0], dtype=np.float32)
 
 
 def strategy_turnover(signals: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -200,7 +104,7 @@ class TrainingPoint:
 
 
 def degenerate_warnings(
-    trajectory: Trajectory,
+    trajectory: RolloutResult,
     *,
     strategy_turnover_per_bar: Sequence[float] | np.ndarray = (),
     history: Sequence[TrainingPoint] = (),

@@ -60,7 +60,7 @@ class ModelRecord:
         series: the candle series it was trained on.
         hyperparameters: algorithm and environment settings it was trained with.
         config_hash: hash of the effective configuration.
-        data_hash: hash of the data set (see `agent.learn.dataset.data_hash`).
+        data_hash: `MarketData.digest()` of the data set it was trained on.
         strategies: the strategy specs it observes, in column order.
         seeds: the training seed(s).
         metrics: validation and test metrics, the best step, warnings.
@@ -303,45 +303,27 @@ def validation_score(
 ) -> tuple[float, dict[str, Any]]:
     """Evaluate a model over the validation window of the stored series `key`.
 
-    The model observes its own strategies, look-back and action kind; the costs, starting
-    value and split come from `settings`, so two models are scored on identical terms.
+    The model is loaded with `load_policy` and observes through its own spec (strategies,
+    look-back, action kind); the costs, starting value and split come from `settings`, so two
+    models are scored on identical terms. The run is the one rollout.
 
     Returns:
         The net log return and the window evaluated.
     """
-    from agent.env.trading_env import TradingEnv
-    from agent.learn.dataset import env_config, load_dataset
-    from agent.learn.diagnostics import run_policy, window_metrics
-    from agent.learn.inference import NumpyPolicy
+    from dataclasses import replace
 
-    metadata = read_metadata(record.path)
-    agent = settings.agent.model_copy(
-        update={
-            "strategies": list(metadata["strategies"]),
-            "lookback_bars": int(metadata["lookback_bars"]),
-            "exposure_levels": list(metadata["exposure_levels"]),
-            "action": metadata["action"],
-        }
-    )
-    scoped = settings.model_copy(update={"agent": agent})
-    dataset = load_dataset(store, scoped, key)
-    expected = metadata.get("observation_size")
-    if expected is not None and expected != _obs_size(scoped):
-        raise ModelError(
-            f"model {record.id[:12]} expects {expected} observation values, the data gives "
-            f"{_obs_size(scoped)}"
-        )
+    from agent.env.rollout import rollout
+    from agent.env.trading_env import EnvConfig
+    from agent.learn.dataset import load_dataset
+    from agent.learn.diagnostics import window_metrics
+    from agent.learn.policy import load_policy
+
+    loaded = load_policy(store, record.id)
+    dataset = load_dataset(store, settings, key, strategies=list(loaded.spec.strategies))
     data, start, end = dataset.env_data("validation")
-    env = TradingEnv(data, env_config(scoped, metadata["action"]))
-    trajectory = run_policy(env, NumpyPolicy.load(record.path), start, end)
-    return window_metrics(trajectory).log_return, dataset.windows["validation"].as_dict()
-
-
-def _obs_size(settings: Settings) -> int:
-    from agent.env.features import FEATURE_NAMES
-
-    agent = settings.agent
-    return agent.lookback_bars * len(FEATURE_NAMES) + 2 * len(agent.strategies) + 1
+    costs = replace(EnvConfig.from_settings(settings), strategy_dropout=0.0, turnover_penalty=0.0)
+    result = rollout(data, loaded.as_model_policy(costs), costs, start, end)
+    return window_metrics(result).log_return, dataset.windows["validation"].as_dict()
 
 
 def promote(

@@ -39,17 +39,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agent.config import Settings
 from agent.env.features import FEATURE_NAMES
-from agent.env.trading_env import TradingEnv
+from agent.env.rollout import ModelPolicy, RolloutResult, buy_and_hold, rollout
+from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
 from agent.errors import ModelError
 from agent.learn import registry
-from agent.learn.dataset import Dataset, env_config, load_dataset
+from agent.learn.dataset import Dataset, load_dataset
 from agent.learn.diagnostics import (
     TrainingPoint,
-    Trajectory,
     WindowMetrics,
-    buy_and_hold,
     degenerate_warnings,
-    run_policy,
     strategy_turnover,
     window_metrics,
 )
@@ -157,7 +155,8 @@ class ValidationCallback(BaseCallback):
 
     def __init__(
         self,
-        env: TradingEnv,
+        data: MarketData,
+        config: EnvConfig,
         start: int,
         end: int,
         every: int,
@@ -167,7 +166,7 @@ class ValidationCallback(BaseCallback):
         report: Any = None,
     ) -> None:
         super().__init__()
-        self.eval_env = env
+        self.eval_data, self.eval_config = data, config
         self.start, self.end, self.every = start, end, every
         self.metadata = metadata
         self.margin = margin
@@ -194,7 +193,7 @@ class ValidationCallback(BaseCallback):
     def _evaluate(self) -> None:
         self._last_eval = step = self.num_timesteps
         policy = NumpyPolicy.from_model(self.model)
-        trajectory = run_policy(self.eval_env, policy, self.start, self.end)
+        trajectory = evaluate(self.eval_data, policy, self.eval_config, self.start, self.end)
         metrics = window_metrics(trajectory)
         buffer: Any = self.model.ep_info_buffer or []
         train_reward = float(np.mean([e["r"] for e in buffer])) if buffer else math.nan
@@ -345,7 +344,7 @@ def train_seed(
     """Train one seed on `dataset`, keep the checkpoint validation chooses, test it once."""
     started = time.perf_counter()
     kind = action_kind(algorithm, settings)
-    config = env_config(settings, kind)
+    config = EnvConfig.from_settings(settings, kind)
     train_data, _, _ = dataset.env_data("train")
     validation_data, val_start, val_end = dataset.env_data("validation")
     metadata = model_metadata(dataset, settings, algorithm)
@@ -365,7 +364,8 @@ def train_seed(
             **hyperparameters(settings, algorithm, timesteps),
         )
         validation = ValidationCallback(
-            TradingEnv(validation_data, _eval_config(config)),
+            validation_data,
+            _eval_config(config),
             val_start,
             val_end,
             settings.agent.eval_every_steps,
@@ -383,14 +383,13 @@ def train_seed(
     best = NumpyPolicy.load(path)
 
     # the test split, looked at once, with the kept model
+    evaluation = _eval_config(config)
     test_data = dataset.data
     test_window = dataset.windows["test"]
-    test_env = TradingEnv(test_data, _eval_config(config))
     test_start, test_end = test_window.start, test_window.end - 1
-    test_metrics = window_metrics(run_policy(test_env, best, test_start, test_end))
+    test_metrics = window_metrics(evaluate(test_data, best, evaluation, test_start, test_end))
 
-    validation_env = TradingEnv(validation_data, _eval_config(config))
-    validation_run = run_policy(validation_env, best, val_start, val_end)
+    validation_run = evaluate(validation_data, best, evaluation, val_start, val_end)
     window = dataset.windows["validation"]
     turnover = strategy_turnover(
         dataset.data.signals[window.start : window.end],
@@ -400,8 +399,12 @@ def train_seed(
         validation_run, strategy_turnover_per_bar=turnover, history=validation.history
     )
     baselines = {
-        "validation.buy_and_hold": _total(buy_and_hold(validation_env, val_start, val_end)),
-        "test.buy_and_hold": _total(buy_and_hold(test_env, test_start, test_end)),
+        "validation.buy_and_hold": _total(
+            rollout(validation_data, buy_and_hold(validation_data), evaluation, val_start, val_end)
+        ),
+        "test.buy_and_hold": _total(
+            rollout(test_data, buy_and_hold(test_data), evaluation, test_start, test_end)
+        ),
         "validation.flat": 0.0,
         "test.flat": 0.0,
     }
@@ -481,18 +484,11 @@ def train(
 
 
 def model_metadata(dataset: Dataset, settings: Settings, algorithm: str) -> dict[str, Any]:
-    """Return what a model file says about the observation its policy expects."""
-    env = env_parameters(settings, algorithm)
-    n_strategies = len(dataset.strategy_names)
-    return {
-        "algorithm": algorithm,
-        "action": env["action"],
-        "exposure_levels": env["exposure_levels"],
-        "lookback_bars": env["lookback_bars"],
-        "features": list(FEATURE_NAMES),
-        "strategies": list(dataset.strategy_names),
-        "observation_size": env["lookback_bars"] * len(FEATURE_NAMES) + 2 * n_strategies + 1,
-    }
+    """Return what a model file says about the observation its policy expects (its spec)."""
+    spec = EnvConfig.from_settings(settings, action_kind(algorithm, settings)).spec(
+        dataset.strategy_names
+    )
+    return {"algorithm": algorithm, "features": list(FEATURE_NAMES), **spec.to_metadata()}
 
 
 def _record(
@@ -536,8 +532,15 @@ def _eval_config(config: Any) -> Any:
     return replace(config, strategy_dropout=0.0, turnover_penalty=0.0)
 
 
-def _total(trajectory: Trajectory) -> float:
-    return window_metrics(trajectory).total_return
+def _total(result: RolloutResult) -> float:
+    return window_metrics(result).total_return
+
+
+def evaluate(
+    data: MarketData, predict: Any, config: EnvConfig, start: int, end: int
+) -> RolloutResult:
+    """Run a policy deterministically over decisions start .. end - 1 (the one rollout)."""
+    return rollout(data, ModelPolicy("candidate", predict, config), config, start, end)
 
 
 def _stderr_reporter(prefix: str) -> Any:

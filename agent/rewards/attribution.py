@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
+from agent.env.rollout import ModelPolicy, rollout
+from agent.env.trading_env import EnvConfig, MarketData
 
 Coalition = frozenset[int]
 """A set of players, by index into the attribution's player list."""
@@ -350,20 +351,17 @@ class EpochGame:
         return mask
 
     def outcome(self, coalition: Coalition) -> EpisodeOutcome:
-        """Run the policy over the epoch with the coalition visible."""
-        env = TradingEnv(self.data, self.env_config)
-        options = {"start": self.start, "end": self.end, "strategy_mask": self.visible(coalition)}
-        obs, info = env.reset(options=options)
-        value_start = value_end = float(info["value_quote"])
-        predict = self.predict
-        decisions = 0
-        while True:
-            obs, _, terminated, truncated, info = env.step(predict(obs))
-            value_end = float(info["value_quote"])
-            decisions += 1
-            if terminated or truncated:
-                break
-        return EpisodeOutcome(value_start, value_end, decisions)
+        """Run the policy over the epoch with the coalition visible (the one rollout)."""
+        policy = ModelPolicy("epoch", self.predict, self.env_config)
+        result = rollout(
+            self.data,
+            policy,
+            self.env_config,
+            self.start,
+            self.end,
+            visible=self.visible(coalition),
+        )
+        return EpisodeOutcome(float(result.equity[0]), float(result.equity[-1]), result.decisions)
 
 
 def evaluate_epoch(

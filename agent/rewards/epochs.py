@@ -25,7 +25,8 @@ from agent.chain.backends import ChainBackend
 from agent.chain.deploy import Deployment
 from agent.config import RewardsSettings, Settings
 from agent.env.trading_env import EnvConfig, MarketData
-from agent.errors import ChainError, DataError, ModelError, StoreError, UsageError
+from agent.errors import ChainError, DataError, StoreError, UsageError
+from agent.market.schema import SeriesKey
 from agent.rewards.attribution import Metric, Progress, evaluate_epoch, shapley
 from agent.rewards.ledger import (
     COMPUTED,
@@ -448,40 +449,49 @@ class EpochInputs:
     env_config: EnvConfig
 
 
-def load_inputs(settings: Settings, store: Store, model_id: str = "live") -> EpochInputs:
+def load_inputs(
+    settings: Settings,
+    store: Store,
+    model_id: str = "live",
+    *,
+    policy: Any = None,
+    strategies: Sequence[Any] | None = None,
+    key: SeriesKey | None = None,
+) -> EpochInputs:
     """Load a registered model (default: the live one) and the market it trades.
 
-    Raises:
-        ModelError: no live model, or the model cannot be loaded.
-        UsageError: no model with that id.
-    """
-    from agent.learn import registry
-    from agent.learn.dataset import env_config, load_dataset, resolve_strategies
-    from agent.learn.inference import NumpyPolicy
+    The service passes the policy and strategies it already holds; the command line loads
+    them through the one loader (`agent.learn.policy.load_policy`) and the one resolver.
 
-    record = registry.live_model(store) if model_id == "live" else registry.show(store, model_id)
-    if record is None:
-        raise ModelError("no live model: train one and promote it, or give --model ID")
-    meta = registry.read_metadata(record.path)
-    agent = settings.agent.model_copy(
-        update={
-            "strategies": list(meta["strategies"]),
-            "lookback_bars": int(meta["lookback_bars"]),
-            "exposure_levels": list(meta["exposure_levels"]),
-            "action": meta["action"],
-        }
+    Raises:
+        ModelNotFound: no live model, or no model with that id.
+        ModelError: the model cannot be loaded.
+    """
+    from agent.learn.policy import load_policy
+    from agent.market.data import default_key
+    from agent.plugins.market_data import build_market_data
+    from agent.plugins.resolve import resolve_strategies
+
+    loaded = policy if policy is not None else load_policy(store, model_id)
+    if key is None:
+        key = loaded.record.key if loaded.record.series else default_key(settings)
+    items = (
+        list(strategies)
+        if strategies is not None
+        else resolve_strategies(loaded.spec.strategies, settings)
     )
-    scoped = settings.model_copy(update={"agent": agent})
-    dataset = load_dataset(store, scoped, record.key if record.series else None)
-    items = resolve_strategies(agent.strategies, scoped)
+    candles = store.read_candles(key)
+    if candles.empty:
+        raise DataError(f"no candles stored for {key}: nothing to measure the epoch on")
+    data, _ = build_market_data(candles, items, key=key, store=store)
     infos = {item.name: item.info for item in items}
     return EpochInputs(
-        policy=NumpyPolicy.load(record.path),
-        data=dataset.data,
+        policy=loaded.predict,
+        data=data,
         metadata={n: (i.payout_address if i else None) for n, i in infos.items()},
         registry_names={n: (i.name if i else n) for n, i in infos.items()},
-        model_id=record.id,
-        env_config=env_config(scoped, meta["action"]),
+        model_id=loaded.model_id,
+        env_config=EnvConfig.from_settings(settings).for_spec(loaded.spec),
     )
 
 

@@ -47,17 +47,16 @@ class Genesis:
 def expected_genesis_pool(settings: Settings) -> tuple[int, int, int]:
     """Return the reserves of a freshly deployed pool (`deploy_all`'s seed at its default price)."""
     from agent.chain.deploy import DEFAULT_INITIAL_PRICE
-    from agent.dex.pool import MarketCoupledPool
-    from agent.learn.dataset import env_config
+    from agent.dex.pool import MarketCoupledPool, PoolConfig
 
-    pool = MarketCoupledPool(env_config(settings).pool)
+    pool = MarketCoupledPool(PoolConfig.from_settings(settings.dex))
     state = pool.reset(DEFAULT_INITIAL_PRICE)
     return state.base, state.quote, state.total_supply
 
 
 def initial_quote_units(settings: Settings) -> int:
     """Return the starting portfolio in quote units (as `TradingEnv.reset`)."""
-    from agent.service.policy import QUOTE_SCALE
+    from agent.env.spec import QUOTE_SCALE
 
     return round(settings.agent.initial_value_quote * QUOTE_SCALE)
 
@@ -83,9 +82,9 @@ def ensure_genesis(
         store.write_candles(feed.key, history)
         write_hidden(store, feed, history["open_time"].to_numpy(dtype="int64"))
         stored = len(store.read_candles(feed.key))
-        from agent.learn.dataset import env_config
+        from agent.env.trading_env import EnvConfig
 
-        first_bar = env_config(settings).first_bar
+        first_bar = EnvConfig.from_settings(settings).first_bar
         if stored <= first_bar:
             raise ConfigError(
                 f"service.start_bar gives {stored} bars of history; the first decision "
@@ -160,14 +159,18 @@ def decide_outcome(pool: Any, state: dict[str, Any], price: float, target: float
     cumulative flow from it; the trade; the trader's balances (gas deducted) and total gas.
     """
     from agent.dex.amm import PoolState
-    from agent.service.policy import BASE_SCALE, QUOTE_SCALE
+    from agent.env.rollout import execute_target
+    from agent.env.spec import exposure, portfolio_value
 
     before = PoolState(*(int(x) for x in state["pool"]))
     pool.state = before
-    arbitrage = pool.couple(price)
-    coupled = pool.state
-    trade = pool.trade_to_exposure(state["base"], state["quote"], target, price)
-    after = pool.state
+    fill = execute_target(pool, state["base"], state["quote"], target, price)
+    arbitrage, coupled, trade, after = (
+        fill.arbitrage,
+        fill.pool_coupled,
+        fill.trade,
+        fill.pool_after,
+    )
     flow_base, flow_quote = state["arbitrage_flow"]
     arb = None
     if arbitrage is not None:
@@ -187,7 +190,6 @@ def decide_outcome(pool: Any, state: dict[str, Any], price: float, target: float
                 flow_quote + arbitrage.amount_out,
             )
     base, quote = trade.base_balance, trade.quote_balance
-    value = base / BASE_SCALE * price + quote / QUOTE_SCALE
     return {
         "price": price,
         "target": target,
@@ -204,8 +206,8 @@ def decide_outcome(pool: Any, state: dict[str, Any], price: float, target: float
         },
         "balances": [base, quote],
         "gas_total": int(state["gas_total"]) + trade.gas_quote,
-        "value_quote": value,
-        "exposure_after": (base / BASE_SCALE * price) / value if value > 0 else 0.0,
+        "value_quote": portfolio_value(base, quote, price),
+        "exposure_after": exposure(base, quote, price),
     }
 
 

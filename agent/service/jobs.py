@@ -329,31 +329,18 @@ def reward_epoch(runtime: ServiceRuntime) -> JobResult:
 
 def epoch_inputs(runtime: ServiceRuntime) -> dict[str, Any]:
     """Return `run_epoch`'s inputs: the live policy on the revealed market (under the lock)."""
-    from agent.learn.dataset import build_market_data, env_config
+    from dataclasses import fields
 
-    policy = runtime.policy
-    assert policy is not None
-    store = runtime.require_store()
-    candles = store.read_candles(runtime.key)
-    data, _ = build_market_data(candles, runtime.strategies, key=runtime.key, store=store)
-    agent = runtime.settings.agent.model_copy(
-        update={
-            "strategies": list(policy.strategies),
-            "lookback_bars": policy.lookback_bars,
-            "exposure_levels": list(policy.exposure_levels),
-            "action": policy.action,
-        }
+    from agent.rewards.epochs import load_inputs
+
+    inputs = load_inputs(
+        runtime.settings,
+        runtime.require_store(),
+        policy=runtime.policy,
+        strategies=runtime.strategies,
+        key=runtime.key,
     )
-    scoped = runtime.settings.model_copy(update={"agent": agent})
-    infos = {item.name: item.info for item in runtime.strategies}
-    return {
-        "policy": policy.predict,
-        "data": data,
-        "metadata": {n: (i.payout_address if i else None) for n, i in infos.items()},
-        "registry_names": {n: (i.name if i else n) for n, i in infos.items()},
-        "model_id": policy.model_id,
-        "env_config": env_config(scoped, policy.action),  # type: ignore[arg-type]
-    }
+    return {f.name: getattr(inputs, f.name) for f in fields(inputs)}
 
 
 # --- heartbeat ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_a_model_is_compared_with_every_strategy_and_baseline() -> None:
         "random",
     ]
     assert run.metadata.model_id == "m-1" and run.metadata.main_policy == "ppo-m-1"
-    assert run.results[0].kind == "model" and run.results[0].decision_head
+    assert run.results[0].kind == "model" and run.results[0].fingerprint
 
 
 def test_without_a_live_model_the_error_says_what_to_do(tmp_path: Path) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from agent.backtest.runner import market_data
 from agent.config import SyntheticSettings
 from agent.env.trading_env import MarketData
 from agent.market.synthetic import generate
-from agent.plugins.signals import compute_signals
+from agent.plugins.market_data import build_market_data
 from strategies import SHIPPED
 
 
@@ -21,11 +19,7 @@ def synthetic_candles(bars: int = 600, seed: int = 11) -> pd.DataFrame:
 
 def build_market(candles: pd.DataFrame, with_signals: bool = True) -> MarketData:
     """Features and every shipped strategy's signal, as `agora backtest` computes them."""
-    if not with_signals:
-        n = len(candles)
-        return market_data(candles, np.zeros((n, 0)), np.zeros((n, 0), dtype=bool), ())
-    signals = compute_signals(list(SHIPPED), candles, key=None)
-    return market_data(candles, signals.values, signals.mask, signals.names)
+    return build_market_data(candles, list(SHIPPED) if with_signals else [])[0]
 
 
 @pytest.fixture(scope="module")

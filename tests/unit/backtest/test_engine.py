@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.backtest import engine
 from agent.backtest.engine import BacktestConfig, ModelPolicy, SignalMapping, TargetPolicy
 from agent.dex.pool import PoolConfig
+from agent.env.spec import BASE_SCALE, QUOTE_SCALE
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
 from agent.errors import ConfigError
 from tests.unit.backtest.conftest import build_market, synthetic_candles
@@ -50,8 +50,8 @@ def _env_run(data: MarketData, actions: np.ndarray, config: BacktestConfig) -> d
         out["gas"].append(info["gas_quote"])
         out["target"].append(info["target_exposure"])
         base, quote = env.portfolio
-        out["base"].append(base / engine.BASE_SCALE)
-        out["quote"].append(quote / engine.QUOTE_SCALE)
+        out["base"].append(base / BASE_SCALE)
+        out["quote"].append(quote / QUOTE_SCALE)
         if terminated or truncated:
             break
     return {k: np.array(v) for k, v in out.items()}
@@ -63,7 +63,7 @@ def test_target_loop_equals_trading_env_bit_for_bit(market: MarketData, seed: in
     targets = np.repeat(rng.choice([0.0, 0.3, 0.7, 1.0], size=market.bars // 7 + 1), 7)
     policy = TargetPolicy("levels", "baseline", targets[: market.bars], rebalance_band=0.1)
     config = BacktestConfig(start=START)
-    result = engine.run_targets(market, policy, config)
+    result = engine.run_backtest(market, policy, config)
     assert result.swaps > 20, "the run must trade for the comparison to mean anything"
 
     env = _env_run(market, result.target, config)  # the decisions the engine took
@@ -79,7 +79,7 @@ def test_target_loop_equals_trading_env_bit_for_bit(market: MarketData, seed: in
 def test_model_policy_runs_through_the_env_and_matches_the_target_loop(market: MarketData) -> None:
     rule = engine.strategy_policy(market, "ma-crossover", SignalMapping("threshold"))
     config = BacktestConfig(start=START)
-    by_rule = engine.run_targets(market, rule, config)
+    by_rule = engine.run_backtest(market, rule, config)
     decisions = iter(by_rule.target.tolist())
 
     def predict(observation: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_model_policy_runs_through_the_env_and_matches_the_target_loop(market: M
     by_model = engine.run_backtest(market, model, config)
     assert by_model.kind == "model"
     assert engine.same_run(by_model, replace(by_rule, name="replay"))
-    assert by_model.decision_head == by_rule.decision_head is not None
+    assert by_model.fingerprint == by_rule.fingerprint
 
 
 def test_discrete_model_actions_map_to_the_env_exposure_levels(market: MarketData) -> None:
@@ -113,7 +113,7 @@ def test_proportional_mapping_trades_only_outside_its_band(market: MarketData) -
     wanted = engine.signal_to_target(signal, mask, SignalMapping("proportional"))
     assert wanted[:3].tolist() == [0.5, 0.55, 0.8] and np.isnan(wanted[3])
     policy = engine.strategy_policy(market, "ma-crossover", SignalMapping("proportional", 0.3))
-    result = engine.run_targets(market, policy, BacktestConfig(start=START))
+    result = engine.run_backtest(market, policy, BacktestConfig(start=START))
     moves = np.abs(np.diff(np.concatenate([[0.0], result.target])))
     traded = result.side != 0
     assert np.all(moves[traded] >= 0.3 - 0.02)  # a trade only when outside the band
@@ -121,9 +121,9 @@ def test_proportional_mapping_trades_only_outside_its_band(market: MarketData) -
 
 def test_baselines_are_what_they_say(market: MarketData) -> None:
     config = BacktestConfig(start=START)
-    hold = engine.run_targets(market, engine.buy_and_hold(market), config)
+    hold = engine.run_backtest(market, engine.buy_and_hold(market), config)
     assert hold.swaps == 1 and hold.exposure[-1] > 0.99
-    cash = engine.run_targets(market, engine.flat(market), config)
+    cash = engine.run_backtest(market, engine.flat(market), config)
     assert cash.swaps == 0 and np.all(cash.equity == config.initial_value_quote)
     first = engine.random_policy(market, seed=5, hold_bars=24)
     again = engine.random_policy(market, seed=5, hold_bars=24)
@@ -166,8 +166,8 @@ def test_costs_reported_equal_the_value_lost_against_a_frictionless_run() -> Non
         pool=PoolConfig(liquidity_quote=200_000.0, fee_bps=30, gas_price_gwei=30.0),
         start=START,
     )
-    paid = engine.run_targets(data, policy, costly)
-    free = engine.run_targets(data, policy, engine.frictionless(costly))
+    paid = engine.run_backtest(data, policy, costly)
+    free = engine.run_backtest(data, policy, engine.frictionless(costly))
     assert paid.swaps > 40
     assert free.fee_quote.sum() == free.gas_quote.sum() == 0.0
     # a bottomless pool still rounds amounts down to token units: tiny, and reported as impact
@@ -184,7 +184,7 @@ def test_costs_reported_equal_the_value_lost_against_a_frictionless_run() -> Non
 def test_every_decision_loses_exactly_its_reported_costs(market: MarketData) -> None:
     policy = engine.strategy_policy(market, "rsi-reversion")
     config = BacktestConfig(pool=PoolConfig(liquidity_quote=500_000.0), start=START)
-    result = engine.run_targets(market, policy, config)
+    result = engine.run_backtest(market, policy, config)
     costs = result.fee_quote + result.impact_quote + result.gas_quote
     price = result.close[:-1]
     after_trade = result.base * price + result.quote
@@ -243,36 +243,16 @@ def test_altering_candles_after_t_changes_nothing_at_or_before_t(
 # --- decision hashing and config --------------------------------------------------------
 
 
-def test_decision_hash_is_keccak_of_the_documented_encoding() -> None:
-    prev = bytes(range(32))
-    encoded = (
-        prev
-        + (1_700_000_000_000).to_bytes(8, "big")
-        + (250_000).to_bytes(4, "big")
-        + (255).to_bytes(1, "big")  # side -1 as int8
-        + (10**20).to_bytes(32, "big")
-        + (123_456_789).to_bytes(32, "big")
-    )
-    assert len(encoded) == 109
-    assert engine.decision_hash(prev, 1_700_000_000_000, 0.25, -1, 10**20, 123_456_789) == keccak(
-        encoded
-    )
-
-
-def test_decision_head_changes_with_any_decision(market: MarketData) -> None:
+def test_the_run_fingerprint_changes_with_any_decision(market: MarketData) -> None:
     config = BacktestConfig(start=START, end=START + 100)
     targets = np.zeros(market.bars)
     targets[START + 10 : START + 40] = 1.0
-    a = engine.run_targets(market, TargetPolicy("a", "baseline", targets), config)
+    a = engine.run_backtest(market, TargetPolicy("a", "baseline", targets), config)
+    again = engine.run_backtest(market, TargetPolicy("a", "baseline", targets.copy()), config)
     targets[START + 60] = 1.0
-    b = engine.run_targets(market, TargetPolicy("b", "baseline", targets), config)
-    assert a.decision_head != b.decision_head
-    assert (
-        engine.run_targets(
-            market, TargetPolicy("a", "baseline", targets), replace(config, hash_decisions=False)
-        ).decision_head
-        is None
-    )
+    b = engine.run_backtest(market, TargetPolicy("b", "baseline", targets), config)
+    assert a.fingerprint == again.fingerprint
+    assert a.fingerprint != b.fingerprint and a.fingerprint.startswith("sha256:")
 
 
 def test_bad_windows_and_policies_are_refused(market: MarketData) -> None:
@@ -281,6 +261,6 @@ def test_bad_windows_and_policies_are_refused(market: MarketData) -> None:
     with pytest.raises(ConfigError, match="not in the data"):
         engine.strategy_policy(market, "nope")
     with pytest.raises(ConfigError, match="targets"):
-        engine.run_targets(market, TargetPolicy("x", "baseline", np.ones(3)), BacktestConfig())
+        engine.run_backtest(market, TargetPolicy("x", "baseline", np.ones(3)), BacktestConfig())
     with pytest.raises(ConfigError, match="look"):
         engine.run_backtest(market, ModelPolicy("m", lambda o: 0), BacktestConfig(start=3))

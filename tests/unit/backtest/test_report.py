@@ -60,7 +60,7 @@ def test_metadata_identifies_the_run(run: BacktestRun) -> None:
         meta.config_hash,
         meta.data_hash,
     )
-    assert [r.decision_head for r in again.results] == [r.decision_head for r in run.results]
+    assert [r.fingerprint for r in again.results] == [r.fingerprint for r in run.results]
 
 
 def test_results_json_holds_metadata_metrics_and_curves(run: BacktestRun, tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_a_window_result_equals_a_plain_backtest_of_that_model(market: MarketDat
 
 def test_stitching_refuses_runs_that_are_not_contiguous(market: MarketData) -> None:
     config = BacktestConfig(start=48, end=100)
-    a = engine.run_targets(market, engine.flat(market), config)
-    b = engine.run_targets(market, engine.flat(market), BacktestConfig(start=101, end=150))
+    a = engine.run_backtest(market, engine.flat(market), config)
+    b = engine.run_backtest(market, engine.flat(market), BacktestConfig(start=101, end=150))
     with pytest.raises(ConfigError, match="not contiguous"):
         walkforward.stitch([a, b])

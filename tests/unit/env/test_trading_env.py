@@ -17,8 +17,9 @@ from agent.config import SyntheticSettings
 from agent.dex.amm import BASE_DECIMALS, QUOTE_DECIMALS
 from agent.env.features import FEATURE_NAMES
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
-from agent.learn.dataset import build_market_data, resolve_strategies
 from agent.market.synthetic import generate
+from agent.plugins.market_data import build_market_data
+from agent.plugins.resolve import resolve_strategies
 
 BARS = 400
 STRATEGY_SPECS = ("ma-crossover", "ts-momentum", "noise:seed=1", "planted-oracle")

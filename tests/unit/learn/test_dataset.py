@@ -9,16 +9,9 @@ import pytest
 
 from agent.config import SplitSettings, SyntheticSettings
 from agent.errors import ConfigError, DataError
-from agent.learn.dataset import (
-    Dataset,
-    data_hash,
-    dataset_from_candles,
-    load_dataset,
-    parse_strategy_spec,
-    resolve_strategies,
-    split_windows,
-)
+from agent.learn.dataset import Dataset, dataset_from_candles, load_dataset, split_windows
 from agent.market.synthetic import SyntheticMarket, synth
+from agent.plugins.resolve import parse_strategy_spec, resolve_strategies
 from agent.store import Store
 from tests.unit.learn.conftest import tiny_settings
 
@@ -95,7 +88,7 @@ def test_dataset_has_one_signal_column_per_spec_with_warmup_masked(
 def test_data_hash_is_stable_and_changes_with_any_candle(
     tiny_market: SyntheticMarket, tiny_dataset: Dataset, tmp_path: Path
 ) -> None:
-    assert data_hash(tiny_dataset.data) == tiny_dataset.data_hash
+    assert tiny_dataset.data.digest() == tiny_dataset.data_hash
     candles = tiny_market.candles.copy()
     candles.loc[500, "volume"] *= 1.5
     settings = tiny_settings(tmp_path)

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from agent.env.rollout import RolloutResult
 from agent.learn.diagnostics import (
     TrainingPoint,
-    Trajectory,
     degenerate_warnings,
     reward_value_divergence,
     strategy_turnover,
@@ -19,26 +19,37 @@ from agent.learn.diagnostics import (
 BARS = 500
 
 
-def _trajectory(exposure: np.ndarray, *, cost_per_trade: float = 30.0) -> Trajectory:
-    """A trajectory whose exposure path is given; trades happen where the exposure changes."""
+def _trajectory(exposure: np.ndarray, *, cost_per_trade: float = 30.0) -> RolloutResult:
+    """A run whose exposure path is given; trades happen where the exposure changes."""
+    n = len(exposure)
     before = np.concatenate([[0.0], exposure[:-1]])
     traded = np.abs(exposure - before) > 1e-9
     rng = np.random.default_rng(0)
-    reward = exposure * rng.normal(0.0, 0.005, len(exposure))
+    reward = exposure * rng.normal(0.0, 0.005, n)
     value = 10_000.0 * np.exp(np.cumsum(reward))
-    return Trajectory(
-        exposure=exposure.astype("float64"),
-        exposure_before=before,
+    zeros = np.zeros(n)
+    return RolloutResult(
+        name="crafted",
+        kind="model",
+        start=0,
+        open_time=np.arange(n + 1, dtype="int64"),
+        close=np.ones(n + 1),
+        equity=np.concatenate([[10_000.0], value]),
         target=exposure.astype("float64"),
-        traded=traded,
-        cost_quote=np.where(traded, cost_per_trade, 0.0),
+        exposure_before=before,
+        exposure=exposure.astype("float64"),
+        side=traded.astype("int8"),
+        traded_quote=zeros,
+        fee_quote=np.where(traded, cost_per_trade, 0.0),
+        impact_quote=zeros,
+        gas_quote=zeros,
+        base=zeros,
+        quote=zeros,
         reward=reward,
-        value_quote=value,
-        initial_value_quote=10_000.0,
     )
 
 
-def _sane() -> Trajectory:
+def _sane() -> RolloutResult:
     exposure = np.zeros(BARS)
     exposure[100:250] = 1.0
     exposure[300:420] = 0.5

@@ -10,9 +10,9 @@ import torch
 from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agent.env.trading_env import TradingEnv
+from agent.env.trading_env import EnvConfig, TradingEnv
 from agent.errors import ModelError
-from agent.learn.dataset import Dataset, env_config
+from agent.learn.dataset import Dataset
 from agent.learn.inference import NumpyPolicy
 from tests.unit.learn.conftest import tiny_settings
 
@@ -29,7 +29,7 @@ CASES = [
 def _env(dataset: Dataset, action: str, tmp_path: Any) -> TradingEnv:
     settings = tiny_settings(tmp_path)
     data, _, _ = dataset.env_data("train")
-    return TradingEnv(data, env_config(settings, action))  # type: ignore[arg-type]
+    return TradingEnv(data, EnvConfig.from_settings(settings, action))  # type: ignore[arg-type]
 
 
 def _observations(env: TradingEnv, count: int = 2_000) -> np.ndarray:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.env.trading_env import TradingEnv
+from agent.env.trading_env import EnvConfig, TradingEnv
 from agent.learn import registry
-from agent.learn.dataset import Dataset, env_config
+from agent.learn.dataset import Dataset
 from agent.learn.inference import NumpyPolicy
 from agent.learn.train import (
     ALGORITHMS,
@@ -27,7 +27,7 @@ from tests.unit.learn.conftest import tiny_settings
 def _observations(dataset: Dataset, settings: Any, algorithm: str, count: int = 300) -> np.ndarray:
     """Real observations from the test split, with random exposures mixed in."""
     data, start, end = dataset.env_data("test")
-    env = TradingEnv(data, env_config(settings, action_kind(algorithm, settings)))
+    env = TradingEnv(data, EnvConfig.from_settings(settings, action_kind(algorithm, settings)))
     obs, _ = env.reset(options={"start": start, "end": end})
     rng = np.random.default_rng(0)
     rows = []

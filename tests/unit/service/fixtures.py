@@ -1,7 +1,7 @@
 """Real objects for the service tests: small settings, and a live model without torch.
 
 `install_model` writes a genuine model record and file (a zip holding Agora's `agora.json`
-metadata) plus the service's numpy weight cache for it, so `load_live_policy` takes the same
+metadata) plus the service's numpy weight cache for it, so `load_policy` takes the same
 path as with a trained model (the file's hash is checked, the metadata read, the cached
 weights used) without training anything. Integration and e2e tests import this module too.
 """
@@ -20,14 +20,11 @@ import numpy as np
 import pytest
 
 from agent.config import Settings
+from agent.env.spec import PolicySpec
 from agent.learn import registry
 from agent.learn.inference import DenseLayer, NumpyPolicy
-from agent.service.policy import (
-    observation_size,
-    policy_cache_dir,
-    policy_cache_path,
-    save_policy_cache,
-)
+from agent.learn.policy import policy_cache_path, save_policy_cache
+from agent.service.policy import policy_cache_dir
 from agent.service.runtime import ServiceRuntime
 from agent.service.telemetry import ServiceLog
 from agent.store import Store
@@ -65,14 +62,11 @@ def install_model(
     live: bool = True,
 ) -> str:
     """Register a live model whose policy is a seeded linear layer; return its id."""
+    spec = PolicySpec(tuple(strategies), lookback_bars, "discrete", LEVELS)
     metadata = {
         "algorithm": "ppo",
-        "action": "discrete",
-        "exposure_levels": list(LEVELS),
-        "lookback_bars": lookback_bars,
         "features": ["scaled_return", "vol_ratio", "volume_change"],
-        "strategies": list(strategies),
-        "observation_size": observation_size(lookback_bars, len(strategies)),
+        **spec.to_metadata(),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

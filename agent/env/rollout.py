@@ -1,0 +1,393 @@
+"""The one rollout: a policy run through a window of a market, bar by bar, with a callback.
+
+Everything that runs a policy over bars goes through `rollout`: training validation and the
+test split, the promotion gate, the backtest engine (off-chain and `--onchain`, through a
+per-step callback that sends each trade), attribution's masked re-runs and walk-forward. It is
+to Agora what `evaluate_policy` is to stable-baselines3: one loop, a per-step callback.
+
+The bar itself is stepped by `TradingEnv.advance`, which executes the target exposure through
+`execute_target`: the pool is coupled to the bar's market price, then the portfolio is
+rebalanced with the exact integer V2 math. The service decides its live bars with the same
+`execute_target`, so one pool-stepping path serves training, backtests and the service.
+
+Policies:
+
+- `ModelPolicy`: a trained model (`predict(observation) -> action`) and the environment it was
+  trained in; it observes through the `PolicySpec`.
+- `TargetPolicy`: a wanted exposure per bar (a strategy alone, a baseline): NaN holds the
+  position, and `rebalance_band` skips changes smaller than the band.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from agent.dex.amm import PoolState, SwapResult
+from agent.dex.pool import MarketCoupledPool, TradeResult
+from agent.env.spec import BASE_SCALE, QUOTE_SCALE
+from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.env.trading_env import EnvConfig, MarketData
+
+PolicyKind = Literal["model", "strategy", "baseline"]
+Predict = Callable[[np.ndarray], Any]
+"""A trained policy: observation -> action of its action space."""
+SIDE_CODE: dict[str, int] = {"none": 0, "buy": 1, "sell": -1}
+
+
+# --- one bar ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One bar's execution: the arbitrage that coupled the pool to the price, then the trade.
+
+    Attributes:
+        arbitrage: the swap that moved the pool to the bar's price (None if it was there).
+        pool_coupled: the reserves after the arbitrage, before the trade.
+        trade: the agent's rebalance (side 'none' when skipped).
+        pool_after: the reserves after the trade.
+    """
+
+    arbitrage: SwapResult | None
+    pool_coupled: PoolState
+    trade: TradeResult
+    pool_after: PoolState
+
+
+def execute_target(
+    pool: MarketCoupledPool, base: int, quote: int, target: float, price: float
+) -> Fill:
+    """Couple `pool` to `price`, then rebalance (base, quote) towards `target` exposure."""
+    arbitrage = pool.couple(price)
+    coupled = pool.state
+    trade = pool.trade_to_exposure(base, quote, target, price)
+    assert coupled is not None and pool.state is not None
+    return Fill(arbitrage, coupled, trade, pool.state)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one decision did, as the per-step callback sees it.
+
+    Attributes:
+        t: the bar decided on.
+        observation: what the policy saw (None for a target policy).
+        target: the target exposure the decision aimed at.
+        exposure_before: the exposure at bar t's close before the trade.
+        fill: the execution (arbitrage and trade).
+        base_before: base balance before the trade (units).
+        base: base balance after the trade (units).
+        quote: quote balance after the trade, gas paid (units).
+        value_before: portfolio value at bar t's close before the trade (USD).
+        value_after: portfolio value at bar t + 1's close (USD).
+        reward: the environment's reward (log value change, minus any turnover penalty).
+        terminated: the portfolio is ruined; the run stops.
+    """
+
+    t: int
+    observation: np.ndarray | None
+    target: float
+    exposure_before: float
+    fill: Fill
+    base_before: int
+    base: int
+    quote: int
+    value_before: float
+    value_after: float
+    reward: float
+    terminated: bool
+
+    @property
+    def trade(self) -> TradeResult:
+        return self.fill.trade
+
+
+StepCallback = Callable[[Step], None]
+
+
+# --- policies ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetPolicy:
+    """A policy given as a wanted exposure for every bar of the data.
+
+    Attributes:
+        name: shown in tables and reports.
+        kind: 'strategy' or 'baseline' (or 'model' for a replayed model run).
+        targets: wanted exposure per bar; NaN holds the current position.
+        rebalance_band: trade only when the wanted exposure differs from the current one by
+            at least this much; otherwise hold (the decision's target is the current exposure).
+    """
+
+    name: str
+    kind: PolicyKind
+    targets: np.ndarray
+    rebalance_band: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """A trained model: `predict(observation) -> action`, with the environment it was trained in.
+
+    A run keeps the model's observation settings (look-back, action kind, exposure levels) and
+    replaces its costs (pool, starting value) with the run's.
+    """
+
+    name: str
+    predict: Predict
+    env_config: EnvConfig = field(default_factory=lambda: _default_env_config())
+    model_id: str | None = None
+    strategy_names: tuple[str, ...] | None = None
+    """The strategies whose signals the model was trained on, in order (None: unchecked)."""
+
+
+Policy = TargetPolicy | ModelPolicy
+
+
+def buy_and_hold(data: MarketData) -> TargetPolicy:
+    """Return the buy-and-hold baseline: fully invested from the first decision."""
+    return TargetPolicy("buy-and-hold", "baseline", np.ones(data.bars))
+
+
+def flat(data: MarketData) -> TargetPolicy:
+    """Return the flat baseline: always in cash (never trades)."""
+    return TargetPolicy("flat", "baseline", np.zeros(data.bars))
+
+
+def _default_env_config() -> EnvConfig:
+    from agent.env.trading_env import EnvConfig
+
+    return EnvConfig()
+
+
+# --- the result ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RolloutResult:
+    """Everything one policy did over one window; the one result type of every run.
+
+    `equity`, `open_time` and `close` hold one entry per valuation bar (start .. last decision
+    + 1: one more than decisions); the other arrays hold one entry per decision. Money is in
+    the quote currency (USD); `base` is in base tokens.
+    """
+
+    name: str
+    kind: PolicyKind
+    start: int
+    open_time: np.ndarray
+    close: np.ndarray
+    equity: np.ndarray
+    target: np.ndarray
+    exposure_before: np.ndarray
+    exposure: np.ndarray
+    side: np.ndarray
+    traded_quote: np.ndarray
+    fee_quote: np.ndarray
+    impact_quote: np.ndarray
+    gas_quote: np.ndarray
+    base: np.ndarray
+    quote: np.ndarray
+    reward: np.ndarray
+    terminated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decisions(self) -> int:
+        return len(self.target)
+
+    @property
+    def steps(self) -> int:
+        return len(self.target)
+
+    @property
+    def swaps(self) -> int:
+        return int(np.count_nonzero(self.side))
+
+    @property
+    def traded(self) -> np.ndarray:
+        """Whether each decision swapped."""
+        return self.side != 0
+
+    @property
+    def cost_quote(self) -> np.ndarray:
+        """Fee + price impact + gas of each decision, in USD."""
+        return self.fee_quote + self.impact_quote + self.gas_quote
+
+    @property
+    def initial_value_quote(self) -> float:
+        return float(self.equity[0])
+
+    @property
+    def value_quote(self) -> np.ndarray:
+        """Portfolio value after each decision, at the next bar's close."""
+        return self.equity[1:]
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 over every decision and outcome of the run, hashed once (never on-chain)."""
+        digest = hashlib.sha256()
+        for name in _FINGERPRINTED:
+            digest.update(np.ascontiguousarray(getattr(self, name), dtype="<f8").tobytes())
+        return "sha256:" + digest.hexdigest()
+
+
+_FINGERPRINTED = ("open_time", "equity", "target", "side", "base", "quote")
+
+
+class _Recorder:
+    """Collects per-decision values in lists (cheap appends), then freezes them into arrays."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self) -> None:
+        self.columns: tuple[list[float], ...] = tuple([] for _ in range(12))
+
+    def add(self, step: Step, price: float) -> None:
+        trade = step.fill.trade
+        c = self.columns
+        base_units, quote_units = step.base, step.quote
+        held_value = base_units / BASE_SCALE * price
+        value_now = held_value + quote_units / QUOTE_SCALE
+        c[0].append(step.value_after)
+        c[1].append(step.target)
+        c[2].append(step.exposure_before)
+        c[3].append(held_value / value_now if value_now > 0 else 0.0)
+        c[4].append(SIDE_CODE[trade.side])
+        c[5].append(abs(base_units - step.base_before) / BASE_SCALE * price)
+        c[6].append(trade.fee_paid_quote / QUOTE_SCALE)
+        c[7].append(trade.price_impact_quote / QUOTE_SCALE)
+        c[8].append(trade.gas_quote / QUOTE_SCALE)
+        c[9].append(base_units / BASE_SCALE)
+        c[10].append(quote_units / QUOTE_SCALE)
+        c[11].append(step.reward)
+
+
+# --- the rollout ---------------------------------------------------------------------------------
+def rollout(
+    data: MarketData,
+    policy: Policy,
+    config: EnvConfig,
+    start: int,
+    end: int,
+    *,
+    visible: np.ndarray | None = None,
+    callback: StepCallback | None = None,
+) -> RolloutResult:
+    """Run `policy` over decisions at bars start .. end - 1 of `data`, valued at bar `end`.
+
+    Args:
+        data: the market (it must reach the close of bar `end`).
+        policy: a `ModelPolicy` (observes through the spec) or a `TargetPolicy`.
+        config: costs, starting value and turnover penalty; for a model, its observation
+            settings come from `policy.env_config`.
+        start: the first decision bar.
+        end: the bar whose close values the last decision.
+        visible: which strategies the model may see (default: all); attribution masks here.
+        callback: called after every decision with its `Step` (e.g. to send it on-chain).
+
+    Raises:
+        ConfigError: the window does not fit the data or the policy's look-back.
+    """
+    from agent.env.trading_env import TradingEnv
+
+    env_config = _run_config(policy, config, start)
+    if not 0 <= start < end <= data.bars - 1:
+        raise ConfigError(
+            f"window: decisions on bars [{start}, {end}) must lie within "
+            f"[0, {data.bars - 1}) of the {data.bars} bars"
+        )
+    env = TradingEnv(data, env_config)
+    mask = np.ones(data.n_strategies, dtype=bool) if visible is None else visible
+    env.reset(options={"start": start, "end": end, "strategy_mask": np.asarray(mask, bool)})
+    record = _Recorder()
+    close = env.closes
+    terminated = False
+    if isinstance(policy, ModelPolicy):
+        predict, spec = policy.predict, env.policy_spec
+        for t in range(start, end):
+            observation = env.observation()
+            step = env.advance(spec.target_exposure(predict(observation)), observation)
+            record.add(step, close[t])
+            if callback is not None:
+                callback(step)
+            if step.terminated:
+                terminated = True
+                break
+    else:
+        if len(policy.targets) != data.bars:
+            raise ConfigError(
+                f"policy {policy.name!r} has {len(policy.targets)} targets for {data.bars} bars"
+            )
+        targets = np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0).tolist()
+        band = policy.rebalance_band
+        for t in range(start, end):
+            target = targets[t]
+            if band > 0.0 or target != target:  # NaN: hold
+                now = env.exposure_now()
+                if target != target or abs(target - now) < band:
+                    target = min(1.0, now)
+            step = env.advance(target)
+            record.add(step, close[t])
+            if callback is not None:
+                callback(step)
+            if step.terminated:
+                terminated = True
+                break
+    c = record.columns
+    n = len(c[1])
+    kind: PolicyKind = "model" if isinstance(policy, ModelPolicy) else policy.kind
+    extra: dict[str, Any] = {}
+    if isinstance(policy, ModelPolicy) and policy.model_id:
+        extra["model_id"] = policy.model_id
+    return RolloutResult(
+        name=policy.name,
+        kind=kind,
+        start=start,
+        open_time=np.asarray(data.open_time[start : start + n + 1]),
+        close=np.asarray(data.close[start : start + n + 1], dtype="float64"),
+        equity=np.array([env_config.initial_value_quote, *c[0]], dtype="float64"),
+        target=np.array(c[1], dtype="float64"),
+        exposure_before=np.array(c[2], dtype="float64"),
+        exposure=np.array(c[3], dtype="float64"),
+        side=np.array(c[4], dtype="int8"),
+        traded_quote=np.array(c[5], dtype="float64"),
+        fee_quote=np.array(c[6], dtype="float64"),
+        impact_quote=np.array(c[7], dtype="float64"),
+        gas_quote=np.array(c[8], dtype="float64"),
+        base=np.array(c[9], dtype="float64"),
+        quote=np.array(c[10], dtype="float64"),
+        reward=np.array(c[11], dtype="float64"),
+        terminated=terminated,
+        extra=extra,
+    )
+
+
+def _run_config(policy: Policy, config: EnvConfig, start: int) -> EnvConfig:
+    """Return the environment of a run: the run's costs, the model's observation settings."""
+    if isinstance(policy, ModelPolicy):
+        model = policy.env_config
+        if start < model.lookback_bars - 1:
+            raise ConfigError(
+                f"model {policy.name!r} looks back {model.lookback_bars} bars: the first "
+                f"decision must be at bar {model.lookback_bars - 1} or later, not {start}"
+            )
+        return replace(
+            config,
+            lookback_bars=model.lookback_bars,
+            action=model.action,
+            exposure_levels=model.exposure_levels,
+            first_bar=model.lookback_bars - 1,
+            strategy_dropout=0.0,
+        )
+    return replace(config, lookback_bars=1, first_bar=0, strategy_dropout=0.0)
+
+
+def log_return(result: RolloutResult) -> float:
+    """Return log(final value / initial value) of a run (-inf when ruined to zero)."""
+    final = float(result.equity[-1])
+    initial = float(result.equity[0])
+    return math.log(final / initial) if final > 0 else -math.inf
