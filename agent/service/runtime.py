@@ -37,6 +37,7 @@ from agent.errors import (
     TransactionReverted,
     UsageError,
 )
+from agent.learn.policy import LoadedPolicy, load_policy
 from agent.market.schema import SeriesKey, format_time_ms
 from agent.service import ledger
 from agent.service.decision import (
@@ -49,15 +50,7 @@ from agent.service.decision import (
     write_hidden,
 )
 from agent.service.feeds import MarketFeed, make_feed
-from agent.service.policy import (
-    LivePolicy,
-    bootstrap_model,
-    exposure,
-    live_model_id,
-    load_live_policy,
-    observation_at,
-    policy_cache_dir,
-)
+from agent.service.policy import bootstrap_model, live_model_id, policy_cache_dir
 from agent.service.replica import ChainDiverged, ChainReplica, connect_chain
 from agent.service.telemetry import ServiceLog, ServiceMetrics, iso_ms
 from agent.store import Store
@@ -99,7 +92,7 @@ class ServiceRuntime:
         self.fatal: AgoraError | None = None
         self.store: Store | None = None
         self.feed = feed
-        self.policy: LivePolicy | None = None
+        self.policy: LoadedPolicy | None = None
         self.strategies: list[Any] = []
         self.replica: ChainReplica | None = None
         self.backend: Any = None
@@ -250,11 +243,11 @@ class ServiceRuntime:
 
     def load_policy(self) -> None:
         """(Re)load the live model and the strategies it observes (raises ModelError)."""
-        from agent.learn.dataset import resolve_strategies
+        from agent.plugins.resolve import resolve_strategies
 
         store = self.require_store()
-        policy = load_live_policy(store, self.settings, policy_cache_dir(self.settings))
-        self.strategies = resolve_strategies(list(policy.strategies), self.settings)
+        policy = load_policy(store, "live", cache_dir=policy_cache_dir(self.settings))
+        self.strategies = resolve_strategies(list(policy.spec.strategies), self.settings)
         if self.policy is not None and self.policy.model_id != policy.model_id:
             self.log.event("model_changed", previous=self.policy.model_id, model=policy.model_id)
         self.policy = policy
@@ -425,10 +418,9 @@ class ServiceRuntime:
             The bar's outcome, as recorded.
         """
         from agent.audit.outbox import append_decision
-        from agent.dex.pool import MarketCoupledPool
-        from agent.env.features import market_features
-        from agent.learn.dataset import env_config
-        from agent.plugins.signals import compute_signals
+        from agent.dex.pool import MarketCoupledPool, PoolConfig
+        from agent.env.spec import exposure
+        from agent.plugins.market_data import build_market_data
 
         started = time.perf_counter() if available_at is None else available_at
         store = self.require_store()
@@ -438,11 +430,10 @@ class ServiceRuntime:
         t = len(candles) - 1
         times = candles["open_time"].to_numpy(dtype="int64")
         bar_ms, price = int(times[t]), float(candles["close"].iloc[t])
-        features = market_features(candles)
-        signals = compute_signals(
-            self.strategies, candles, key=None, hidden=self.feed.hidden(times)
+        data, reasons = build_market_data(
+            candles, self.strategies, hidden=self.feed.hidden(times)
         )
-        for name, reason in signals.reasons.items():
+        for name, reason in reasons.items():
             self.metrics.inc("agora_strategy_failures_total", strategy=name)
             self.log.warning(
                 "strategy_failed", bar=format_time_ms(bar_ms), strategy=name, reason=reason[:300]
@@ -450,11 +441,9 @@ class ServiceRuntime:
         previous = ledger.last_decision(store, self.market)
         state = carried_state(previous, self.genesis)
         exposure_now = exposure(state["base"], state["quote"], price)
-        observation = observation_at(
-            features, signals.values, signals.mask, t, policy.lookback_bars, exposure_now
-        )
+        observation = policy.spec.observe(data.features, data.signals, data.mask, t, exposure_now)
         target = policy.decide(observation)
-        pool = MarketCoupledPool(env_config(self.settings).pool)
+        pool = MarketCoupledPool(PoolConfig.from_settings(self.settings.dex))
         outcome = decide_outcome(pool, state, price, target)
         outcome["fields"] = decision_fields(
             bar_ms=bar_ms,
@@ -462,9 +451,9 @@ class ServiceRuntime:
             model_id=policy.record_id,
             config_hash=self._config_hash or "",
             observation=observation,
-            names=signals.names,
-            signals=signals.values[t],
-            masks=signals.mask[t],
+            names=data.strategy_names,
+            signals=data.signals[t],
+            masks=data.mask[t],
             target=target,
             trade=outcome["trade"],
             fee_bps=pool.config.fee_bps,
@@ -494,7 +483,7 @@ class ServiceRuntime:
             amount_in=str(trade["amount_in"]),
             amount_out=str(trade["amount_out"]),
             value_quote=round(outcome["value_quote"], 6),
-            masked=[n for n, m in zip(signals.names, signals.mask[t], strict=True) if not m],
+            masked=[n for n, m in zip(data.strategy_names, data.mask[t], strict=True) if not m],
             model=policy.model_id[:12],
             latency_ms=round(latency * 1000, 3),
         )
