@@ -309,6 +309,8 @@ def iter_batches(
     backend: ChainBackend, log: Any, from_block: int, to_block: int, page_blocks: int
 ) -> Iterator[LoggedBatch]:
     """Yield the log's DecisionsRecorded events in chain order, `page_blocks` blocks per call."""
+    if page_blocks < 1:
+        raise AuditError(f"page_blocks = {page_blocks}: expected at least 1")
     event = log.events.DecisionsRecorded
     for start in range(from_block, to_block + 1, page_blocks):
         end = min(start + page_blocks - 1, to_block)
