@@ -1,5 +1,8 @@
 """Chain backends behind one interface: `embedded` (in-process EVM), `anvil`, `rpc`.
 
+The anvil node's process (start, stop, attach to one a killed run left) is managed in one
+place, `agent.chain.anvil`; `AnvilBackend` and `find_anvil` are re-exported here.
+
 Everything else talks to the chain through a `ChainBackend`: a connected `Web3`, the account
 that signs, and `transact`, which sends a contract call, waits for its receipt and turns
 failures into `ChainError` / `TransactionReverted` with the revert reason.
@@ -7,13 +10,7 @@ failures into `ChainError` / `TransactionReverted` with the revert reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from abc import ABC
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +22,6 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 
 from agent.config import ChainSettings
 from agent.errors import ChainError, ConfigError, TransactionReverted
-
-ANVIL_PACKAGE_BIN = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ChainBackend(ABC):
@@ -171,101 +165,6 @@ def embedded_state_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "chain"
 
 
-def free_loopback_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def find_anvil(explicit: Path | None = None) -> Path:
-    """Locate the anvil binary: the configured path, the npm package in contracts/, or PATH."""
-    candidates = [explicit] if explicit else []
-    candidates.append(REPO_ROOT / "contracts" / ANVIL_PACKAGE_BIN)
-    found = shutil.which("anvil")
-    if found:
-        candidates.append(Path(found))
-    for candidate in candidates:
-        if candidate and candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    raise ChainError(
-        "anvil not found: run `make contracts-install` (npm ci in contracts/) or set "
-        "chain.anvil_path"
-    )
-
-
-class AnvilBackend(ChainBackend):
-    """A local anvil node that Agora starts on a free loopback port and stops on close.
-
-    With a state file, anvil loads it on start and writes it on a clean stop, so the chain
-    keeps its contracts and balances across restarts.
-    """
-
-    name = "anvil"
-
-    def __init__(
-        self,
-        *,
-        binary: Path | None = None,
-        state_path: Path | None = None,
-        startup_timeout_s: float = 30.0,
-    ) -> None:
-        self.binary = find_anvil(binary)
-        self.state_path = state_path
-        self.persistent = state_path is not None
-        self.port = free_loopback_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = self._start(startup_timeout_s)
-        w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 60}))
-        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
-        super().__init__(w3, self._accounts[0])
-
-    @property
-    def accounts(self) -> list[str]:
-        return list(self._accounts)
-
-    def _start(self, timeout_s: float) -> subprocess.Popen[bytes]:
-        command = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
-        if self.state_path is not None:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            command += ["--state", str(self.state_path)]
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout_s
-        probe = Web3(
-            Web3.HTTPProvider(f"http://127.0.0.1:{self.port}", request_kwargs={"timeout": 2})
-        )
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                raise ChainError(
-                    f"anvil exited with code {process.returncode}: {err.strip()[-500:]}"
-                )
-            with contextlib.suppress(OSError, Web3Exception, ValueError):
-                probe.eth.chain_id  # noqa: B018
-                return process
-            time.sleep(0.05)
-        process.kill()
-        raise ChainError(f"anvil did not answer on 127.0.0.1:{self.port} within {timeout_s:.0f} s")
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop the node gracefully (anvil writes its state file on SIGTERM)."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def close(self) -> None:
-        self.stop()
-        if self.process.stderr:
-            self.process.stderr.close()
-
-
 class RpcBackend(ChainBackend):
     """Any JSON-RPC node; transactions are signed locally with a key from the environment."""
 
@@ -304,6 +203,8 @@ def connect(
     if settings.backend == "embedded":
         return EmbeddedBackend(embedded_state_dir(data_dir), create=create_chain)
     if settings.backend == "anvil":
+        from agent.chain.anvil import AnvilBackend
+
         state = data_dir / "anvil-state.json" if settings.anvil_persist else None
         return AnvilBackend(binary=settings.anvil_path, state_path=state)
     if not settings.rpc_url:
@@ -315,3 +216,15 @@ def connect(
             "(chain.private_key_env) holding the signing key is not set"
         )
     return RpcBackend(settings.rpc_url, key)
+
+
+_ANVIL_NAMES = ("AnvilBackend", "find_anvil", "free_loopback_port")
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the anvil backend (its module imports this one, so lazily)."""
+    if name in _ANVIL_NAMES:
+        from agent.chain import anvil
+
+        return getattr(anvil, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

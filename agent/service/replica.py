@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -441,61 +440,6 @@ class ChainReplica:
 
 
 # --- connecting ---------------------------------------------------------------------------------
-class AttachedAnvil(ChainBackend):
-    """An anvil node this service started in an earlier run that ended without stopping it.
-
-    A service killed with SIGKILL leaves its anvil running (in its own session) with the
-    chain's newest state in memory, newer than the state file; attaching to it keeps that
-    state. `close` stops it as the service would have (SIGTERM, which writes the state file).
-    """
-
-    name = "anvil"
-    persistent = True
-
-    def __init__(self, url: str, pid: int) -> None:
-        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
-        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
-        super().__init__(w3, self._accounts[0])
-        self.url = url
-        self.pid = pid
-
-    @property
-    def accounts(self) -> list[str]:
-        return list(self._accounts)
-
-    def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _alive(self.pid):
-                time.sleep(0.05)
-            if _alive(self.pid):
-                os.kill(self.pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        if stat.read_text().split(")")[-1].split()[0] == "Z":
-            return False  # a zombie: exited, waiting to be reaped
-    return True
-
-
-def _is_our_anvil(pid: int, port: int) -> bool:
-    """Return whether `pid` is an anvil listening on `port` (read from its command line)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return bool(argv) and argv[0].endswith(b"anvil") and str(port).encode() in argv
-
-
 def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) -> ChainBackend:
     """Open the chain `service.chain` names; reattach to an anvil a killed run left behind.
 
@@ -509,7 +453,8 @@ def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) 
         ChainError: the node cannot be started or reached.
         ConfigError: the rpc backend lacks its URL or key.
     """
-    from agent.chain.backends import AnvilBackend, connect, embedded_state_dir
+    from agent.chain.anvil import AnvilBackend, AttachedAnvil, is_our_anvil, process_alive
+    from agent.chain.backends import connect, embedded_state_dir
 
     chain = settings.chain.model_copy(update={"backend": settings.service.chain})
     if chain.backend == "embedded":
@@ -520,7 +465,11 @@ def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) 
         return connect(chain, Path(settings.data.dir))
     state_path = Path(settings.data.dir) / "anvil-state.json" if chain.anvil_persist else None
     left = ledger.get_state(store, "anvil")
-    if left is not None and _alive(int(left["pid"])) and _is_our_anvil(left["pid"], left["port"]):
+    if (
+        left is not None
+        and process_alive(int(left["pid"]))
+        and is_our_anvil(left["pid"], left["port"])
+    ):
         if state_path is not None and left.get("state_path") == str(state_path):
             try:
                 attached = AttachedAnvil(str(left["url"]), int(left["pid"]))
