@@ -13,7 +13,7 @@ AgoraError                    root: everything Agora raises on purpose
 │   └── TransactionReverted   a transaction reverted; carries the revert reason
 ├── PluginError               a strategy plugin could not be loaded, validated or run
 ├── ModelError                a model cannot be trained, loaded or promoted
-│   └── ModelNotFound         no live model, or no model with that id (CLI exit 2)
+│   └── ModelNotFound         no live model, or no model with that id
 └── AuditError                the decision trail does not verify
 """
 
@@ -92,8 +92,6 @@ class ModelError(AgoraError):
 
 class ModelNotFound(ModelError):
     """No live model, or no registered model with the id given (`load_policy`)."""
-
-    exit_code = 2
 
 
 class AuditError(AgoraError):

@@ -205,6 +205,7 @@ def summary_document(run: BacktestRun) -> dict[str, Any]:
                 "metrics": run.metrics[r.name].as_dict(),
                 "warnings": run.warnings.get(r.name, []),
                 "fingerprint": r.fingerprint,
+                "extra": r.extra,
             }
             for r in run.results
         ],

@@ -71,24 +71,69 @@ def _trail(ctx: typer.Context, config: Any, address: str | None) -> Iterator[tup
         yield store, backend, location
 
 
+RunOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        help="Verify an `--onchain` backtest run (id or unique prefix) against its own "
+        "DecisionLog instead of the service's trail.",
+    ),
+]
+
+
+def _verify_run(ctx: typer.Context, config: Any, run_id: str) -> tuple[Any, Any]:
+    """Verify the decision records of an `--onchain` backtest against the log they went to."""
+    from agent.audit.verify import verify_records
+    from agent.backtest.report import logged_run
+    from agent.chain.backends import connect
+    from agent.chain.deploy import chain_key
+    from agent.errors import ChainError
+
+    settings = settings_for(ctx, config)
+    with open_store(settings) as store:
+        logged = logged_run(store, run_id)
+    with connect(settings.chain, settings.data.dir) as backend:
+        here = chain_key(backend)
+        if here != logged.chain_key:
+            raise ChainError(
+                f"backtest run {logged.run_id} logged its decisions on {logged.chain_key}, "
+                f"but the configured chain is {here}: verify it against that chain"
+            )
+        report = verify_records(backend, logged.address, logged.records)
+    return report, here
+
+
 @app.command("verify")
 def verify_cmd(
     ctx: typer.Context,
     address: AddressOption = None,
+    run: RunOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute every decision hash and compare it with the DecisionLog; exit 1 on a mismatch."""
+    """Recompute every decision hash and compare it with the DecisionLog; exit 1 on a mismatch.
+
+    Without `--run` the service's trail (the decisions in the store) is verified; with
+    `--run RUN` the decision records of an `--onchain` backtest, against the run's own log.
+    """
     from agent.audit.verify import verify
 
-    with _trail(ctx, config, address) as (store, backend, location):
-        report = verify(store, backend, location.address)
+    if run is not None:
+        if address is not None:
+            from agent.errors import UsageError
+
+            raise UsageError("--run verifies against the run's own DecisionLog: drop --address")
+        report, key = _verify_run(ctx, config, run)
+    else:
+        with _trail(ctx, config, address) as (store, backend, location):
+            report = verify(store, backend, location.address)
+        key = location.chain_key
     if as_json:
-        print_json({**report.to_json_data(), "chain_key": location.chain_key})
+        print_json({**report.to_json_data(), "chain_key": key})
     elif report.ok:
         stdout.print(
             f"OK: {report.stored} decisions verified: each record hashes to its entry in the "
-            f"DecisionLog {report.decision_log} on {location.chain_key}; "
+            f"DecisionLog {report.decision_log} on {key}; "
             f"head {report.head_onchain}",
             markup=False,
             highlight=False,

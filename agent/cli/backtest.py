@@ -145,6 +145,10 @@ def run(
     with open_store(settings) as store, _StageBar() as progress:
         result = run_scenario(chosen, settings, store=store, progress=progress)
         outputs = None if no_report else write_outputs(result, chosen, store, out)
+        if outputs is None and result.onchain is not None:
+            from agent.backtest.report import record_run
+
+            record_run(store, result, None, None)  # its decisions are on-chain: keep the records
     paths = {
         "results": str(outputs.results_path) if outputs and outputs.results_path else None,
         "report": str(outputs.report_path) if outputs and outputs.report_path else None,

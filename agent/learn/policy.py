@@ -113,7 +113,7 @@ def verify_model_file(path: Path, model_id: str) -> None:
     if not path.is_file():
         raise ModelError(
             f"the file of model {model_id[:12]} is missing: {path}; restore it, or train and "
-            "promote another model (agora train); Agora will not trade or score blind"
+            "promote another model (agora train); Agora will not trade blind"
         )
     try:
         found = registry.model_id_of_file(path)
@@ -122,7 +122,8 @@ def verify_model_file(path: Path, model_id: str) -> None:
     if found != model_id:
         raise ModelError(
             f"the model file {path} is corrupt: it hashes to {found[:12]}, not to its id "
-            f"{model_id[:12]}; restore it, or train and promote another model (agora train)"
+            f"{model_id[:12]}; restore it, or train and promote another model (agora train); "
+            "Agora will not trade blind"
         )
 
 

@@ -75,3 +75,44 @@ def test_a_missing_live_model_or_data_is_a_clear_runtime_error(agora: Run) -> No
     _synth(agora)
     live = agora("backtest", "--model", "live")
     assert live.returncode == 1 and "no live model" in live.stderr
+
+
+def test_an_onchain_backtest_verifies_and_an_altered_record_is_caught(
+    agora: Run, workdir: Path
+) -> None:
+    """`backtest --onchain` logs DecisionRecords; `audit verify --run` checks them, no replay."""
+    import sqlite3
+
+    done = agora("data", "synth", "--bars", "400", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    done = agora(
+        "backtest", "--strategy", "ma-crossover", "--onchain", "--no-report", "--json",
+        "--start", "2024-01-10T00:00:00Z",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    run_id = data["metadata"]["run_id"]
+    main = next(p for p in data["policies"] if p["name"] == "ma-crossover")
+    assert main["extra"]["execution"] == "onchain" and main["extra"]["decisions_logged"] > 100
+
+    verified = agora("audit", "verify", "--run", run_id[:17], "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["ok"] and report["stored"] == report["onchain"] == main["extra"]["decisions_logged"]
+    assert report["head_onchain"] == main["extra"]["decision_log_head"]
+    assert "replay" not in verified.stderr
+
+    # alter one stored record of the run (its exposure), as someone editing the database would
+    with sqlite3.connect(workdir / "data" / "agora.db") as db:
+        (text,) = db.execute(
+            "SELECT record FROM backtest_decisions WHERE run_id = ? AND seq = 57", [run_id]
+        ).fetchone()
+        record = json.loads(text)
+        record["target_exposure_e9"] = 1_000_000_000 - record["target_exposure_e9"]
+        db.execute(
+            "UPDATE backtest_decisions SET record = ? WHERE run_id = ? AND seq = 57",
+            [json.dumps(record), run_id],
+        )
+    caught = agora("audit", "verify", "--run", run_id)
+    assert caught.returncode == 1
+    assert "MISMATCH at seq 57" in caught.stdout

@@ -55,7 +55,7 @@ def test_a_missing_or_unknown_model_is_one_error(tmp_path: Path, which: str) -> 
     settings = service_settings(tmp_path)
     with Store(settings.data.database_path) as store, pytest.raises(ModelNotFound) as caught:
         load_policy(store, which)
-    assert caught.value.exit_code == 2
+    assert caught.value.exit_code == 1
     assert "agora train" in str(caught.value) or "agora models list" in str(caught.value)
 
 
