@@ -32,7 +32,7 @@ from agent.chain.backends import AnvilBackend, ChainBackend, EmbeddedBackend, fi
 from agent.chain.contracts import load_artifact
 from agent.dex import amm
 from agent.dex.amm import PoolState, Token
-from agent.dex.executor import OnChainExecutor
+from agent.chain.executor import OnChainExecutor
 
 BATCH_SIZE = 100
 RECORD_GAS_LIMIT = 150_000

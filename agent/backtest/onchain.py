@@ -210,7 +210,7 @@ def open_onchain_venue(backend: Any, deployment: Any, trader: str | None = None)
         trader: the trading account; default the backend's second account (the operator
             arbitrages the pool and must not be the trader).
     """
-    from agent.dex.executor import OnChainExecutor
+    from agent.chain.executor import OnChainExecutor
 
     accounts = backend.accounts
     if trader is None:

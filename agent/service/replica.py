@@ -142,7 +142,7 @@ class ChainReplica:
         event: Callable[..., None],
     ) -> None:
         from agent.audit.outbox import DecisionOutbox
-        from agent.dex.executor import OnChainExecutor
+        from agent.chain.executor import OnChainExecutor
 
         self.backend = backend
         self.deployment = deployment

@@ -17,7 +17,7 @@ import pytest
 from agent.chain.backends import ChainBackend
 from agent.dex import amm
 from agent.dex.amm import AmmError, PoolState, Token
-from agent.dex.executor import OnChainExecutor
+from agent.chain.executor import OnChainExecutor
 from agent.errors import TransactionReverted
 from tests.integration.dex.conftest import PoolFactory, fund, view_many
 
