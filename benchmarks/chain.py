@@ -30,9 +30,9 @@ from web3 import Web3
 from agent.audit.verify import read_decision_log
 from agent.chain.backends import AnvilBackend, ChainBackend, EmbeddedBackend, find_anvil
 from agent.chain.contracts import load_artifact
+from agent.chain.executor import OnChainExecutor
 from agent.dex import amm
 from agent.dex.amm import PoolState, Token
-from agent.chain.executor import OnChainExecutor
 
 BATCH_SIZE = 100
 RECORD_GAS_LIMIT = 150_000

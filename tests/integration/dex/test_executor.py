@@ -10,8 +10,8 @@ import pytest
 from eth_typing import HexStr
 
 from agent.chain.backends import ChainBackend
-from agent.dex import amm
 from agent.chain.executor import MAX_UINT256, SWAP_GAS_LIMIT, OnChainExecutor
+from agent.dex import amm
 from agent.dex.pool import MarketCoupledPool, PoolConfig, TradeResult
 from agent.errors import ChainError, TransactionReverted
 from tests.integration.dex.conftest import DeployedPool, deploy_pool, fund

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from agent.chain.backends import ChainBackend
+from agent.chain.executor import OnChainExecutor
 from agent.dex import amm
 from agent.dex.amm import AmmError, PoolState, Token
-from agent.chain.executor import OnChainExecutor
 from agent.errors import TransactionReverted
 from tests.integration.dex.conftest import PoolFactory, fund, view_many
 
