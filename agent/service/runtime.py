@@ -430,9 +430,7 @@ class ServiceRuntime:
         t = len(candles) - 1
         times = candles["open_time"].to_numpy(dtype="int64")
         bar_ms, price = int(times[t]), float(candles["close"].iloc[t])
-        data, reasons = build_market_data(
-            candles, self.strategies, hidden=self.feed.hidden(times)
-        )
+        data, reasons = build_market_data(candles, self.strategies, hidden=self.feed.hidden(times))
         for name, reason in reasons.items():
             self.metrics.inc("agora_strategy_failures_total", strategy=name)
             self.log.warning(

@@ -98,7 +98,8 @@ def test_an_onchain_backtest_verifies_and_an_altered_record_is_caught(
     verified = agora("audit", "verify", "--run", run_id[:17], "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = json.loads(verified.stdout)
-    assert report["ok"] and report["stored"] == report["onchain"] == main["extra"]["decisions_logged"]
+    logged = main["extra"]["decisions_logged"]
+    assert report["ok"] and report["stored"] == report["onchain"] == logged
     assert report["head_onchain"] == main["extra"]["decision_log_head"]
     assert "replay" not in verified.stderr
 
