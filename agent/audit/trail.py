@@ -139,8 +139,8 @@ def locate_decision_log(
         ChainLost: the embedded chain does not hold the store's records (lost or replaced).
         ChainError: the recorded address holds other code, or the chain failed.
     """
+    from agent.chain.custody import require_chain_for_store
     from agent.chain.deploy import chain_key, check_code, deploy_all
-    from agent.chain.recover import require_chain_for_store
 
     key = chain_key(backend)
     if backend.persistent:

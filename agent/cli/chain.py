@@ -1,6 +1,6 @@
 """`agora chain …`: the embedded chain's state file: show it, rebuild it from the store.
 
-Both commands mirror `agent.chain.recover.chain_status` / `recover`.
+Both commands mirror `agent.chain.custody.chain_status` / `recover`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def status_cmd(
     ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
     """Show the chain: backend, chain file and size, head block, recorded contracts."""
-    from agent.chain.recover import chain_status
+    from agent.chain.custody import chain_status
 
     state = chain_status(settings_for(ctx, config))
     if as_json:
@@ -54,7 +54,7 @@ def recover_cmd(
     bars, the decision log and the reward epochs. A replayed chain proves only that the store
     is self-consistent, not that the decisions were published when they were made.
     """
-    from agent.chain.recover import recover
+    from agent.service.recover import recover
 
     report = recover(
         settings_for(ctx, config), force=force, progress=lambda m: stderr.print(f"note: {m}")

@@ -1,8 +1,9 @@
 """`agora rewards …`: measure contributions, publish an epoch's rewards, claim, show, status.
 
 Each command is a thin layer over `agent.rewards.epochs`. Commands that touch the chain open
-the configured backend and find (or deploy) Agora's contracts; on the embedded chain, which
-starts empty in every process, a recorded epoch is published again before it is claimed.
+the configured backend and find (or deploy) Agora's contracts; on a chain that does not keep
+its state (anvil without a state file), a recorded epoch is published again before it is
+claimed.
 """
 
 from __future__ import annotations

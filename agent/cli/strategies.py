@@ -180,8 +180,8 @@ def submit(
 def _ephemeral_note(settings: Any) -> None:
     from agent.plugins.registry import EPHEMERAL_HINT
 
-    if settings.chain.backend == "embedded":
-        stderr.print(f"note: chain.backend is embedded; {EPHEMERAL_HINT}", markup=False)
+    if settings.chain.backend == "anvil" and not settings.chain.anvil_persist:
+        stderr.print(f"note: chain.anvil_persist is off; {EPHEMERAL_HINT}", markup=False)
 
 
 @app.command()

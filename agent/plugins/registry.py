@@ -100,8 +100,8 @@ logger = logging.getLogger(__name__)
 RETIRED_DIR = "retired-strategies"
 """Folder of the data directory that retired plugin files are moved to."""
 EPHEMERAL_HINT = (
-    "this chain starts empty in every process: keep registrations with chain.backend anvil "
-    "(chain.anvil_persist) or rpc"
+    "this chain does not keep its state between processes: keep registrations with "
+    "chain.backend embedded (its own file in data.dir), anvil with chain.anvil_persist, or rpc"
 )
 
 
@@ -224,23 +224,21 @@ def list_strategies(
 
     The registration is read from the chain when Agora's contracts are recorded for it in the
     store; nothing is deployed. Without `backend`, the configured chain is opened (if it
-    cannot be read, a warning is logged and no registration shown), except the embedded one:
-    it starts empty in every process, so it can hold no registration.
+    cannot be read, a warning is logged and no registration shown).
     """
     found = discover(settings)
     entries: dict[str, RegisteredStrategy] = {}
-    if backend is not None or settings.chain.backend != "embedded":
-        try:
-            with open_session(settings, backend, store) as (chain, db):
-                registry = recorded_registry(chain, db)
-                for item in found:
-                    entry = None if registry is None else read_entry(registry, item.name)
-                    if entry is not None:
-                        entries[item.name] = entry
-        except ChainError as e:
-            if backend is not None:
-                raise
-            logger.warning("on-chain versions not shown: %s", e)
+    try:
+        with open_session(settings, backend, store) as (chain, db):
+            registry = recorded_registry(chain, db)
+            for item in found:
+                entry = None if registry is None else read_entry(registry, item.name)
+                if entry is not None:
+                    entries[item.name] = entry
+    except ChainError as e:
+        if backend is not None:
+            raise
+        logger.warning("on-chain versions not shown: %s", e)
     return [
         ListedStrategy(
             name=item.name,

@@ -458,7 +458,7 @@ def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) 
 
     chain = settings.chain.model_copy(update={"backend": settings.service.chain})
     if chain.backend == "embedded":
-        from agent.chain.recover import open_embedded_for_store
+        from agent.chain.custody import open_embedded_for_store
 
         return open_embedded_for_store(embedded_state_dir(Path(settings.data.dir)), store)
     if chain.backend != "anvil":

@@ -23,7 +23,7 @@ from agent.audit import outbox
 from agent.audit.outbox import read_decisions, stored_count
 from agent.audit.verify import verify
 from agent.chain.embedded import ChainLost
-from agent.chain.recover import recover
+from agent.service.recover import recover
 from agent.config import effective_config
 from agent.errors import StoreError
 from agent.rewards.ledger import PUBLISHED, read_epoch
