@@ -131,7 +131,9 @@ class EmbeddedBackend(ChainBackend):
         self.persistent = state_dir is not None
         self._file: Any = None
         if self.state_dir is None:
-            provider = EthereumTesterProvider()
+            from agent.chain.embedded import indexed_backend_class
+
+            provider = EthereumTesterProvider(EthereumTester(indexed_backend_class()()))
         else:
             from agent.chain.embedded import ChainFile
 

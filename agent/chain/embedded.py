@@ -9,6 +9,11 @@ leaves the last committed block, never a half-written one. `open_chain_file` tak
 the existing chain (its genesis, head, state and nonces) or creates a genesis block; the funded
 accounts are eth-tester's deterministic ones (private keys 1..10) in every process.
 
+Both embedded chains (in a file or in memory) run `indexed_backend_class()`: eth-tester's
+backend with transactions and receipts found through py-evm's hash index instead of a scan
+back from the newest block, so `eth_getLogs` over a long chain costs time linear in the blocks
+read, not quadratic in the chain's length.
+
 ChainError
 ├── ChainLocked   another process has the chain open
 └── ChainLost     the chain file is missing or corrupt while the store expects it
@@ -279,12 +284,69 @@ def _chain_class() -> Any:
     return _CLASSES["chain"]
 
 
-def _backend_class() -> Any:
-    """Return eth-tester's PyEVMBackend over a given chain, committing each mined block."""
-    if "backend" not in _CLASSES:
-        from eth_tester import PyEVMBackend
+def indexed_backend_class() -> Any:
+    """Return eth-tester's PyEVMBackend finding mined transactions by py-evm's hash index.
 
-        class FileBackedPyEVMBackend(PyEVMBackend):
+    eth-tester finds a transaction (for its receipt, and so for every log `eth_getLogs`
+    returns) by decoding blocks back from the newest one until it meets it: reading a chain's
+    logs costs time quadratic in its length. py-evm keeps a lookup from transaction hash to
+    (block number, index) for the canonical chain; this backend asks it first and checks the
+    answer against the block (a snapshot revert can leave the lookup stale), falling back to
+    eth-tester's scan when the lookup has no answer, so results are exactly eth-tester's.
+    """
+    if "indexed" not in _CLASSES:
+        from eth.exceptions import HeaderNotFound
+        from eth.exceptions import TransactionNotFound as EVMTransactionNotFound
+        from eth_tester import PyEVMBackend
+        from eth_tester.backends.pyevm.main import _get_transaction_by_hash as scan_for
+        from eth_tester.backends.pyevm.serializers import (
+            serialize_transaction,
+            serialize_transaction_receipt,
+        )
+
+        class IndexedPyEVMBackend(PyEVMBackend):
+            def _find_transaction(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+                """Return (block, transaction, index) as eth-tester's `_get_transaction_by_hash`."""
+                chain = self.chain
+                pending = chain.get_block()
+                for index, transaction in enumerate(pending.transactions):
+                    if transaction.hash == transaction_hash:
+                        return pending, transaction, index
+                try:
+                    number, index = chain.chaindb.get_transaction_index(transaction_hash)
+                    if number < pending.number:
+                        block = chain.get_canonical_block_by_number(number)
+                        found = (
+                            block.transactions[index] if index < len(block.transactions) else None
+                        )
+                        if found is not None and found.hash == transaction_hash:
+                            return block, found, index
+                except (EVMTransactionNotFound, HeaderNotFound):
+                    pass
+                return scan_for(chain, transaction_hash)
+
+            def get_transaction_by_hash(self, transaction_hash: bytes) -> Any:
+                block, transaction, index = self._find_transaction(transaction_hash)
+                is_pending = block.number == self.chain.get_block().number
+                return serialize_transaction(block, transaction, index, is_pending)
+
+            def get_transaction_receipt(self, transaction_hash: bytes) -> Any:
+                block, transaction, index = self._find_transaction(transaction_hash)
+                is_pending = block.number == self.chain.get_block().number
+                receipts = block.get_receipts(self.chain.chaindb)
+                return serialize_transaction_receipt(
+                    block, receipts, transaction, index, is_pending, self.chain.get_vm()
+                )
+
+        _CLASSES["indexed"] = IndexedPyEVMBackend
+    return _CLASSES["indexed"]
+
+
+def _backend_class() -> Any:
+    """Return the indexed PyEVMBackend over a given chain, committing each mined block."""
+    if "backend" not in _CLASSES:
+
+        class FileBackedPyEVMBackend(indexed_backend_class()):  # type: ignore[misc]
             def __init__(self, chain: Any, account_keys: Any, db: SqliteKeyValueDB) -> None:
                 # PyEVMBackend.__init__ would build a new genesis: adopt the opened chain.
                 self.chain = chain
