@@ -5,8 +5,11 @@ Prints a table (no assertions). For each backend: `DecisionLog.record` one hash 
 transaction (with and without gas estimation) and `recordBatch` of 100 hashes, with gas per
 decision (the log's first write, which starts its count and head from zero, is left out as a
 warm-up); reading every logged hash back from the log's events as a verifier does
-(`read_decision_log`); swaps through `OnChainExecutor`; and, as the peer measured in the same
-run, the same swap workload through the off-chain mirror (`agent.dex.amm`) with the ratio
+(`read_decision_log`), on that chain and on two fresh chains of one decision per transaction
+(500 and 2,000 transactions; the embedded one in a chain file, as `agora run` keeps it), so
+the time per decision shows how reading scales with the chain's length, each backend the
+other's peer; swaps through `OnChainExecutor`; and, as the peer measured in the same run, the
+same swap workload through the off-chain mirror (`agent.dex.amm`) with the ratio
 mirror/on-chain.
 """
 
@@ -18,9 +21,12 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import web3
@@ -50,10 +56,14 @@ class Counts:
     records: int
     batches: int
     swaps: int
+    read_back_chains: tuple[int, ...]
+    """Lengths (transactions of one decision each) of the fresh chains read back."""
 
 
-FULL = Counts(records_estimated=60, records=300, batches=10, swaps=300)
-QUICK = Counts(records_estimated=15, records=60, batches=3, swaps=60)
+FULL = Counts(
+    records_estimated=60, records=300, batches=10, swaps=300, read_back_chains=(500, 2_000)
+)
+QUICK = Counts(records_estimated=15, records=60, batches=3, swaps=60, read_back_chains=(100, 400))
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,33 @@ def bench_decision_log(backend: ChainBackend, counts: Counts) -> list[Row]:
     assert onchain.inconsistency is None and len(onchain.hashes) == next_hash + 1
     rows.append(Row(backend.name, "read back from events", len(onchain.hashes), seconds, None))
     return rows
+
+
+def bench_read_back(name: str, transactions: int) -> Row:
+    """Log one decision per transaction on a fresh chain, then time reading them all back."""
+    with fresh_backend(name) as backend:
+        artifact = load_artifact("DecisionLog")
+        address = Web3.to_checksum_address(
+            backend.deploy(artifact.abi, artifact.bytecode, backend.operator)
+        )
+        log = backend.w3.eth.contract(address=address, abi=artifact.abi)
+        for decision_hash in decision_hashes(transactions - 1):  # the deployment is one
+            backend.transact(log.functions.record(decision_hash), gas=RECORD_GAS_LIMIT)
+        seconds, onchain = timed(lambda: read_decision_log(backend, address))
+    assert onchain.inconsistency is None and len(onchain.hashes) == transactions - 1
+    operation = f"read back, {transactions:,}-tx chain"
+    return Row(backend.name, operation, len(onchain.hashes), seconds, None)
+
+
+@contextmanager
+def fresh_backend(name: str) -> Iterator[ChainBackend]:
+    """A new chain; the embedded one in a chain file in a temporary directory."""
+    if name != "embedded":
+        with AnvilBackend() as backend:
+            yield backend
+        return
+    with tempfile.TemporaryDirectory() as state_dir, EmbeddedBackend(Path(state_dir)) as backend:
+        yield backend
 
 
 # ------------------------------------------------------------------ swaps
@@ -215,6 +252,27 @@ def environment() -> str:
     )
 
 
+def print_read_back(rows: list[Row], names: list[str], chains: tuple[int, ...]) -> None:
+    """One line per chain length (the backends side by side), one per backend (the scaling)."""
+    seconds = {
+        (row.backend, length): row.seconds
+        for row in rows
+        for length in chains
+        if row.operation == f"read back, {length:,}-tx chain"
+    }
+    for length in chains:
+        figures = " vs ".join(f"{name} {seconds[name, length]:.2f} s" for name in names)
+        print(f"read back {length - 1:,} decisions from events ({length:,}-tx chain): {figures}")
+    shortest, longest = chains[0], chains[-1]
+    growth = longest / shortest
+    for name in names:
+        took = seconds[name, longest] / seconds[name, shortest]
+        print(
+            f"{name}: a {growth:.0f}x longer chain reads back in {took:.1f}x the time "
+            f"(linear {growth:.0f}x, quadratic {growth**2:.0f}x)"
+        )
+
+
 def print_table(rows: list[Row], ratios: dict[str, float], parity: dict[str, str]) -> None:
     header = (
         f"{'backend':<9} {'operation':<30} {'count':>7} {'seconds':>8} {'per second':>12} "
@@ -260,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             swap_rows, parity[name] = bench_swaps(backend, counts)
             rows += swap_rows
             ratios[name] = swap_rows[1].per_second / swap_rows[0].per_second
+        rows += [bench_read_back(name, length) for length in counts.read_back_chains]
     print_table(rows, ratios, parity)
+    print()
+    print_read_back(rows, names, counts.read_back_chains)
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 
