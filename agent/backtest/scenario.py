@@ -29,8 +29,9 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where the candles come from and which bars are traded.
 
-    `start`/`end` bound the traded bars (ISO 8601, inclusive); `warmup_bars` earlier bars are
-    loaded too (features and strategy signals need history) but never traded.
+    `start`/`end` bound the traded bars (ISO 8601, inclusive). The whole history before `end`
+    is loaded (features and signals are computed over it, as in training); `warmup_bars` is
+    the earliest bar that may be traded.
     """
 
     source: Literal["store", "synthetic", "csv"] = "store"

@@ -92,7 +92,7 @@ def load_policy(
         except UsageError as e:
             raise ModelNotFound(str(e)) from e
     path = Path(record.path)
-    verify_model_file(path, record.id)
+    verify_model_file(path, record.id, "live model" if which == "live" else "model")
     spec = PolicySpec.from_metadata(registry.read_metadata(path), f"model {record.id[:12]}")
     predict = _cached_policy(path, record.id, cache_dir)
     if predict.n_inputs != spec.observation_size:
@@ -104,7 +104,7 @@ def load_policy(
     return LoadedPolicy(record.id, predict, spec, record)
 
 
-def verify_model_file(path: Path, model_id: str) -> None:
+def verify_model_file(path: Path, model_id: str, role: str = "model") -> None:
     """Check that a model file exists and hashes to its id.
 
     Raises:
@@ -112,16 +112,16 @@ def verify_model_file(path: Path, model_id: str) -> None:
     """
     if not path.is_file():
         raise ModelError(
-            f"the file of model {model_id[:12]} is missing: {path}; restore it, or train and "
-            "promote another model (agora train); Agora will not trade blind"
+            f"the {role}'s file is missing: {path} (model {model_id[:12]}); restore it, or train "
+            "and promote another model (agora train); Agora will not trade blind"
         )
     try:
         found = registry.model_id_of_file(path)
     except OSError as e:
-        raise ModelError(f"cannot read the model file {path}: {e.strerror}") from e
+        raise ModelError(f"cannot read the {role}'s file {path}: {e.strerror}") from e
     if found != model_id:
         raise ModelError(
-            f"the model file {path} is corrupt: it hashes to {found[:12]}, not to its id "
+            f"the {role}'s file {path} is corrupt: it hashes to {found[:12]}, not to its id "
             f"{model_id[:12]}; restore it, or train and promote another model (agora train); "
             "Agora will not trade blind"
         )

@@ -9,6 +9,7 @@ import pytest
 
 from agent.audit.outbox import read_decisions, stored_count, unconfirmed_count
 from agent.audit.verify import verify
+from agent.chain.backends import EmbeddedBackend, embedded_state_dir
 from agent.config import Settings
 from agent.errors import DataError, ModelError
 from agent.rewards.ledger import PUBLISHED, list_epochs, read_epoch
@@ -55,7 +56,7 @@ def test_a_replicated_chain_holds_exactly_what_the_records_imply(
     last = ledger.last_decision(store, runtime.market)
     assert last is not None and last.outcome is not None
     assert replica.synced_ms == last.bar_time_ms
-    assert snapshot.pool == tuple(last.outcome["pool_after"][:2])
+    assert snapshot.pool == last.outcome.pool_after[:2]
     report = verify(store, replica.backend, replica.deployment.decision_log)
     assert report.ok and report.onchain == report.stored == 6
 
@@ -205,5 +206,8 @@ def test_decisions_reach_the_log_a_batch_at_a_time_and_all_at_the_stop(
     assert unconfirmed_count(store) == 2 and log.functions.count().call() == 0
     jobs.tick(runtime, max_bars=2)
     assert unconfirmed_count(store) == 1 and log.functions.count().call() == 3
-    runtime.close()  # the stop flushes the rest (the embedded chain outlives the close here)
-    assert log.functions.count().call() == 4
+    address = log.address
+    runtime.close()  # the stop flushes the rest onto the chain file
+    with EmbeddedBackend(embedded_state_dir(settings.data.dir), create=False) as chain:
+        reopened = replica.deployment.contract(chain.w3, "decision_log")
+        assert reopened.address == address and reopened.functions.count().call() == 4
