@@ -21,6 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from agent.errors import StoreError
+from agent.service.decision import BarOutcome
 from agent.store import Store
 
 INTENT, DECIDED, SKIPPED = "intent", "decided", "skipped"
@@ -106,7 +107,7 @@ class TickRow:
         status: 'intent', 'decided' or 'skipped'.
         seq: the decision's sequence number in the audit trail, once decided.
         reason: why a skipped bar was not decided.
-        outcome: the decision and its pool outcome (see `agent.service.runtime.Outcome`).
+        outcome: the decision and its pool outcome (None for a skipped bar).
         created_ms: when the row was written.
     """
 
@@ -115,7 +116,7 @@ class TickRow:
     status: str
     seq: int | None
     reason: str | None
-    outcome: dict[str, Any] | None
+    outcome: BarOutcome | None
     created_ms: int
 
 
@@ -130,12 +131,12 @@ def _tick(row: Any) -> TickRow:
         str(status),
         None if seq is None else int(seq),
         reason,
-        None if outcome is None else json.loads(outcome),
+        None if outcome is None else BarOutcome.from_json_data(json.loads(outcome)),
         int(created),
     )
 
 
-def record_intent(store: Store, market: str, bar_time_ms: int, outcome: dict[str, Any]) -> None:
+def record_intent(store: Store, market: str, bar_time_ms: int, outcome: BarOutcome) -> None:
     """Write a bar's decision before acting on it.
 
     Raises:
@@ -147,7 +148,7 @@ def record_intent(store: Store, market: str, bar_time_ms: int, outcome: dict[str
         conn.execute(
             f"INSERT INTO service_ticks ({_TICK_COLUMNS}, updated_ms) "
             "VALUES (?, ?, 'intent', NULL, NULL, ?, ?, ?)",
-            [market, bar_time_ms, _dumps(outcome), now, now],
+            [market, bar_time_ms, _dumps(outcome.to_json_data()), now, now],
         )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from agent.config import Settings
 from agent.dex.amm import PoolState, SwapResult, Token
 from agent.errors import ChainError
 from agent.service import ledger
+from agent.service.decision import BarOutcome
 from agent.store import Store
 
 PREFUND_BASE = 10**36
@@ -74,41 +75,29 @@ class BarPlan:
     """The operator's cumulative arbitrage flow up to and including this bar."""
 
     @classmethod
-    def from_outcome(cls, bar_time_ms: int, outcome: Mapping[str, Any]) -> BarPlan:
-        """Rebuild the plan from a tick outcome (see `agent.service.runtime.decide_outcome`)."""
-
-        def state(key: str) -> PoolState:
-            base, quote, supply = outcome[key]
-            return PoolState(int(base), int(quote), int(supply))
-
-        coupled, after = state("pool_coupled"), state("pool_after")
-        arb = outcome.get("arbitrage")
+    def from_outcome(cls, bar_time_ms: int, outcome: BarOutcome) -> BarPlan:
+        """Rebuild the plan from a tick's outcome (`agent.service.decision.decide_outcome`)."""
+        coupled, after = PoolState(*outcome.pool_coupled), PoolState(*outcome.pool_after)
+        arb = outcome.arbitrage
         arbitrage = None
         if arb is not None:
-            arbitrage = SwapResult(
-                int(arb["amount_in"]), int(arb["amount_out"]), 0, coupled, arb["token_in"]
-            )
-        trade = outcome["trade"]
+            arbitrage = SwapResult(arb.amount_in, arb.amount_out, 0, coupled, arb.token_in)
+        trade = outcome.trade
         swap = None
-        if trade["side"] != "none":
-            token_in: Token = "quote" if trade["side"] == "buy" else "base"
-            swap = SwapResult(int(trade["amount_in"]), int(trade["amount_out"]), 0, after, token_in)
-        base, quote = (int(x) for x in outcome["balances"])
-        flow_base, flow_quote = (int(x) for x in outcome["arbitrage_flow"])
+        if trade.side != "none":
+            token_in: Token = "quote" if trade.side == "buy" else "base"
+            swap = SwapResult(trade.amount_in, trade.amount_out, 0, after, token_in)
+        base, quote = outcome.balances
         return cls(
             bar_time_ms=bar_time_ms,
             arbitrage=arbitrage,
             trade=swap,
-            pool_before=_pair(state("pool_before")),
-            pool_coupled=_pair(coupled),
-            pool_after=_pair(after),
-            trader_after=(base, quote + int(outcome["gas_total"])),
-            operator_flow=(flow_base, flow_quote),
+            pool_before=outcome.pool_before[:2],
+            pool_coupled=outcome.pool_coupled[:2],
+            pool_after=outcome.pool_after[:2],
+            trader_after=(base, quote + outcome.gas_total),
+            operator_flow=outcome.arbitrage_flow,
         )
-
-
-def _pair(state: PoolState) -> Balances:
-    return state.base, state.quote
 
 
 def _add(a: Balances, b: Balances) -> Balances:

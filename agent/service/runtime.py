@@ -19,6 +19,7 @@ point leaves a state the next start completes without deciding or sending anythi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import threading
@@ -41,12 +42,12 @@ from agent.learn.policy import LoadedPolicy, load_policy
 from agent.market.schema import SeriesKey, format_time_ms
 from agent.service import ledger
 from agent.service.decision import (
+    BarOutcome,
     Genesis,
     carried_state,
     decide_outcome,
     decision_fields,
     ensure_genesis,
-    fields_from_json,
     write_hidden,
 )
 from agent.service.feeds import MarketFeed, make_feed
@@ -265,7 +266,7 @@ class ServiceRuntime:
         store = self.require_store()
         done = 0
         for tick in ledger.intents(store, self.market):
-            assert tick.outcome is not None
+            assert tick.outcome is not None and tick.outcome.fields is not None
             count = stored_count(store)
             last = read_decisions(store, count - 1, 1) if count else []
             record = last[0].record() if last else None
@@ -274,7 +275,7 @@ class ServiceRuntime:
                 or record.bar_time_ms != tick.bar_time_ms
                 or record.market != self.market
             ):
-                record = append_decision(store, fields_from_json(tick.outcome["fields"]))
+                record = append_decision(store, tick.outcome.fields)
             ledger.mark_decided(store, self.market, tick.bar_time_ms, record.seq)
             done += 1
         return done
@@ -409,9 +410,7 @@ class ServiceRuntime:
         write_hidden(self.require_store(), self.feed, candle["open_time"].to_numpy(dtype="int64"))
         return None
 
-    def decide_bar(
-        self, candles: pd.DataFrame, *, available_at: float | None = None
-    ) -> dict[str, Any]:
+    def decide_bar(self, candles: pd.DataFrame, *, available_at: float | None = None) -> BarOutcome:
         """Decide the last bar of `candles` (every stored candle up to it) and record it.
 
         Returns:
@@ -443,7 +442,7 @@ class ServiceRuntime:
         target = policy.decide(observation)
         pool = MarketCoupledPool(PoolConfig.from_settings(self.settings.dex))
         outcome = decide_outcome(pool, state, price, target)
-        outcome["fields"] = decision_fields(
+        fields = decision_fields(
             bar_ms=bar_ms,
             market=self.market,
             model_id=policy.record_id,
@@ -453,22 +452,22 @@ class ServiceRuntime:
             signals=data.signals[t],
             masks=data.mask[t],
             target=target,
-            trade=outcome["trade"],
+            trade=outcome.trade,
             fee_bps=pool.config.fee_bps,
             gas_per_swap=pool.config.gas_per_swap,
         )
-        outcome["exposure_before"] = exposure_now
+        outcome = dataclasses.replace(outcome, fields=fields)
         ledger.record_intent(store, self.market, bar_ms, outcome)
-        record = append_decision(store, fields_from_json(outcome["fields"]))
+        record = append_decision(store, fields)
         ledger.mark_decided(store, self.market, bar_ms, record.seq)
         latency = time.perf_counter() - started
         self.metrics.observe_latency(latency)
         self.metrics.inc("agora_decisions_total")
-        trade = outcome["trade"]
-        if trade["side"] != "none":
+        trade = outcome.trade
+        if trade.side != "none":
             self.metrics.inc("agora_trades_total")
-        self.metrics.set("agora_portfolio_value_quote", outcome["value_quote"])
-        self.metrics.set("agora_exposure", outcome["exposure_after"])
+        self.metrics.set("agora_portfolio_value_quote", outcome.value_quote)
+        self.metrics.set("agora_exposure", outcome.exposure_after)
         self.metrics.set("agora_last_bar_timestamp_seconds", bar_ms / 1000)
         self.log.event(
             "decision",
@@ -477,10 +476,10 @@ class ServiceRuntime:
             bar_time_ms=bar_ms,
             price=price,
             target_exposure=target,
-            side=trade["side"],
-            amount_in=str(trade["amount_in"]),
-            amount_out=str(trade["amount_out"]),
-            value_quote=round(outcome["value_quote"], 6),
+            side=trade.side,
+            amount_in=str(trade.amount_in),
+            amount_out=str(trade.amount_out),
+            value_quote=round(outcome.value_quote, 6),
             masked=[n for n, m in zip(data.strategy_names, data.mask[t], strict=True) if not m],
             model=policy.model_id[:12],
             latency_ms=round(latency * 1000, 3),

@@ -74,9 +74,9 @@ def status(settings: Settings) -> dict[str, Any]:
                     "bar": _when(decided.bar_time_ms),
                     "seq": decided.seq,
                     "status": decided.status,
-                    "target_exposure": decided.outcome.get("target"),
-                    "side": decided.outcome["trade"]["side"],
-                    "value_quote": decided.outcome.get("value_quote"),
+                    "target_exposure": decided.outcome.target,
+                    "side": decided.outcome.trade.side,
+                    "value_quote": decided.outcome.value_quote,
                     "decided_at": _when(decided.created_ms),
                 }
             skips = [

@@ -40,7 +40,7 @@ from agent.market.synthetic import synth
 from agent.plugins.market_data import build_market_data
 from agent.plugins.resolve import resolve_strategies
 from agent.rewards.attribution import evaluate_epoch
-from agent.service.decision import carried_state, decide_outcome
+from agent.service.decision import BarOutcome, carried_state, decide_outcome
 from agent.store import Store
 
 AGENT = {
@@ -172,5 +172,5 @@ def test_the_service_path_bar_by_bar_gives_the_same_equity(golden: dict[str, obj
 class _Tick:
     """The ledger row the service carries its state in (only the outcome is read)."""
 
-    def __init__(self, outcome: dict[str, object]) -> None:
+    def __init__(self, outcome: BarOutcome) -> None:
         self.outcome = outcome

@@ -23,11 +23,11 @@ from agent.audit import outbox
 from agent.audit.outbox import read_decisions, stored_count
 from agent.audit.verify import verify
 from agent.chain.embedded import ChainLost
-from agent.service.recover import recover
 from agent.config import effective_config
 from agent.errors import StoreError
 from agent.rewards.ledger import PUBLISHED, read_epoch
 from agent.service import jobs, ledger
+from agent.service.recover import recover
 from agent.service.replica import ChainReplica
 from agent.service.runtime import ServiceRuntime
 from agent.service.telemetry import ServiceLog
@@ -84,8 +84,8 @@ def assert_swaps_match_the_records(replica: ChainReplica, store: object, market:
     for event in events:
         by_sender[event["args"]["sender"]] += 1
     ticks = ledger.decisions_after(store, market, None)  # type: ignore[arg-type]
-    arbitrages = sum(t.outcome is not None and t.outcome["arbitrage"] is not None for t in ticks)
-    trades = sum(t.outcome is not None and t.outcome["trade"]["side"] != "none" for t in ticks)
+    arbitrages = sum(t.outcome is not None and t.outcome.arbitrage is not None for t in ticks)
+    trades = sum(t.outcome is not None and t.outcome.trade.side != "none" for t in ticks)
     assert by_sender == {replica.operator: arbitrages, replica.trader: trades}
 
 
