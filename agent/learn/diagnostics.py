@@ -171,3 +171,21 @@ def reward_value_divergence(history: Sequence[TrainingPoint]) -> str | None:
             "reward that pays for something other than value)"
         )
     return None
+
+
+def paired_advantage(returns: np.ndarray, reference: np.ndarray | None) -> float:
+    """Return how many standard errors `returns` beat `reference` by, summed over the bars.
+
+    Both are per-bar log returns of two policies over the same window (None: staying flat,
+    all zeros). The standard error is that of the sum of the per-bar differences.
+    """
+    diff = np.asarray(returns, dtype="float64")
+    if reference is not None:
+        diff = diff - reference
+    if diff.size < 2:
+        return 0.0
+    spread = float(diff.std(ddof=1)) * math.sqrt(diff.size)
+    total = float(diff.sum())
+    if spread <= 1e-12:
+        return 0.0 if abs(total) <= 1e-12 else math.copysign(math.inf, total)
+    return total / spread

@@ -11,11 +11,13 @@ strategies). Everything else in the file (weights, optimiser state, hyper-parame
 versions) is deterministic, so training twice with the same seed, data and configuration on one
 machine gives the same id, in the same process or another (a test checks both).
 
-Promotion gate. One model is live at a time. `promote` evaluates the candidate and the live
-model deterministically over the validation window of the current data (each observing its
-own strategies and look-back, with the same costs and starting value) and makes the
-candidate live only if its net log return is strictly higher. `force` skips the comparison
-(for a deliberate rollback) and is recorded as such. Every attempt is kept in
+Promotion gate. One model is live at a time. `promote` runs the candidate, staying flat,
+buy-and-hold and the live model (if any) deterministically over the validation window of the
+current data through the one rollout (each model observing its own spec, all with the same
+costs and starting value) and makes the candidate live only if it beats every one of them by
+`agent.selection_margin` standard errors of the paired per-bar difference of net log returns.
+So no model that loses to holding cash ever goes live, even when none is live yet. `force`
+skips the gate (for a deliberate rollback) and is recorded as such. Every attempt is kept in
 `model_promotions`.
 """
 
@@ -105,6 +107,8 @@ class PromotionResult:
     live_score: float | None
     reason: str
     window: dict[str, Any] = field(default_factory=dict)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    """The gate's comparisons (`Comparison` as data): flat, buy-and-hold, the live model."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -292,72 +296,150 @@ def model_id_of_file(path: Path | str) -> str:
     return model_id(Path(path).read_bytes())
 
 
-# --- promotion --------------------------------------------------------------------------------
-def passes_gate(candidate_score: float, live_score: float | None) -> bool:
-    """Return whether a candidate may replace the live model: it must do strictly better."""
-    return live_score is None or candidate_score > live_score
+# --- promotion ---------------------------------------------------------------------------------
+BASELINES: tuple[str, ...] = ("flat", "buy-and-hold")
+"""The policies every model must beat on validation before it may trade."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate against one reference policy over the validation window.
+
+    Attributes:
+        reference: `flat`, `buy-and-hold` or `live <id>`.
+        candidate_log_return: the candidate's net log return.
+        reference_log_return: the reference's net log return.
+        advantage_se: the summed per-bar difference in standard errors (`paired_advantage`).
+        beaten: whether the candidate beats it by at least the margin.
+    """
+
+    reference: str
+    candidate_log_return: float
+    reference_log_return: float
+    advantage_se: float
+    beaten: bool
+
+
+@dataclass(frozen=True)
+class GateEvaluation:
+    """What the gate saw: the candidate and every reference on the same validation bars."""
+
+    candidate_log_return: float
+    comparisons: tuple[Comparison, ...]
+    window: dict[str, Any]
+    margin: float
+
+    @property
+    def passed(self) -> bool:
+        return all(c.beaten for c in self.comparisons)
+
+    def reason(self) -> str:
+        """One line: what was beaten, and by how much, or what was not."""
+        failed = [c for c in self.comparisons if not c.beaten]
+        parts = [
+            f"{c.reference} {c.advantage_se:+.1f} SE ({c.candidate_log_return:+.4f} vs "
+            f"{c.reference_log_return:+.4f})"
+            for c in (failed or self.comparisons)
+        ]
+        if failed:
+            return (
+                f"does not beat {', '.join(parts)} on validation by the margin of "
+                f"{self.margin:g} SE (agent.selection_margin)"
+            )
+        return f"beats {', '.join(parts)} on validation"
+
+
+def _per_bar(equity: Any) -> Any:
+    import numpy as np
+
+    values = np.asarray(equity, dtype="float64")
+    return np.diff(np.log(np.maximum(values, 1e-300)))
+
+
+def evaluate_gate(
+    store: Store, settings: Settings, record: ModelRecord, key: SeriesKey
+) -> GateEvaluation:
+    """Run the candidate, flat, buy-and-hold and the live model over the validation window.
+
+    All run through the one rollout on the same bars with the configured costs; the candidate
+    must beat each by `agent.selection_margin` standard errors of the paired per-bar
+    difference of log returns (the same test checkpoint selection uses) and by a positive sum.
+    """
+    from dataclasses import replace
+
+    from agent.env.rollout import buy_and_hold, flat, rollout
+    from agent.env.trading_env import EnvConfig
+    from agent.learn.dataset import load_dataset
+    from agent.learn.diagnostics import paired_advantage
+    from agent.learn.policy import load_policy
+
+    margin = settings.agent.selection_margin
+    costs = replace(EnvConfig.from_settings(settings), strategy_dropout=0.0, turnover_penalty=0.0)
+
+    def run(model: ModelRecord) -> tuple[Any, dict[str, Any], Any]:
+        loaded = load_policy(store, model.id)
+        dataset = load_dataset(store, settings, key, strategies=list(loaded.spec.strategies))
+        data, start, end = dataset.env_data("validation")
+        result = rollout(data, loaded.as_model_policy(costs), costs, start, end)
+        return result, dataset.windows["validation"].as_dict(), (data, start, end)
+
+    candidate, window, (data, start, end) = run(record)
+    references = [
+        ("flat", rollout(data, flat(data), costs, start, end)),
+        ("buy-and-hold", rollout(data, buy_and_hold(data), costs, start, end)),
+    ]
+    live = live_model(store)
+    if live is not None and live.id != record.id:
+        references.append((f"live {live.id[:12]}", run(live)[0]))
+    mine = _per_bar(candidate.equity)
+    comparisons = []
+    for name, reference in references:
+        theirs = _per_bar(reference.equity)
+        advantage = paired_advantage(mine, theirs)
+        total = float(mine.sum() - theirs.sum())
+        comparisons.append(
+            Comparison(
+                name,
+                float(mine.sum()),
+                float(theirs.sum()),
+                advantage,
+                advantage >= margin and total > 0,
+            )
+        )
+    return GateEvaluation(float(mine.sum()), tuple(comparisons), window, margin)
 
 
 def validation_score(
     store: Store, settings: Settings, record: ModelRecord, key: SeriesKey
 ) -> tuple[float, dict[str, Any]]:
-    """Evaluate a model over the validation window of the stored series `key`.
-
-    The model is loaded with `load_policy` and observes through its own spec (strategies,
-    look-back, action kind); the costs, starting value and split come from `settings`, so two
-    models are scored on identical terms. The run is the one rollout.
-
-    Returns:
-        The net log return and the window evaluated.
-    """
-    from dataclasses import replace
-
-    from agent.env.rollout import rollout
-    from agent.env.trading_env import EnvConfig
-    from agent.learn.dataset import load_dataset
-    from agent.learn.diagnostics import window_metrics
-    from agent.learn.policy import load_policy
-
-    loaded = load_policy(store, record.id)
-    dataset = load_dataset(store, settings, key, strategies=list(loaded.spec.strategies))
-    data, start, end = dataset.env_data("validation")
-    costs = replace(EnvConfig.from_settings(settings), strategy_dropout=0.0, turnover_penalty=0.0)
-    result = rollout(data, loaded.as_model_policy(costs), costs, start, end)
-    return window_metrics(result).log_return, dataset.windows["validation"].as_dict()
+    """Return a model's net log return over the validation window, and the window."""
+    evaluation = evaluate_gate(store, settings, record, key)
+    return evaluation.candidate_log_return, evaluation.window
 
 
 def promote(
     store: Store, settings: Settings, model_id: str, *, force: bool = False
 ) -> PromotionResult:
-    """Make a model live if it beats the live one on the validation window (the gate).
+    """Make a model live if it passes the gate on the validation window.
 
-    Args:
-        store: the database.
-        settings: the configuration (costs, split, starting value of the comparison).
-        model_id: the candidate's id or a unique prefix.
-        force: skip the comparison (a deliberate rollback); recorded as forced.
+    The gate: net of every cost, the candidate must beat staying flat, buy-and-hold, and the
+    live model if there is one, each by `agent.selection_margin` standard errors of the paired
+    per-bar difference (`evaluate_gate`). With no live model, a model that loses to holding
+    cash never goes live. `force` skips the gate (a deliberate rollback) and is recorded as
+    such.
     """
     record = show(store, model_id)
     live = live_model(store)
     if live is not None and live.id == record.id:
         return PromotionResult(record.id, False, live.id, None, None, "already live")
-    key = record.key
-    candidate_score, window = validation_score(store, settings, record, key)
-    live_score = None
-    if live is not None and not force:
-        live_score, _ = validation_score(store, settings, live, key)
-    promoted = force or passes_gate(candidate_score, live_score)
-    if force:
-        reason = "forced: the gate was skipped"
-    elif live is None:
-        reason = "no live model yet"
-    elif promoted:
-        reason = f"beats the live model on validation ({candidate_score:+.4f} > {live_score:+.4f})"
-    else:
-        reason = (
-            f"does not beat the live model on validation "
-            f"({candidate_score:+.4f} <= {live_score:+.4f})"
-        )
+    evaluation = evaluate_gate(store, settings, record, record.key)
+    candidate_score, window = evaluation.candidate_log_return, evaluation.window
+    live_score = next(
+        (c.reference_log_return for c in evaluation.comparisons if c.reference.startswith("live")),
+        None,
+    )
+    promoted = force or evaluation.passed
+    reason = "forced: the gate was skipped" if force else evaluation.reason()
     now = int(time.time() * 1000)
     with store.transaction() as conn:
         if promoted:
@@ -387,4 +469,5 @@ def promote(
         live_score,
         reason,
         window,
+        [asdict(c) for c in evaluation.comparisons],
     )

@@ -48,6 +48,7 @@ from agent.learn.diagnostics import (
     TrainingPoint,
     WindowMetrics,
     degenerate_warnings,
+    paired_advantage,
     strategy_turnover,
     window_metrics,
 )
@@ -215,24 +216,6 @@ class ValidationCallback(BaseCallback):
                 f"step {step}: validation return {metrics.total_return:+.2%}, "
                 f"{metrics.trades} trades, costs {metrics.cost_fraction:.2%} ({verdict})"
             )
-
-
-def paired_advantage(returns: np.ndarray, reference: np.ndarray | None) -> float:
-    """Return how many standard errors `returns` beat `reference` by, summed over the bars.
-
-    Both are per-bar log returns of two policies over the same window (None: staying flat,
-    all zeros). The standard error is that of the sum of the per-bar differences.
-    """
-    diff = np.asarray(returns, dtype="float64")
-    if reference is not None:
-        diff = diff - reference
-    if diff.size < 2:
-        return 0.0
-    spread = float(diff.std(ddof=1)) * math.sqrt(diff.size)
-    total = float(diff.sum())
-    if spread <= 1e-12:
-        return 0.0 if abs(total) <= 1e-12 else math.copysign(math.inf, total)
-    return total / spread
 
 
 class ProgressCallback(BaseCallback):

@@ -67,54 +67,6 @@ def test_registering_the_same_model_again_keeps_the_first_record(trained: dict[s
         assert len(registry.list_models(store)) == 2
 
 
-def test_gate_requires_strictly_better_validation() -> None:
-    assert registry.passes_gate(0.1, None)
-    assert registry.passes_gate(0.1, 0.05)
-    assert not registry.passes_gate(0.1, 0.1)
-    assert not registry.passes_gate(-0.2, 0.1)
-
-
-def test_promotion_gate_keeps_the_better_model_live(trained: dict[str, Any]) -> None:
-    settings = trained["settings"]
-    with _store(trained) as store:
-        first, second = registry.list_models(store)
-        scores = {
-            r.id: registry.validation_score(store, settings, r, r.key)[0] for r in (first, second)
-        }
-        worse, better = sorted((first, second), key=lambda r: scores[r.id])
-        assert scores[worse.id] != scores[better.id]
-
-        result = registry.promote(store, settings, worse.id)
-        assert result.promoted and result.reason == "no live model yet"
-        assert registry.live_model(store).id == worse.id  # type: ignore[union-attr]
-
-        result = registry.promote(store, settings, better.id)
-        assert result.promoted and result.previous_id == worse.id
-        assert result.candidate_score == pytest.approx(scores[better.id])
-        assert result.live_score == pytest.approx(scores[worse.id])
-        assert registry.show(store, worse.id).status == "retired"
-
-        refused = registry.promote(store, settings, worse.id)
-        assert not refused.promoted and "does not beat" in refused.reason
-        assert registry.live_model(store).id == better.id  # type: ignore[union-attr]
-
-        forced = registry.promote(store, settings, worse.id, force=True)
-        assert forced.promoted and forced.reason.startswith("forced")
-        assert registry.live_model(store).id == worse.id  # type: ignore[union-attr]
-        already = registry.promote(store, settings, worse.id)
-        assert not already.promoted and already.reason == "already live"
-
-        attempts = store.db.execute(
-            "SELECT model_id, promoted, forced FROM model_promotions ORDER BY rowid"
-        ).fetchall()
-        assert [tuple(a) for a in attempts] == [
-            (worse.id, 1, 0),
-            (better.id, 1, 0),
-            (worse.id, 0, 0),
-            (worse.id, 1, 1),
-        ]
-
-
 def test_promotion_compares_on_the_validation_window(trained: dict[str, Any]) -> None:
     settings = trained["settings"]
     with _store(trained) as store:

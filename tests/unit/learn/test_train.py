@@ -12,13 +12,13 @@ import pytest
 from agent.env.trading_env import EnvConfig, TradingEnv
 from agent.learn import registry
 from agent.learn.dataset import Dataset
+from agent.learn.diagnostics import paired_advantage
 from agent.learn.inference import NumpyPolicy
 from agent.learn.train import (
     ALGORITHMS,
     SeedResult,
     TrainReport,
     action_kind,
-    paired_advantage,
     train,
 )
 from tests.unit.learn.conftest import tiny_settings
