@@ -27,6 +27,14 @@ class DemoResult:
     data_clean: bool = False
     decisions: int = 0
     model_id: str | None = None
+    policy: str = ""
+    """What traded: `model <id>` or `baseline:flat` / `baseline:buy-and-hold`, and why."""
+    policy_reason: str = ""
+    policy_return: float | None = None
+    flat_return: float = 0.0
+    hold_return: float | None = None
+    carried_total: int = 0
+    rewards_note: str = ""
     epoch: int | None = None
     paid_total: int = 0
     claimed_total: int = 0
@@ -85,9 +93,20 @@ def _service_epoch(settings: Settings, result: DemoResult, say: Say) -> None:
     try:
         say("2. service: starting on the embedded chain (trains a first model if none is live)")
         runtime.start()
-        assert runtime.policy is not None
-        result.model_id = runtime.policy.model_id
-        say(f"   live model {result.model_id[:12]}; decisions logged to {log_path}")
+        policy = runtime.policy
+        assert policy is not None
+        result.model_id = policy.model_id
+        if policy.is_baseline:
+            result.policy = policy.model_id
+            result.policy_reason = getattr(policy, "reason", "")
+            say(
+                f"   no model passed the gate, so the service trades the baseline policy "
+                f"{policy.model_id}: {getattr(policy, 'reason', '')}; train a better model "
+                f"with `agora train`; decisions logged to {log_path}"
+            )
+        else:
+            result.policy = f"model {policy.model_id[:12]}"
+            say(f"   live model {policy.model_id[:12]} (passed the gate); log: {log_path}")
         epoch, complete = jobs.next_epoch(runtime)
         epoch_bars = settings.rewards.epoch_bars
         while not complete:
@@ -98,7 +117,12 @@ def _service_epoch(settings: Settings, result: DemoResult, say: Say) -> None:
                 result.problems.append("the replay ended before a reward epoch was complete")
                 return
             epoch, complete = jobs.next_epoch(runtime)
-        say(f"3. traded {result.decisions} bars through the pool contract; paying epoch {epoch}")
+        _compare_with_baselines(runtime, result)
+        say(
+            f"3. traded {result.decisions} bars through the pool contract: {result.policy} "
+            f"{_pct(result.policy_return)}, flat {_pct(result.flat_return)}, buy-and-hold "
+            f"{_pct(result.hold_return)} over the same bars, net of costs; paying epoch {epoch}"
+        )
         paid = jobs.reward_epoch(runtime)
         if paid.status != "ok":
             result.problems.append(f"the reward epoch did not run: {paid.detail}")
@@ -109,6 +133,51 @@ def _service_epoch(settings: Settings, result: DemoResult, say: Say) -> None:
         _check_claims(runtime, epoch, result, say)
     finally:
         runtime.close()
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2%}"
+
+
+def _compare_with_baselines(runtime: Any, result: DemoResult) -> None:
+    """Set the traded policy's return over the traded bars, and buy-and-hold's on the same bars.
+
+    The policy's value after its last decision (at that bar's close, every cost paid) against
+    the starting portfolio; buy-and-hold through the one rollout over the same bars with the
+    same costs; flat earns exactly 0.
+    """
+    import math
+
+    from agent.env.rollout import buy_and_hold, log_return, rollout
+    from agent.env.trading_env import EnvConfig
+    from agent.plugins.market_data import build_market_data
+    from agent.service import ledger
+
+    store = runtime.require_store()
+    last = ledger.last_decision(store, runtime.market)
+    genesis = runtime.genesis
+    if last is None or last.outcome is None or genesis is None:
+        return
+    initial = genesis.initial_quote / 10**6
+    value = _outcome_value(last.outcome)
+    result.policy_return = value / initial - 1.0
+    candles = store.read_candles(runtime.key)
+    times = candles["open_time"].to_numpy(dtype="int64")
+    first = int((times <= genesis.after_ms).sum())
+    end = int((times <= last.bar_time_ms).sum()) - 1
+    if end <= first:
+        return
+    data, _ = build_market_data(candles.iloc[: end + 1], [])
+    costs = EnvConfig.from_settings(runtime.settings)
+    hold = rollout(data, buy_and_hold(data), costs, first, end)
+    result.hold_return = math.exp(log_return(hold)) - 1.0
+
+
+def _outcome_value(outcome: Any) -> float:
+    value = getattr(outcome, "value_quote", None)
+    if value is None:
+        value = outcome["value_quote"]
+    return float(value)
 
 
 def _check_audit(runtime: Any, result: DemoResult, say: Say) -> None:
@@ -141,6 +210,13 @@ def _check_claims(runtime: Any, epoch: int, result: DemoResult, say: Say) -> Non
             owed[allocation.account] = owed.get(allocation.account, 0) + allocation.amount
     balances = {account: int(token.functions.balanceOf(account).call()) for account in owed}
     result.paid_total = sum(owed.values())
+    result.carried_total = record.carry_out
+    why = record.attribution.get("reason") if isinstance(record.attribution, dict) else None
+    result.rewards_note = why or (
+        "paid in proportion to positive contributions; the rest carried"
+        if result.paid_total
+        else "no strategy contributed: everything carried"
+    )
     result.claimed_total = int(distributor.functions.epochClaimed(epoch).call())
     result.balances_match = balances == owed and result.claimed_total == result.paid_total
     shares = ", ".join(
@@ -149,20 +225,27 @@ def _check_claims(runtime: Any, epoch: int, result: DemoResult, say: Say) -> Non
         if a.amount > 0
     )
     say(
-        f"5. rewards epoch {epoch}: {result.paid_total / 10**18:,.2f} AGR published and "
-        f"claimed ({shares}); balances {'equal' if result.balances_match else 'DIFFER from'} "
-        "the published amounts"
+        f"5. rewards epoch {epoch}: {result.paid_total / 10**18:,.2f} AGR paid and claimed "
+        f"({shares or 'nobody'}), {result.carried_total / 10**18:,.2f} AGR carried: "
+        f"{result.rewards_note}; balances "
+        f"{'equal' if result.balances_match else 'DIFFER from'} the published amounts"
     )
 
 
 def _backtest(settings: Settings, result: DemoResult, say: Say) -> None:
     from agent.backtest.runner import run_scenario, write_outputs
     from agent.backtest.scenario import default_scenario, with_overrides
+    from agent.learn.registry import live_model
     from agent.store import Store
 
-    scenario = with_overrides(default_scenario(settings), model="live")
+    with Store(settings.data.database_path) as store:
+        has_model = live_model(store) is not None
+    scenario = default_scenario(settings)
+    if has_model:
+        scenario = with_overrides(scenario, model="live")
     with Store(settings.data.database_path) as store:
         outcome = run_scenario(scenario, settings, store=store)
         outputs = write_outputs(outcome, scenario, store)
     result.report_html = str(outputs.report_path) if outputs.report_path else None
-    say(f"6. backtest of the live model against the baselines: {result.report_html}")
+    tested = "the live model" if has_model else "every strategy (no model is live)"
+    say(f"6. backtest of {tested} against the baselines: {result.report_html}")

@@ -70,6 +70,7 @@ def _print(state: dict[str, Any]) -> None:
             f"last {state.get('last_bar')}",
         ),
         ("live model", state.get("live_model")),
+        ("trading", _policy_line(state.get("policy"))),
         (
             "audit trail",
             f"{state['decisions_stored']} decisions, {state['outbox_size']} not yet on-chain",
@@ -102,3 +103,12 @@ def _print(state: dict[str, Any]) -> None:
         if value is not None:
             table.add_row(name, str(value))
     stdout.print(table)
+
+
+def _policy_line(policy: Any) -> str | None:
+    """What the service trades: the live model, or a baseline and why."""
+    if not policy:
+        return None
+    if policy.get("kind") == "baseline":
+        return f"the baseline policy {policy['id']} ({policy.get('reason')})"
+    return f"the live model {str(policy.get('id'))[:12]}"

@@ -60,6 +60,10 @@ class LoadedPolicy:
         """Return the target exposure the policy chooses for `observation`."""
         return self.spec.target_exposure(self.predict(observation))
 
+    @property
+    def is_baseline(self) -> bool:
+        return False
+
     def as_model_policy(self, base: EnvConfig | None = None) -> ModelPolicy:
         """Return it as a rollout policy observing through its spec (costs from `base`)."""
         return ModelPolicy(
@@ -102,6 +106,77 @@ def load_policy(
             f"{spec.n_strategies} strategies)"
         )
     return LoadedPolicy(record.id, predict, spec, record)
+
+
+@dataclass(frozen=True)
+class BaselinePolicy:
+    """A baseline traded when no model has passed the gate: flat or buy-and-hold.
+
+    It decides like a policy (a constant target exposure) and observes nothing, but its
+    decisions are recorded and logged like a model's, with the policy named in the record:
+    `model_id` is keccak256 of `baseline:NAME`. Epochs it trades are carried, not paid.
+
+    Attributes:
+        name: `flat` or `buy-and-hold`.
+        spec: the configured spec (its strategies' signals still go into the records).
+        reason: why no model trades (the gate's verdict).
+        scores: each baseline's net log return on the validation window it was chosen on.
+    """
+
+    name: str
+    spec: PolicySpec
+    reason: str = ""
+    scores: dict[str, float] | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return True
+
+    @property
+    def model_id(self) -> str:
+        return f"baseline:{self.name}"
+
+    @property
+    def record_id(self) -> str:
+        from agent.audit.record import text_id
+
+        return text_id(self.model_id)
+
+    @property
+    def target(self) -> float:
+        return 1.0 if self.name == "buy-and-hold" else 0.0
+
+    def decide(self, observation: np.ndarray) -> float:
+        """Return the baseline's constant target exposure."""
+        del observation
+        return self.target
+
+    def predict(self, observation: np.ndarray) -> Any:
+        """Return the action of the spec's action space that targets the baseline's exposure."""
+        del observation
+        return self.spec.action_for(self.target)
+
+
+def choose_baseline(store: Store, settings: Any, key: Any, reason: str = "") -> BaselinePolicy:
+    """Return the better of flat and buy-and-hold on the validation window of `key`.
+
+    Both run through the one rollout with the configured costs; flat wins ties (it risks
+    nothing). The choice is made on the validation window only, like the gate's.
+    """
+    from dataclasses import replace
+
+    from agent.env.rollout import buy_and_hold, flat, log_return, rollout
+    from agent.learn.dataset import load_dataset
+
+    dataset = load_dataset(store, settings, key, strategies=[])
+    data, start, end = dataset.env_data("validation")
+    costs = replace(EnvConfig.from_settings(settings), strategy_dropout=0.0, turnover_penalty=0.0)
+    scores = {
+        policy.name: log_return(rollout(data, policy, costs, start, end))
+        for policy in (flat(data), buy_and_hold(data))
+    }
+    name = "buy-and-hold" if scores["buy-and-hold"] > scores["flat"] else "flat"
+    return BaselinePolicy(name, PolicySpec.from_settings(settings), reason, scores)
 
 
 def verify_model_file(path: Path, model_id: str, role: str = "model") -> None:

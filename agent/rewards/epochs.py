@@ -171,8 +171,12 @@ def compute_epoch(
     env_config: EnvConfig | None = None,
     metric: Metric = "log_return",
     progress: Progress | None = None,
+    baseline: str | None = None,
 ) -> EpochRecord:
     """Measure every strategy's contribution to an epoch and split its pool; write nothing.
+
+    An epoch traded by a baseline policy (`baseline`: no model passed the gate) is not
+    attributed: no agent, no attribution. Its whole pool is carried to the next epoch.
 
     Strategies with no available signal anywhere in the epoch cannot change an action: they
     get 0 without being part of the game (halving its size each).
@@ -190,7 +194,10 @@ def compute_epoch(
         env_config: the environment to run the policy in (default: the policy's).
         metric: what a coalition's value measures.
         progress: called with (evaluations done, to do).
+        baseline: the baseline policy that traded the epoch (its pool is carried).
     """
+    if baseline is not None:
+        return _baseline_epoch(epoch, data, rewards, names, carry_in, model_id, baseline)
     base = env_config or getattr(policy, "env_config", None) or EnvConfig()
     window = epoch_window(epoch, rewards.epoch_bars, data.bars, base.first_bar)
     names = tuple(data.strategy_names if names is None else names)
@@ -255,6 +262,51 @@ def compute_epoch(
         attribution=summary,
         created_at=now(),
         allocations=tuple(rows),
+    )
+
+
+def _baseline_epoch(
+    epoch: int,
+    data: MarketData,
+    rewards: RewardsSettings,
+    names: Sequence[str] | None,
+    carry_in: int,
+    model_id: str | None,
+    baseline: str,
+) -> EpochRecord:
+    """Return the record of an epoch a baseline traded: nothing attributed, everything carried."""
+    window = epoch_window(epoch, rewards.epoch_bars, data.bars, EnvConfig().first_bar)
+    pool = epoch_pool(rewards.emission_per_epoch, carry_in, 0, rewards.profit_share_bps)
+    names = tuple(data.strategy_names if names is None else names)
+    return EpochRecord(
+        epoch=epoch,
+        start_bar=window.start,
+        end_bar=window.end,
+        start_ms=int(data.open_time[window.start]),
+        end_ms=int(data.open_time[window.end]),
+        model_id=model_id,
+        metric="none",
+        v_all=0.0,
+        v_empty=0.0,
+        emission=rewards.emission_per_epoch,
+        carry_in=carry_in,
+        profit_share=0,
+        pool=pool,
+        total=0,
+        remainder=pool,
+        remainder_policy="carry",
+        carry_out=pool,
+        root=None,
+        status=EMPTY,
+        attribution={
+            "method": "none",
+            "baseline": baseline,
+            "reason": f"traded by the baseline policy {baseline}: no agent, no attribution; "
+            "the pool is carried",
+            "players": [{"name": n, "value": 0.0, "std_error": 0.0} for n in names],
+        },
+        created_at=now(),
+        allocations=(),
     )
 
 
@@ -373,6 +425,7 @@ def run_epoch(
     env_config: EnvConfig | None = None,
     auto_claim: bool | None = None,
     progress: Progress | None = None,
+    baseline: str | None = None,
 ) -> EpochRun:
     """Compute (if not recorded), record, publish and optionally claim one epoch.
 
@@ -390,7 +443,7 @@ def run_epoch(
     record = read_epoch(store, epoch)
     computed = record is None
     if record is None:
-        if policy is None or data is None:
+        if (policy is None and baseline is None) or data is None:
             raise UsageError(f"reward epoch {epoch} is not recorded: give a policy and data")
         carry_in = carry_into(store, epoch)
         treasury = settings.rewards.treasury_address or backend.operator
@@ -409,6 +462,7 @@ def run_epoch(
             names=names,
             env_config=env_config,
             progress=progress,
+            baseline=baseline,
         )
         try:
             write_epoch(store, record)

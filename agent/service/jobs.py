@@ -328,19 +328,28 @@ def reward_epoch(runtime: ServiceRuntime) -> JobResult:
 
 
 def epoch_inputs(runtime: ServiceRuntime) -> dict[str, Any]:
-    """Return `run_epoch`'s inputs: the live policy on the revealed market (under the lock)."""
+    """Return `run_epoch`'s inputs: the live policy on the revealed market (under the lock).
+
+    While the service trades a baseline policy, the epoch is marked as the baseline's, so its
+    pool is carried rather than paid.
+    """
     from dataclasses import fields
 
     from agent.rewards.epochs import load_inputs
 
+    policy = runtime.policy
+    assert policy is not None
     inputs = load_inputs(
         runtime.settings,
         runtime.require_store(),
-        policy=runtime.policy,
+        policy=policy,
         strategies=runtime.strategies,
         key=runtime.key,
     )
-    return {f.name: getattr(inputs, f.name) for f in fields(inputs)}
+    values = {f.name: getattr(inputs, f.name) for f in fields(inputs)}
+    # an epoch traded by a baseline is carried, not attributed (no agent, no attribution)
+    values["baseline"] = policy.name if policy.is_baseline else None
+    return values
 
 
 # --- heartbeat ------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The service loads the live model through the one loader (`agent.learn.policy.load_policy`),
 with the numpy weights cached in `data.dir/service/policies` so a restart does not need torch.
-It observes through the model's `PolicySpec`, exactly as the TradingEnv does.
+It observes through the model's `PolicySpec`, exactly as the TradingEnv does. When no model is
+live (none passed the gate), it trades the better baseline on validation
+(`agent.learn.policy.choose_baseline`), recorded as such.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
-from agent.errors import ModelError
 from agent.store import Store
 
 
@@ -28,11 +29,17 @@ def live_model_id(store: Store) -> str | None:
 
 def bootstrap_model(
     store: Store, settings: Settings, candles: Any, key: Any, timesteps: int
-) -> str:
-    """Train a first model on the history, register it and make it live; return its id.
+) -> Any:
+    """Train a first model on the history and put it through the gate; return the verdict.
+
+    The bootstrap model goes live only if it beats flat and buy-and-hold on validation, like
+    any other (`agent.learn.registry.promote`); otherwise the service trades a baseline.
+
+    Returns:
+        The `PromotionResult` (`promoted` False when the gate refused the model).
 
     Raises:
-        ModelError: training failed or the model could not be promoted.
+        ModelError: training failed.
         DataError: the history is too short for the configured split.
     """
     from agent.learn import registry
@@ -41,8 +48,4 @@ def bootstrap_model(
 
     dataset = dataset_from_candles(candles, settings, key=key, store=store)
     report = train(settings, store, dataset=dataset, seeds=1, timesteps=timesteps)
-    model_id = report.runs[0].model_id
-    result = registry.promote(store, settings, model_id, force=True)
-    if not result.promoted and result.reason != "already live":
-        raise ModelError(f"the bootstrap model {model_id[:12]} was not promoted: {result.reason}")
-    return model_id
+    return registry.promote(store, settings, report.runs[0].model_id)

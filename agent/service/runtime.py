@@ -34,11 +34,12 @@ from agent.config import Settings
 from agent.errors import (
     AgoraError,
     ChainError,
+    ModelNotFound,
     StoreError,
     TransactionReverted,
     UsageError,
 )
-from agent.learn.policy import LoadedPolicy, load_policy
+from agent.learn.policy import BaselinePolicy, LoadedPolicy, load_policy
 from agent.market.schema import SeriesKey, format_time_ms
 from agent.service import ledger
 from agent.service.decision import (
@@ -93,7 +94,8 @@ class ServiceRuntime:
         self.fatal: AgoraError | None = None
         self.store: Store | None = None
         self.feed = feed
-        self.policy: LoadedPolicy | None = None
+        self.policy: LoadedPolicy | BaselinePolicy | None = None
+        self._gate_reason: str | None = None
         self.strategies: list[Any] = []
         self.replica: ChainReplica | None = None
         self.backend: Any = None
@@ -230,7 +232,7 @@ class ServiceRuntime:
                 history_bars=None if self.genesis is None else self.genesis.first_index,
             )
             started = time.perf_counter()
-            model_id = bootstrap_model(
+            result = bootstrap_model(
                 store,
                 self.settings,
                 store.read_candles(self.key),
@@ -238,25 +240,62 @@ class ServiceRuntime:
                 self.settings.service.bootstrap_timesteps,
             )
             self.log.event(
-                "bootstrap_trained", model=model_id, seconds=round(time.perf_counter() - started, 1)
+                "bootstrap_trained",
+                model=result.model_id,
+                promoted=result.promoted,
+                reason=result.reason,
+                seconds=round(time.perf_counter() - started, 1),
             )
+            if not result.promoted:
+                self._gate_reason = f"the bootstrap model {result.model_id[:12]} {result.reason}"
         self.load_policy()
 
     def load_policy(self) -> None:
-        """(Re)load the live model and the strategies it observes (raises ModelError)."""
+        """(Re)load the live model and the strategies it observes; a baseline if none is live.
+
+        Raises:
+            ModelError: the live model's file is missing, corrupt or unusable.
+        """
+        from agent.learn.policy import choose_baseline
         from agent.plugins.resolve import resolve_strategies
 
         store = self.require_store()
-        policy = load_policy(store, "live", cache_dir=policy_cache_dir(self.settings))
+        policy: LoadedPolicy | BaselinePolicy
+        try:
+            policy = load_policy(store, "live", cache_dir=policy_cache_dir(self.settings))
+        except ModelNotFound:
+            reason = self._gate_reason or "no model has passed the promotion gate"
+            policy = choose_baseline(store, self.settings, self.key, reason)
+            self.log.event(
+                "baseline_policy",
+                policy=policy.model_id,
+                reason=reason,
+                validation=policy.scores,
+                hint="train a better model (agora train); it trades once it passes the gate",
+            )
         self.strategies = resolve_strategies(list(policy.spec.strategies), self.settings)
         if self.policy is not None and self.policy.model_id != policy.model_id:
             self.log.event("model_changed", previous=self.policy.model_id, model=policy.model_id)
         self.policy = policy
+        ledger.put_state(
+            store,
+            "policy",
+            {
+                "kind": "baseline" if policy.is_baseline else "model",
+                "id": policy.model_id,
+                "reason": policy.reason if isinstance(policy, BaselinePolicy) else None,
+            },
+        )
 
     def refresh_policy(self) -> None:
         """Reload the policy when another model went live (a retrain passed the gate)."""
         current = live_model_id(self.require_store())
-        if self.policy is None or current != self.policy.model_id:
+        if self.policy is None:
+            self.load_policy()
+        elif self.policy.is_baseline:
+            if current is not None:
+                self.load_policy()
+        elif current != self.policy.model_id:
             self.load_policy()
 
     def recover_intents(self) -> int:

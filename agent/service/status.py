@@ -124,6 +124,7 @@ def status(settings: Settings) -> dict[str, Any]:
             "decisions_stored": stored_count(store),
             "outbox_size": unconfirmed_count(store),
             "live_model": live_model_id(store),
+            "policy": ledger.get_state(store, "policy"),
             "chains": chains,
             "epochs_recorded": len(epochs),
             "last_epoch": last_epoch,
