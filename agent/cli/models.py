@@ -10,7 +10,7 @@ import typer
 from agent.cli.common import ConfigOption, JsonOption, open_store, print_json, settings_for, stdout
 
 app = typer.Typer(
-    help="Trained models: list, show, promote (validation gate) and export.",
+    help="Trained models: list, show, promote (the gate against flat, buy-and-hold and the live model) and export.",
     no_args_is_help=True,
 )
 
@@ -105,12 +105,13 @@ def promote(
     ctx: typer.Context,
     model_id: IdArgument,
     force: Annotated[
-        bool, typer.Option("--force", help="Skip the validation gate (a deliberate rollback).")
+        bool, typer.Option("--force", help="Skip the gate (a deliberate rollback).")
     ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a model live if it beats the live one on the validation window."""
+    """Make a model live if it passes the gate: it must beat flat, buy-and-hold and the live
+    model on the validation window, by `agent.selection_margin` standard errors."""
     from agent.learn.registry import promote as run_promote
 
     settings = settings_for(ctx, config)
