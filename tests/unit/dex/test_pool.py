@@ -262,3 +262,19 @@ def test_bad_market_prices_are_refused(price: float) -> None:
         pool.couple(price)
     with pytest.raises(AmmError, match="price"):
         pool.trade_to_exposure(0, E6, 0.5, price)
+
+
+def test_the_dex_settings_configure_the_pool_field_for_field() -> None:
+    """Every `dex` setting is a pool field of the same name: nothing is copied by hand."""
+    from dataclasses import fields
+
+    from agent.config import DexSettings
+
+    pool_fields = {f.name for f in fields(PoolConfig)}
+    assert set(DexSettings.model_fields) <= pool_fields
+    dex = DexSettings(liquidity_quote=123_456.0, fee_bps=5, gas_price_gwei=1.5, min_trade_quote=2)
+    pool = PoolConfig.from_settings(dex, fee_bps=7)
+    assert {name: getattr(pool, name) for name in DexSettings.model_fields} == {
+        **dex.model_dump(),
+        "fee_bps": 7,
+    }
