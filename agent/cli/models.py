@@ -10,7 +10,7 @@ import typer
 from agent.cli.common import ConfigOption, JsonOption, open_store, print_json, settings_for, stdout
 
 app = typer.Typer(
-    help="Trained models: list, show, promote (the gate against flat, buy-and-hold and the live model) and export.",
+    help="Trained models: list, show, promote (through the gate) and export.",
     no_args_is_help=True,
 )
 

@@ -367,7 +367,7 @@ def evaluate_gate(
     """
     from dataclasses import replace
 
-    from agent.env.rollout import buy_and_hold, flat, rollout
+    from agent.env.rollout import buy_and_hold, flat, log_return, rollout
     from agent.env.trading_env import EnvConfig
     from agent.learn.dataset import load_dataset
     from agent.learn.diagnostics import paired_advantage
@@ -400,13 +400,13 @@ def evaluate_gate(
         comparisons.append(
             Comparison(
                 name,
-                float(mine.sum()),
-                float(theirs.sum()),
+                log_return(candidate),
+                log_return(reference),
                 advantage,
                 advantage >= margin and total > 0,
             )
         )
-    return GateEvaluation(float(mine.sum()), tuple(comparisons), window, margin)
+    return GateEvaluation(log_return(candidate), tuple(comparisons), window, margin)
 
 
 def validation_score(

@@ -1,30 +1,21 @@
-"""The "Done when" of the learning issue, measured through `agora train` (slow).
+"""The learning issues' "Done when", measured through `agora train` with the shipped config.
 
-1. On the synthetic market with the planted component at an information coefficient of 0.1,
-   read by its test strategy (`planted-oracle`) among four noise strategies, PPO trained for 3
-   seeds (all three within 10 minutes on 2 cores) beats both buy-and-hold and staying flat on
-   the held-out test split, net of every cost, for 3 seeds out of 3.
-2. On a synthetic market where no strategy is informative (planted component disabled, only
-   the four noise strategies), the trained agent's costs stay below 1% of the starting value
-   over the test split, for each of the 3 seeds (it learns not to churn).
+The repository's config.yaml is used unchanged; the tests override only the market (seed,
+size, drift, the planted component) and the strategy list (the planted-signal test strategy
+has to be named), through `AGORA__` environment variables, as a user would.
 
-Chosen settings, and why (fixed before looking at any test split; none is seed-specific):
+1. On a synthetic market with a planted component (information coefficient 0.1, half-life 120
+   bars) read by its test strategy `planted-oracle` among four noise strategies, PPO with the
+   shipped defaults beats both buy-and-hold and staying flat on the held-out test split, net
+   of every cost, for 3 training seeds of 3, on market seeds 7 and 11.
+2. On a market where no strategy is informative (planted component disabled, only the noise
+   strategies), the agent's costs stay below 1 % of the starting value on the test split for
+   every seed, and the promotion gate refuses every model, so the service would trade a
+   baseline rather than any of them.
 
-- Market: the default synthetic market (seed 7, 1h bars, 60% annual volatility, fat tails,
-  GARCH) with 30,000 bars (3.4 years: 18,000 train, 6,000 validation, 6,000 test), regime drift
-  0.1 a year instead of 0.4 so that buy-and-hold is not a runaway, and a planted half-life of
-  120 bars: at IC 0.1 the edge per bar is ~0.06% while a round trip costs ~0.7% (30 bps fee
-  twice plus gas), so only a persistent component can pay for trading at all.
-- Environment: look-back 4 bars, exposure levels {0, 1}, no strategy dropout, a turnover
-  penalty of 0.003 per unit of exposure change in the training reward (close to the real cost
-  of a trade, ~0.37%; evaluation and every reported number use the real costs only).
-- PPO: the defaults ([64, 64] tanh MLP, lr 3e-4, n_steps 2048, gamma 0.99) with minibatches of
-  256, 100,000 steps per seed, validation every 10,000 steps, checkpoint selection with a
-  margin of one standard error (`agent.selection_margin`).
-
-The same configuration serves both tests; only the market and the strategies differ. While
-choosing it, both tests were also run on market seed 11 (a bear validation split and a bull
-test split) and passed there too, 3 seeds of 3; nothing was tuned to seed 7's test split.
+The market: 30,000 hourly bars (18,000 train, 6,000 validation, 6,000 test), 60 % annual
+volatility, fat tails, GARCH, regime drift 0.1 a year so that buy-and-hold is not a runaway.
+docs/learning.md records what the defaults were chosen from, and what each choice bought.
 """
 
 from __future__ import annotations
@@ -48,46 +39,34 @@ SEEDS = 3
 BUDGET_S = 600.0
 
 
-def _config(*, planted: bool, strategies: list[str]) -> str:
-    return f"""\
-data:
-  dir: data
-market:
-  synthetic:
-    seed: 7
-    bars: 30000
-    regime_drift_annual: 0.1
-    planted:
-      enabled: {str(planted).lower()}
-      information_coefficient: 0.1
-      half_life_bars: 120.0
-agent:
-  algorithm: ppo
-  seed: 0
-  seeds: {SEEDS}
-  timesteps: 100000
-  eval_every_steps: 10000
-  selection_margin: 1.0
-  strategies: {json.dumps(strategies)}
-  lookback_bars: 4
-  exposure_levels: [0.0, 1.0]
-  strategy_dropout: 0.0
-  turnover_penalty: 0.003
-  batch_size: 256
-"""
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _train(agora: Run, workdir: Path, config: str) -> tuple[dict[str, Any], float]:
-    (workdir / "config.yaml").write_text(config)
-    synth = agora("data", "synth")
+def _market(*, seed: int, planted: bool, strategies: list[str]) -> dict[str, str]:
+    """The only overrides of the shipped config: the market and the strategy list."""
+    return {
+        "AGORA__market__synthetic__seed": str(seed),
+        "AGORA__market__synthetic__bars": "30000",
+        "AGORA__market__synthetic__regime_drift_annual": "0.1",
+        "AGORA__market__synthetic__planted__enabled": str(planted).lower(),
+        "AGORA__market__synthetic__planted__information_coefficient": "0.1",
+        "AGORA__market__synthetic__planted__half_life_bars": "120.0",
+        "AGORA__agent__strategies": json.dumps(strategies),
+    }
+
+
+def _train(agora: Run, workdir: Path, overrides: dict[str, str]) -> tuple[dict[str, Any], float]:
+    shipped = (REPO / "config.yaml").read_text()
+    (workdir / "config.yaml").write_text(shipped)
+    synth = agora("data", "synth", extra_env=overrides)
     assert synth.returncode == 0, synth.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA__")}
     started = time.perf_counter()
     # as the `agora` fixture does, with room for the whole training run
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "train", "--json"],
+        [sys.executable, "-m", "agent", "train", "--seeds", str(SEEDS), "--json"],
         cwd=workdir,
-        env=env,
+        env={**env, **overrides},
         capture_output=True,
         text=True,
         timeout=1_800,
@@ -109,13 +88,13 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def test_ppo_learns_the_planted_edge_and_beats_buy_and_hold_and_flat_on_test(
-    agora: Run, workdir: Path
+@pytest.mark.parametrize("market_seed", [7, 11])
+def test_the_shipped_defaults_learn_the_planted_edge_and_beat_buy_and_hold_and_flat(
+    agora: Run, workdir: Path, market_seed: int
 ) -> None:
-    report, elapsed = _train(
-        agora, workdir, _config(planted=True, strategies=["planted-oracle", *NOISE])
-    )
-    print(f"\nplanted market, {elapsed:.0f}s for {SEEDS} seeds\n{_table(report)}")
+    overrides = _market(seed=market_seed, planted=True, strategies=["planted-oracle", *NOISE])
+    report, elapsed = _train(agora, workdir, overrides)
+    print(f"\nplanted market {market_seed}, {elapsed:.0f}s for {SEEDS} seeds\n{_table(report)}")
     assert len(report["runs"]) == SEEDS
     assert elapsed < BUDGET_S, f"{SEEDS} seeds took {elapsed:.0f}s, over the 10-minute budget"
     for run in report["runs"]:
@@ -124,11 +103,16 @@ def test_ppo_learns_the_planted_edge_and_beats_buy_and_hold_and_flat_on_test(
         assert test_return > 0.0, _table(report)  # flat earns exactly 0
 
 
-def test_without_an_informative_strategy_the_agent_learns_not_to_churn(
+def test_without_an_informative_strategy_the_defaults_sit_still_and_the_gate_refuses(
     agora: Run, workdir: Path
 ) -> None:
-    report, elapsed = _train(agora, workdir, _config(planted=False, strategies=NOISE))
+    overrides = _market(seed=7, planted=False, strategies=NOISE)
+    report, elapsed = _train(agora, workdir, overrides)
     print(f"\nno informative strategy, {elapsed:.0f}s for {SEEDS} seeds\n{_table(report)}")
     assert len(report["runs"]) == SEEDS
     for run in report["runs"]:
         assert run["test"]["cost_fraction"] < 0.01, _table(report)
+        promote = agora("models", "promote", run["model_id"], "--json", extra_env=overrides)
+        verdict = json.loads(promote.stdout)
+        assert promote.returncode == 1 and verdict["promoted"] is False, verdict
+        assert verdict["reason"].startswith("does not beat"), verdict
