@@ -81,7 +81,7 @@ def hyperparameters(settings: Settings, algorithm: str, timesteps: int) -> dict[
         return {
             **common,
             "n_steps": agent.n_steps,
-            "batch_size": agent.batch_size,
+            "batch_size": min(agent.batch_size, agent.n_steps),  # a minibatch is within a rollout
             "ent_coef": agent.ent_coef,
         }
     if algorithm == "a2c":

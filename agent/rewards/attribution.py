@@ -1,8 +1,15 @@
 """Shapley values of strategies: how much each one's signal is worth to the agent in an epoch.
 
 The game: players are strategies, and v(S) is the agent's net result over the epoch when only
-the signals of the strategies in S are visible (the others are masked, as in training with
-strategy dropout). A strategy's Shapley value is its marginal contribution v(S ∪ {i}) - v(S)
+the signals of the strategies in S are real; every other strategy's signal is replaced by its
+**null** (`null_signals`): the strategy's own median value, with its real availability mask.
+The policy is memoryless (an MLP over one bar's observation), so the null shows it only inputs
+it saw in training, whatever it was trained with: each strategy's most typical value, available
+where it really was; what the null removes is the signal's variation with the market, which is
+the strategy's information. (Zeroing the signal and its mask instead, as before, shows the
+policy an input it never saw unless it was trained with strategy dropout, and dropout costs the
+agent its edge: docs/learning.md.)
+A strategy's Shapley value is its marginal contribution v(S ∪ {i}) - v(S)
 averaged over every order in which strategies could join, so the values always sum to
 v(all) - v(∅) (efficiency), identical strategies get the same (symmetry) and a strategy that
 never changes the agent's actions gets 0 (null player).
@@ -310,10 +317,10 @@ class EpisodeOutcome:
 
 @dataclass(frozen=True)
 class EpochGame:
-    """v(S) for one epoch: the policy run over the epoch with only the strategies in S visible.
+    """v(S) for one epoch: the policy run over the epoch with only the strategies in S real.
 
-    Picklable when `predict` is. Strategies of the data that are not players stay hidden in
-    every evaluation.
+    Picklable when `predict` is. Every other strategy shows its null (`null_signals`);
+    strategies of the data that are not players show their null in every evaluation.
 
     Attributes:
         data: the market, cut to the epoch plus the policy's look-back.
@@ -334,6 +341,13 @@ class EpochGame:
     columns: tuple[int, ...]
     names: tuple[str, ...]
     metric: Metric = "log_return"
+    null: MarketData | None = None
+    """The data with every strategy shown as its null (`null_signals` over the whole history;
+    computed over the epoch's window alone when not given)."""
+
+    def __post_init__(self) -> None:
+        if self.null is None:
+            object.__setattr__(self, "null", null_signals(self.data))
 
     def __call__(self, coalition: Coalition) -> float:
         outcome = self.outcome(coalition)
@@ -343,25 +357,49 @@ class EpochGame:
             return math.log(1e-12)
         return math.log(outcome.value_end / outcome.value_start)
 
-    def visible(self, coalition: Coalition) -> np.ndarray:
-        """Return the strategy mask of the data for a coalition of players."""
+    def real(self, coalition: Coalition) -> np.ndarray:
+        """Return which strategies of the data show their real signal for a coalition."""
         mask = np.zeros(self.data.n_strategies, dtype=bool)
         for player in coalition:
             mask[self.columns[player]] = True
         return mask
 
-    def outcome(self, coalition: Coalition) -> EpisodeOutcome:
-        """Run the policy over the epoch with the coalition visible (the one rollout)."""
-        policy = ModelPolicy("epoch", self.predict, self.env_config)
-        result = rollout(
+    def data_for(self, coalition: Coalition) -> MarketData:
+        """Return the epoch's data with every strategy outside the coalition shown as its null."""
+        real = self.real(coalition)
+        if real.all():
+            return self.data
+        assert self.null is not None
+        return replace(
             self.data,
-            policy,
-            self.env_config,
-            self.start,
-            self.end,
-            visible=self.visible(coalition),
+            signals=np.where(real, self.data.signals, self.null.signals),
+            mask=np.where(real, self.data.mask, self.null.mask),
         )
+
+    def outcome(self, coalition: Coalition) -> EpisodeOutcome:
+        """Run the policy over the epoch with the coalition real (the one rollout)."""
+        policy = ModelPolicy("epoch", self.predict, self.env_config)
+        result = rollout(self.data_for(coalition), policy, self.env_config, self.start, self.end)
         return EpisodeOutcome(float(result.equity[0]), float(result.equity[-1]), result.decisions)
+
+
+def null_signals(data: MarketData) -> MarketData:
+    """Return `data` with every strategy's signal replaced by its null: its own median.
+
+    For each strategy, every bar where its signal is available shows the median of its
+    available values over the whole data; the mask is unchanged (a warm-up stays a warm-up).
+    The policy is memoryless (it sees one bar's signals at a time), so each observation it is
+    shown is one it could have been shown in training: the strategy's most typical value, with
+    its real availability. What is lost is the signal's variation with the market, which is
+    the strategy's information.
+    """
+    signals = np.array(data.signals, copy=True)
+    for column in range(data.n_strategies):
+        available = data.mask[:, column]
+        if available.any():
+            values = data.signals[available, column]
+            signals[available, column] = np.sort(values)[(len(values) - 1) // 2]
+    return replace(data, signals=signals)
 
 
 def evaluate_epoch(
@@ -405,6 +443,7 @@ def evaluate_epoch(
     window = data.window(offset, end + 1)
     config = replace(base, first_bar=lookback - 1, strategy_dropout=0.0)
     return EpochGame(
+        null=null_signals(data).window(offset, end + 1),
         data=window,
         predict=predict,
         env_config=config,

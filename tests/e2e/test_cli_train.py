@@ -65,7 +65,14 @@ def test_train_registers_a_model_that_list_show_promote_and_export_see(
     assert json.loads(exported.stdout) == {"id": model_id, "path": "out/model.zip"}
     assert hashlib.sha256(target.read_bytes()).hexdigest() == model_id
 
-    promoted = agora("models", "promote", model_id, "--json")
+    # 256 steps learn nothing: the gate refuses it (it must beat flat and buy-and-hold)
+    refused = agora("models", "promote", model_id, "--json")
+    verdict = json.loads(refused.stdout)
+    assert refused.returncode == 1 and verdict["promoted"] is False
+    assert verdict["reason"].startswith("does not beat")
+    assert {c["reference"] for c in verdict["comparisons"]} == {"flat", "buy-and-hold"}
+    assert json.loads(agora("models", "list", "--json").stdout)[0]["status"] == "candidate"
+    promoted = agora("models", "promote", model_id, "--force", "--json")  # a deliberate override
     assert promoted.returncode == 0, promoted.stderr
     assert json.loads(promoted.stdout)["promoted"] is True
     listed = json.loads(agora("models", "list", "--json").stdout)

@@ -92,7 +92,7 @@ def test_the_live_model_from_the_registry_is_backtested(tmp_path: Path) -> None:
         synth(store, SyntheticSettings(bars=900, seed=4), "SYN/USD", "1h")
         trained = train(settings, store)
         model_id = trained.runs[0].model_id
-        assert registry.promote(store, settings, model_id).promoted
+        assert registry.promote(store, settings, model_id, force=True).promoted
         scenario = Scenario.model_validate({"policy": {"model": "live"}, "baselines": ["flat"]})
         run = run_scenario(scenario, settings, store=store)
     main = run.results[0]

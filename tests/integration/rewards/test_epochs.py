@@ -45,13 +45,17 @@ SIGNALS_AT = CONFIG.lookback_bars * len(FEATURE_NAMES)
 
 
 class SumOfSignals:
-    """Fully invested when the visible signals sum above 0, else flat."""
+    """Fully invested when the signals sum above 0.2, else flat.
+
+    With every strategy at its null (its median) the sum stays below 0.2, so the agent without
+    any strategy stays flat.
+    """
 
     def __init__(self, n_strategies: int) -> None:
         self.columns = np.arange(n_strategies) + SIGNALS_AT
 
     def __call__(self, observation: np.ndarray) -> int:
-        return len(CONFIG.exposure_levels) - 1 if observation[self.columns].sum() > 0 else 0
+        return len(CONFIG.exposure_levels) - 1 if observation[self.columns].sum() > 0.2 else 0
 
 
 def always_flat(observation: np.ndarray) -> int:

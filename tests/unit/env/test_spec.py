@@ -90,8 +90,8 @@ def test_the_spec_of_the_settings_is_the_envs() -> None:
     assert spec.lookback_bars == settings.agent.lookback_bars
     with pytest.raises(ConfigError):
         PolicySpec((), 0)
-    with pytest.raises(ModelError, match="fewer than 16 bars"):
-        spec.observe(np.zeros((20, 3), np.float32), np.zeros((20, 6)), np.ones((20, 6), bool), 3, 0)
+    with pytest.raises(ModelError, match=f"fewer than {spec.lookback_bars} bars"):
+        spec.observe(np.zeros((20, 3), np.float32), np.zeros((20, 6)), np.ones((20, 6), bool), 2, 0)
 
 
 def test_baseline_actions_map_back_to_their_targets() -> None:

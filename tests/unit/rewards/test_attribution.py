@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from agent.rewards.attribution import (
     all_coalitions,
     evaluate_epoch,
     exact_shapley,
+    null_signals,
     shapley,
     shapley_weights,
 )
@@ -31,9 +33,9 @@ FULL, FLAT = len(CONFIG.exposure_levels) - 1, 0
 class SumOfSignals:
     """Fully invested when the visible signals of `columns` sum above 0, else flat.
 
-    A hand-written policy is a perfectly valid policy for the attribution maths: masked signals
-    are 0 in the observation, so identical strategies are interchangeable and a strategy whose
-    signal is always 0 never changes an action.
+    A hand-written policy is a perfectly valid policy for the attribution maths: identical
+    strategies have identical nulls (their median), so they are interchangeable, and a strategy
+    whose signal is always 0 has a null that is always 0, so it never changes an action.
     """
 
     def __init__(self, columns: Sequence[int]) -> None:
@@ -154,7 +156,30 @@ def test_monte_carlo_is_seeded_and_keeps_efficiency() -> None:
     assert one.values[5] == pytest.approx(25.0) and one.std_errors[5] == pytest.approx(0.0)
 
 
-# --- the epoch game: the policy re-run with strategies masked ------------------------------------
+# --- the epoch game: the policy re-run with absent strategies shown as their null -----------
+
+
+def test_a_null_is_in_distribution_and_carries_no_information() -> None:
+    """Masking without dropout: the null shows only a value the strategy really produced.
+
+    Per strategy the null keeps the availability mask, shows the median of the strategy's own
+    available values (a value it produced, its most typical one) and does not vary with the
+    market at all.
+    """
+    data = market()
+    masked = data.mask.copy()
+    masked[:30, 3] = False  # a strategy with a warm-up
+    data = replace(data, mask=masked, signals=np.where(masked, data.signals, 0).astype("float32"))
+    null = null_signals(data)
+    assert np.array_equal(null.mask, data.mask)
+    for column in range(data.n_strategies):
+        available = data.mask[:, column]
+        own = data.signals[available, column]
+        shown = set(null.signals[available, column].tolist())
+        assert len(shown) == 1 and shown <= set(own.tolist())  # one value, one of its own
+        (value,) = shown
+        assert (own < value).mean() <= 0.5 <= (own <= value).mean()  # the median
+        assert np.all(null.signals[~available, column] == 0)
 
 
 def test_the_grand_coalition_is_the_agent_run_with_every_signal() -> None:
@@ -199,11 +224,16 @@ def test_null_player_a_strategy_that_never_changes_an_action_gets_zero() -> None
     assert result["oracle"] == pytest.approx(ignored(frozenset(range(4))) - ignored(frozenset()))
 
 
-def test_non_players_stay_masked() -> None:
+def test_non_players_always_show_their_null() -> None:
     data = market()
     game = evaluate_epoch(SumOfSignals(range(4)), data, 60, 340, names=["noise", "oracle"])
     assert game.columns == (3, 0)
-    assert game.visible(frozenset({1})).tolist() == [True, False, False, False]
+    assert game.real(frozenset({1})).tolist() == [True, False, False, False]
+    shown = game.data_for(frozenset({1}))
+    assert np.array_equal(shown.signals[:, 0], game.data.signals[:, 0])  # the oracle, real
+    assert game.null is not None
+    for column in (1, 2, 3):  # the copy and the silent one (non-players), the noise (absent)
+        assert np.array_equal(shown.signals[:, column], game.null.signals[:, column])
     with pytest.raises(ValueError, match="not in the data"):
         evaluate_epoch(SumOfSignals([0]), data, 60, 340, names=["nobody"])
     with pytest.raises(ValueError, match="must lie within"):
