@@ -34,7 +34,7 @@ from agent.env.spec import BASE_SCALE, QUOTE_SCALE
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agent.env.trading_env import EnvConfig, MarketData
+    from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
 
 PolicyKind = Literal["model", "strategy", "baseline"]
 Predict = Callable[[np.ndarray], Any]
@@ -306,37 +306,16 @@ def rollout(
     record = _Recorder()
     close = env.closes
     terminated = False
-    if isinstance(policy, ModelPolicy):
-        predict, spec = policy.predict, env.policy_spec
-        for t in range(start, end):
-            observation = env.observation()
-            step = env.advance(spec.target_exposure(predict(observation)), observation)
-            record.add(step, close[t])
-            if callback is not None:
-                callback(step)
-            if step.terminated:
-                terminated = True
-                break
-    else:
-        if len(policy.targets) != data.bars:
-            raise ConfigError(
-                f"policy {policy.name!r} has {len(policy.targets)} targets for {data.bars} bars"
-            )
-        targets = np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0).tolist()
-        band = policy.rebalance_band
-        for t in range(start, end):
-            target = targets[t]
-            if band > 0.0 or target != target:  # NaN: hold
-                now = env.exposure_now()
-                if target != target or abs(target - now) < band:
-                    target = min(1.0, now)
-            step = env.advance(target)
-            record.add(step, close[t])
-            if callback is not None:
-                callback(step)
-            if step.terminated:
-                terminated = True
-                break
+    decide = _decider(env, policy, data.bars)
+    for t in range(start, end):
+        target, observation = decide(t)
+        step = env.advance(target, observation)
+        record.add(step, close[t])
+        if callback is not None:
+            callback(step)
+        if step.terminated:
+            terminated = True
+            break
     c = record.columns
     n = len(c[1])
     kind: PolicyKind = "model" if isinstance(policy, ModelPolicy) else policy.kind
@@ -364,6 +343,36 @@ def rollout(
         terminated=terminated,
         extra=extra,
     )
+
+
+def _decider(
+    env: TradingEnv, policy: Policy, bars: int
+) -> Callable[[int], tuple[float, np.ndarray | None]]:
+    """Return bar -> (target exposure, what the policy observed) for a policy in `env`."""
+    if isinstance(policy, ModelPolicy):
+        predict, spec = policy.predict, env.policy_spec
+
+        def model(_t: int) -> tuple[float, np.ndarray | None]:
+            observation = env.observation()
+            return spec.target_exposure(predict(observation)), observation
+
+        return model
+    if len(policy.targets) != bars:
+        raise ConfigError(
+            f"policy {policy.name!r} has {len(policy.targets)} targets for {bars} bars"
+        )
+    targets = np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0).tolist()
+    band = policy.rebalance_band
+
+    def rule(t: int) -> tuple[float, np.ndarray | None]:
+        target = targets[t]
+        if band > 0.0 or target != target:  # NaN: hold
+            now = env.exposure_now()
+            if target != target or abs(target - now) < band:
+                target = min(1.0, now)
+        return target, None
+
+    return rule
 
 
 def _run_config(policy: Policy, config: EnvConfig, start: int) -> EnvConfig:

@@ -46,7 +46,7 @@ from agent.rewards.ledger import (
     write_epoch,
 )
 from agent.rewards.merkle import MerkleTree
-from agent.rewards.payout import epoch_pool, profit_share, quote_to_units, split
+from agent.rewards.payout import Payout, epoch_pool, profit_share, quote_to_units, split
 from agent.store import Store
 
 _ZERO_ROOT = bytes(32)
@@ -239,6 +239,38 @@ def compute_epoch(
     rows, root = _with_leaves(epoch, rows)
     summary = attribution.to_dict()
     summary["inactive"] = [n for n in names if n not in active]
+    return _epoch_record(
+        epoch,
+        window,
+        data,
+        rewards,
+        carry_in,
+        model_id,
+        metric,
+        (attribution.v_all, attribution.v_empty),
+        profit_share(profit, rewards.profit_share_bps),
+        payout,
+        root,
+        summary,
+        tuple(rows),
+    )
+
+
+def _epoch_record(
+    epoch: int,
+    window: EpochWindow,
+    data: MarketData,
+    rewards: RewardsSettings,
+    carry_in: int,
+    model_id: str | None,
+    metric: str,
+    values: tuple[float, float],
+    shared_profit: int,
+    payout: Payout,
+    root: str | None,
+    summary: dict[str, Any],
+    allocations: tuple[Allocation, ...],
+) -> EpochRecord:
     return EpochRecord(
         epoch=epoch,
         start_bar=window.start,
@@ -247,12 +279,12 @@ def compute_epoch(
         end_ms=int(data.open_time[window.end]),
         model_id=model_id,
         metric=metric,
-        v_all=attribution.v_all,
-        v_empty=attribution.v_empty,
+        v_all=values[0],
+        v_empty=values[1],
         emission=rewards.emission_per_epoch,
         carry_in=carry_in,
-        profit_share=profit_share(profit, rewards.profit_share_bps),
-        pool=pool,
+        profit_share=shared_profit,
+        pool=payout.pool,
         total=payout.paid,
         remainder=payout.remainder,
         remainder_policy=payout.remainder_policy,
@@ -261,7 +293,7 @@ def compute_epoch(
         status=COMPUTED if payout.paid else EMPTY,
         attribution=summary,
         created_at=now(),
-        allocations=tuple(rows),
+        allocations=allocations,
     )
 
 
@@ -278,36 +310,18 @@ def _baseline_epoch(
     window = epoch_window(epoch, rewards.epoch_bars, data.bars, EnvConfig().first_bar)
     pool = epoch_pool(rewards.emission_per_epoch, carry_in, 0, rewards.profit_share_bps)
     names = tuple(data.strategy_names if names is None else names)
-    return EpochRecord(
-        epoch=epoch,
-        start_bar=window.start,
-        end_bar=window.end,
-        start_ms=int(data.open_time[window.start]),
-        end_ms=int(data.open_time[window.end]),
-        model_id=model_id,
-        metric="none",
-        v_all=0.0,
-        v_empty=0.0,
-        emission=rewards.emission_per_epoch,
-        carry_in=carry_in,
-        profit_share=0,
-        pool=pool,
-        total=0,
-        remainder=pool,
-        remainder_policy="carry",
-        carry_out=pool,
-        root=None,
-        status=EMPTY,
-        attribution={
-            "method": "none",
-            "baseline": baseline,
-            "reason": f"traded by the baseline policy {baseline}: no agent, no attribution; "
-            "the pool is carried",
-            "players": [{"name": n, "value": 0.0, "std_error": 0.0} for n in names],
-        },
-        created_at=now(),
-        allocations=(),
-    )
+    summary = {
+        "method": "none",
+        "baseline": baseline,
+        "reason": f"traded by the baseline policy {baseline}: no agent, no attribution; "
+        "the pool is carried",
+        "players": [{"name": n, "value": 0.0, "std_error": 0.0} for n in names],
+    }
+    payout = split(pool, [], "carry")
+    return _epoch_record(
+        epoch, window, data, rewards, carry_in, model_id, "none", (0.0, 0.0), 0, payout, None,
+        summary, (),
+    )  # fmt: skip
 
 
 def _with_leaves(epoch: int, rows: list[Allocation]) -> tuple[list[Allocation], str | None]:
