@@ -33,7 +33,7 @@ import web3
 from eth_utils import keccak
 from web3 import Web3
 
-from agent.audit.verify import read_decision_log
+from agent.audit.log_events import read_decision_log
 from agent.chain.backends import AnvilBackend, ChainBackend, EmbeddedBackend, find_anvil
 from agent.chain.contracts import load_artifact
 from agent.chain.executor import OnChainExecutor

@@ -11,6 +11,7 @@ Errors: AuditError (the trail does not verify, or a record is invalid), ChainErr
 
 from __future__ import annotations
 
+from agent.audit.log_events import Mismatch, read_onchain_hashes
 from agent.audit.outbox import (
     DEFAULT_BATCH_SIZE,
     DecisionOutbox,
@@ -43,12 +44,11 @@ from agent.audit.record import (
 from agent.audit.trail import AuditTrail, LogLocation, locate_decision_log
 from agent.audit.verify import (
     DecisionProof,
-    Mismatch,
     VerifyReport,
     find_first_mismatch,
     prove,
-    read_onchain_hashes,
     verify,
+    verify_records,
 )
 
 __all__ = [
@@ -87,4 +87,5 @@ __all__ = [
     "text_id",
     "to_fixed_e9",
     "verify",
+    "verify_records",
 ]

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.audit.log_events import read_onchain_hashes
 from agent.audit.outbox import DecisionOutbox, read_decisions
 from agent.audit.record import chain_head
 from agent.audit.trail import AuditTrail, locate_decision_log
-from agent.audit.verify import read_onchain_hashes, verify
+from agent.audit.verify import verify
 from agent.chain.backends import AnvilBackend, ChainBackend
 from agent.chain.deploy import deploy_all
 from agent.config import Settings

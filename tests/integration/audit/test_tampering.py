@@ -11,10 +11,11 @@ import json
 
 import pytest
 
+from agent.audit.log_events import read_onchain_hashes
 from agent.audit.outbox import read_decisions
 from agent.audit.record import chain_head
 from agent.audit.trail import AuditTrail
-from agent.audit.verify import read_onchain_hashes, verify
+from agent.audit.verify import verify
 from agent.store import Store
 from tests.integration.audit.conftest import AuditChain, fill
 

@@ -13,10 +13,11 @@ import sys
 import pytest
 from eth_utils import keccak
 
+from agent.audit.log_events import read_decision_log, read_onchain_hashes
 from agent.audit.outbox import read_decisions
 from agent.audit.record import DecisionRecord, chain_head, decision_hash
 from agent.audit.trail import AuditTrail
-from agent.audit.verify import read_decision_log, read_onchain_hashes, verify, verify_records
+from agent.audit.verify import verify, verify_records
 from agent.errors import AuditError
 from agent.store import Store
 from tests.integration.audit.conftest import AuditChain, fill
@@ -95,16 +96,16 @@ def test_the_events_are_read_a_page_of_blocks_at_a_time(
     records: list[DecisionRecord],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    verify_module = sys.modules["agent.audit.verify"]
+    events_module = sys.modules["agent.audit.log_events"]
     pages: list[str] = []
-    read_chain = verify_module.read_chain
+    read_chain = events_module.read_chain
 
     def counting(what: str, *args: object, **kwargs: object) -> object:
         if "DecisionsRecorded events" in what:
             pages.append(what)
         return read_chain(what, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(verify_module, "read_chain", counting)
+    monkeypatch.setattr(events_module, "read_chain", counting)
     tiny = verify(store, audit_chain.backend, audit_chain.log_address, page_blocks=2)
     tiny_pages = len(pages)
     pages.clear()

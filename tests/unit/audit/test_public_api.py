@@ -40,6 +40,7 @@ PUBLIC = {
     "text_id",
     "to_fixed_e9",
     "verify",
+    "verify_records",
 }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from eth_utils import keccak
 
+from agent.audit.log_events import LoggedBatch, _assemble
 from agent.audit.record import ZERO_HASH, chain_head
-from agent.audit.verify import LoggedBatch, _assemble
 
 INTERVAL = 4
 
