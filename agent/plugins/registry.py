@@ -341,7 +341,8 @@ def validate_strategy(
             registry = recorded_registry(backend, store)
             if registry is not None:
                 names |= {d.name for d in found if d.ok and status_of(registry, d.name)}
-    return validate(item, settings, registered=_registered_signals(settings, found, names, item))
+        registered = _registered_signals(settings, found, names, item)
+        return validate(item, settings, registered=registered, store=store)
 
 
 def _resolve(
@@ -446,7 +447,7 @@ def submit(
             d.name for d in found if d.ok and status_of(registry, d.name)
         }
         registered = _registered_signals(settings, found, names, item)
-        report = validate(item, settings, registered=registered)
+        report = validate(item, settings, registered=registered, store=db)
         if not report.passed:
             lines = [f"  {check.name}: {check.message}" for check in report.failures]
             raise PluginError(

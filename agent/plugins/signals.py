@@ -261,7 +261,7 @@ def _run_checked(job: _Job, frame: pd.DataFrame, limits: SandboxLimits, samples:
     return _Checked(checked, verdict, True)
 
 
-def _hidden_refusal(item: DiscoveredStrategy, fixtures: Sequence[str]) -> str | None:
+def hidden_refusal(item: DiscoveredStrategy, fixtures: Sequence[str]) -> str | None:
     info = item.info
     if info is None or not info.hidden_inputs or info.name in fixtures:
         return None
@@ -318,7 +318,7 @@ def compute_signals(
     series = None if key is None else str(key)
     results: dict[str, SignalResult] = {}
     for item in items:
-        refusal = _hidden_refusal(item, settings.fixtures)
+        refusal = hidden_refusal(item, settings.fixtures)
         if refusal is not None:
             results[item.name] = SignalResult.failure(item.name, refusal)
     declared = {
