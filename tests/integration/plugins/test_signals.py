@@ -72,9 +72,15 @@ def test_hidden_series_reach_no_strategy_the_config_does_not_name_as_a_fixture(
     only_oracle = StrategiesSettings(fixtures=["planted-oracle"])
     for settings in (None, StrategiesSettings(), only_oracle):
         matrix = compute_signals(
-            strategies, market.candles, key=KEY, hidden={"planted": market.planted}, settings=settings
+            strategies,
+            market.candles,
+            key=KEY,
+            hidden={"planted": market.planted},
+            settings=settings,
         )
-        refused = {"declares-hidden"} | ({"planted-oracle"} if settings is not only_oracle else set())
+        refused = {"declares-hidden"} | (
+            {"planted-oracle"} if settings is not only_oracle else set()
+        )
         assert set(matrix.reasons) == refused
         for name in refused:
             assert "only test fixtures named in strategies.fixtures" in matrix.reasons[name]
@@ -105,7 +111,9 @@ def test_signals_for_stored_candles_are_computed_once(
         rows = store.db.execute("SELECT COUNT(*) FROM signal_cache").fetchone()[0]
         assert rows == 3
 
-        shorter = compute_signals(strategies, candles.iloc[:300], key=KEY, store=store)
+        shorter = compute_signals(
+            strategies, candles.iloc[:300], key=KEY, store=store, settings=fixtures
+        )
         assert shorter.from_cache == frozenset()  # another data range
         np.testing.assert_array_equal(shorter.values, first.values[:300])
 
