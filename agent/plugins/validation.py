@@ -271,7 +271,7 @@ def _fresh_markets(
     """Return the data the random look-ahead check runs on: a fresh synthetic market longer
     than any stored series (seed and extra length from OS randomness), and the stored market."""
     config = _config(settings)
-    longest = max([s.count for s in store.list_series()] if store is not None else [0])
+    longest = max([s.count for s in store.list_series()] if store is not None else [], default=0)
     bars = max(config.reference_bars, longest) + 1 + secrets.randbelow(1_000)
     market = generate(SyntheticSettings(seed=secrets.randbits(31), bars=bars), REFERENCE_TIMEFRAME)
     markets = [
