@@ -180,7 +180,7 @@ def prepare(
         candles,
         items,
         key=key,
-        store=store if key is not None else None,
+        store=store,  # without a stored series (key None) it caches nothing, records quarantines
         hidden=hidden or None,
         settings=settings.strategies,
         source="backtest",
