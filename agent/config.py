@@ -203,6 +203,8 @@ class StrategiesSettings(Section):
     causality_cut_points: int = Field(20, ge=1, le=1_000)
     reference_bars: int = Field(3_000, ge=200, le=1_000_000)
     reference_seed: int = Field(20_240_101, ge=0)
+    lookahead_samples: int = Field(460, ge=1, le=1_000_000)
+    fixtures: list[str] = Field(default_factory=list)
 
 
 class RewardsSettings(Section):

@@ -268,6 +268,25 @@ def _m010_backtest_decisions(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m011_lookahead(db: sqlite_utils.Database) -> None:
+    """The look-ahead check (agent.plugins.lookahead): its verdict cached with the signal, and
+    the quarantine of strategies caught looking ahead."""
+    # `lookahead_samples`: bars re-checked when the row was computed (NULL: not checked, as for
+    # shipped strategies, whose rows a third-party strategy's lookup then ignores).
+    db.execute("ALTER TABLE signal_cache ADD COLUMN lookahead_samples INTEGER")
+    # One row per strategy code caught looking ahead: the first bar found, on which data
+    # (`series`), where the check ran (`source`: training, backtest, rewards, validation, ...).
+    db.execute(
+        """
+        CREATE TABLE quarantine (
+            code_hash TEXT NOT NULL PRIMARY KEY, strategy TEXT NOT NULL,
+            first_bar INTEGER NOT NULL, first_bar_ms INTEGER, series TEXT,
+            source TEXT NOT NULL, reason TEXT NOT NULL, detected_ms INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -279,6 +298,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m008_strategy_registrations,
     _m009_service,
     _m010_backtest_decisions,
+    _m011_lookahead,
 )
 
 

@@ -177,7 +177,13 @@ def prepare(
     warmup = scenario.data.warmup_bars or max(EnvConfig().first_bar, needed, min_warmup)
     candles, start, end = _slice_window(candles, scenario, warmup)
     data, reasons = build_market_data(
-        candles, items, key=key, store=store if key is not None else None, hidden=hidden or None
+        candles,
+        items,
+        key=key,
+        store=store,  # without a stored series (key None) it caches nothing, records quarantines
+        hidden=hidden or None,
+        settings=settings.strategies,
+        source="backtest",
     )
     hashes = {i.name: i.code_hash or "unknown" for i in items}
     return PreparedData(candles, data, key, label, timeframe, start, end, hashes, reasons)

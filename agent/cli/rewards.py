@@ -117,6 +117,7 @@ def run_epoch(
                 registry_names=inputs.registry_names if inputs else None,
                 model_id=inputs.model_id if inputs else None,
                 env_config=inputs.env_config if inputs else None,
+                quarantined=inputs.quarantined if inputs else (),
                 auto_claim=claim,
                 progress=progress,
             )

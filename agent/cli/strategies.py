@@ -35,7 +35,7 @@ def _on_chain(item: Any) -> str:
 
 @app.command("list")
 def list_(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """List strategies: status (OK, LOAD FAILED, DUPLICATE), origin, code hash, on-chain version.
+    """List strategies: status (OK, LOAD FAILED, DUPLICATE, QUARANTINED), origin, hash, version.
 
     The on-chain version is read from the configured chain when Agora's contracts are recorded
     for it; nothing is deployed.

@@ -154,7 +154,15 @@ def dataset_from_candles(
     """
     specs = list(settings.agent.strategies if strategies is None else strategies)
     resolved = resolve_strategies(specs, settings)
-    data, reasons = build_market_data(candles, resolved, key=key, store=store, hidden=hidden)
+    data, reasons = build_market_data(
+        candles,
+        resolved,
+        key=key,
+        store=store,
+        hidden=hidden,
+        settings=settings.strategies,
+        source="training",
+    )
     windows = split_windows(
         data.open_time, settings.agent.split, first_bar=EnvConfig.from_settings(settings).first_bar
     )

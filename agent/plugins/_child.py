@@ -11,7 +11,10 @@ payload length as big-endian uint64), a UTF-8 JSON header, then the payload byte
 array written without pickle, or nothing). The request is one header message followed by one
 message per array; the reply is one message per event ("ready", "metadata", "result",
 "error"), written to a private copy of the original stdout: fd 1 itself is pointed at stderr,
-so whatever the plugin prints cannot corrupt the reply.
+so whatever the plugin prints cannot corrupt the reply. In the "incremental" mode (the
+look-ahead check) the request carries no candles: after "ready", the parent sends one chunk of
+bars per cut point, each only once the previous cut is answered, and the child answers each with
+a "point" reply holding the signal's value at that cut.
 
 Order of operations: read the request, point stdin at /dev/null, set the resource limits
 (CPU, address space, file size, open files, no core dumps), install the audit hook
@@ -445,6 +448,9 @@ def _run(
         send({"type": "error", "kind": kind, "message": message})
         return
     send({"type": "ready", "name": str(getattr(strategy, "name", ""))})
+    if request["mode"] == "incremental":
+        _run_incremental(request, strategy, send, guard, prefix)
+        return
     max_values = int(request["max_values"])
     for index, frame in enumerate(_frames(request, arrays)):
         started = time.perf_counter()
@@ -471,14 +477,70 @@ def _run(
             return
 
 
+def _run_incremental(
+    request: Mapping[str, Any],
+    strategy: Any,
+    send: Callable[..., None],
+    guard: AuditGuard,
+    prefix: str | None,
+) -> None:
+    """Answer cut points in increasing order, each from the candles up to it and no later.
+
+    The parent sends one chunk per cut (the bars after the previous cut, up to and including
+    this one) only after the previous answer, so this process never holds a later bar than the
+    cut it answers. Each answer is the signal's last value on the candles received so far.
+    """
+    stream = request["stream"]
+    hidden_names = sorted(request["hidden"])
+    parts: list[list[np.ndarray]] = [[] for _ in range(2 + len(hidden_names))]
+    for index in range(int(request["cuts"])):
+        try:
+            header, arrays = read_request(stream)
+        except (EOFError, ValueError, KeyError):
+            return
+        for part, array in zip(parts, arrays, strict=True):
+            part.append(array)
+        joined = [np.concatenate(part) if len(part) > 1 else part[0] for part in parts]
+        for part, array in zip(parts, joined, strict=True):
+            part[:] = [array]
+        frame = build_frame(joined[0], joined[1], dict(zip(hidden_names, joined[2:], strict=True)))
+        started = time.perf_counter()
+        reply: dict[str, Any] = {"type": "point", "index": index, "cut": header.get("cut")}
+        payload = b""
+        try:
+            values = call_strategy(strategy, frame)
+            if values.shape != (len(frame),):
+                raise OutputError(f"returned shape {list(values.shape)} for {len(frame)} candles")
+            reply.update(ok=True)
+            payload = encode_array(values[-1:].copy())
+        except MemoryError as e:
+            reply.update(ok=False, kind="memory", message=_clip(str(e)))
+        except OutputError as e:
+            reply.update(ok=False, kind="output", message=str(e))
+        except BaseException as e:
+            reply.update(ok=False, kind="exception", message=describe_exception(e, prefix))
+        reply["elapsed_s"] = time.perf_counter() - started
+        if guard.violations:
+            send({"type": "error", "kind": "violation", "message": guard.violations[0]})
+            return
+        send(reply, payload)
+        if not reply["ok"]:
+            return
+
+
 def main() -> int:
     """Serve one request from stdin; the reply goes to the original stdout."""
     reply_fd = os.dup(1)
     os.dup2(2, 1)
-    request, arrays = read_request(sys.stdin.buffer)
+    stream = os.fdopen(os.dup(0), "rb")
+    request, arrays = read_request(stream)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    if request.get("mode") == "incremental":
+        request["stream"] = stream  # the chunks still to come, one per answered cut
+    else:
+        stream.close()
 
     def send(header: Mapping[str, Any], payload: bytes = b"") -> None:
         blob = pack_message(header, payload)

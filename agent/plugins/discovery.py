@@ -8,7 +8,9 @@ metadata of its Strategy classes as JSON. Every strategy found is listed with a 
 
 - OK: loaded and its metadata checked;
 - LOAD FAILED: the real error (the import error and its line, a bad metadata field);
-- DUPLICATE: its name is already taken by a strategy found earlier (first wins).
+- DUPLICATE: its name is already taken by a strategy found earlier (first wins);
+- QUARANTINED (shown by `agora strategies list`): its code was caught looking ahead on data
+  it was run on (`agent.plugins.lookahead`); its signal is masked and it is not paid.
 
 Code hash: the sha256 of the file's bytes for a shipped strategy or a plugin file (the sandbox
 runs exactly the bytes it hashed); for a package, the sha256 over the sorted relative paths and
@@ -44,6 +46,7 @@ class StrategyStatus(StrEnum):
     OK = "OK"
     LOAD_FAILED = "LOAD FAILED"
     DUPLICATE = "DUPLICATE"
+    QUARANTINED = "QUARANTINED"
 
 
 @dataclass(frozen=True)

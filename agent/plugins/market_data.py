@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from agent.config import StrategiesSettings
 from agent.env.features import FeatureParams, market_features
 from agent.env.trading_env import MarketData
 from agent.errors import DataError
@@ -29,6 +30,9 @@ def build_market_data(
     store: Store | None = None,
     hidden: Mapping[str, Any] | None = None,
     feature_params: FeatureParams | None = None,
+    settings: StrategiesSettings | None = None,
+    source: str = "signals",
+    lookahead: bool = True,
 ) -> tuple[MarketData, dict[str, str]]:
     """Precompute features and every strategy's signal for `candles`.
 
@@ -39,6 +43,10 @@ def build_market_data(
         store: where hidden series and cached signals are read from.
         hidden: hidden series aligned with the candles (the synthetic market's `planted`).
         feature_params: estimator look-backs of the market features.
+        settings: the `strategies` section (look-ahead samples, fixtures, sandbox limits).
+        source: what the data is for (training, backtest, rewards, service), recorded when a
+            strategy is caught looking ahead.
+        lookahead: check third-party signals for look-ahead (see `compute_signals`).
 
     Returns:
         The market data and the reasons of strategies that produced no signal.
@@ -48,7 +56,16 @@ def build_market_data(
     if len(candles) < 2:
         raise DataError(f"{len(candles)} candles are too few to build market data from")
     candles = candles.reset_index(drop=True)
-    signals = compute_signals(strategies, candles, key=key, store=store, hidden=hidden)
+    signals = compute_signals(
+        strategies,
+        candles,
+        key=key,
+        store=store,
+        hidden=hidden,
+        settings=settings,
+        source=source,
+        lookahead=lookahead,
+    )
     data = MarketData(
         open_time=candles["open_time"].to_numpy(dtype="int64"),
         close=candles["close"].to_numpy(dtype="float64"),

@@ -31,6 +31,7 @@ from eth_utils import is_checksum_address, to_checksum_address
 
 from agent.config import Settings
 from agent.errors import ChainError, PluginError, TransactionReverted, UsageError
+from agent.market.schema import format_time_ms
 from agent.plugins.discovery import (
     DiscoveredStrategy,
     StrategyStatus,
@@ -44,6 +45,7 @@ from agent.plugins.install_plan import (
     plan_submission,
 )
 from agent.plugins.interface import NAME_PATTERN
+from agent.plugins.lookahead import Quarantine, read_quarantine
 from agent.plugins.onchain_registry import (
     ACTIVE,
     RETIRED,
@@ -117,6 +119,7 @@ class ListedStrategy:
     version: str | None
     author: str | None
     registered: RegisteredStrategy | None
+    first_bad_bar: int | None = None
 
     @property
     def code_registered(self) -> bool | None:
@@ -228,6 +231,7 @@ def list_strategies(
     """
     found = discover(settings)
     entries: dict[str, RegisteredStrategy] = {}
+    quarantine = _read_quarantine(settings, store)
     try:
         with open_session(settings, backend, store) as (chain, db):
             registry = recorded_registry(chain, db)
@@ -239,19 +243,43 @@ def list_strategies(
         if backend is not None:
             raise
         logger.warning("on-chain versions not shown: %s", e)
-    return [
-        ListedStrategy(
-            name=item.name,
-            origin=item.origin,
-            status=item.status,
-            error=item.error,
-            code_hash=item.code_hash,
-            version=item.info.version if item.info else None,
-            author=item.info.author if item.info else None,
-            registered=entries.get(item.name) if item.ok else None,
+    listed = []
+    for item in found:
+        caught = quarantine.get(item.code_hash or "") if item.ok and not item.trusted else None
+        listed.append(
+            ListedStrategy(
+                name=item.name,
+                origin=item.origin,
+                status=StrategyStatus.QUARANTINED if caught else item.status,
+                error=_quarantine_message(caught) if caught else item.error,
+                code_hash=item.code_hash,
+                version=item.info.version if item.info else None,
+                author=item.info.author if item.info else None,
+                registered=entries.get(item.name) if item.ok else None,
+                first_bad_bar=caught.first_bar if caught else None,
+            )
         )
-        for item in found
-    ]
+    return listed
+
+
+def _read_quarantine(settings: Settings, store: Store | None) -> dict[str, Quarantine]:
+    if store is not None:
+        return read_quarantine(store)
+    if not Path(settings.data.database_path).exists():
+        return {}
+    with Store(settings.data.database_path) as db:
+        return read_quarantine(db)
+
+
+def _quarantine_message(caught: Quarantine) -> str:
+    at = ""
+    if caught.first_bar_ms is not None:
+        at = f" ({format_time_ms(caught.first_bar_ms)})"
+    where = f" of {caught.series}" if caught.series else ""
+    return (
+        f"looks ahead: first offending bar {caught.first_bar}{at}{where}, caught by the "
+        f"{caught.source} check; its signal is masked and it is not paid"
+    )
 
 
 def new(name: str, directory: Path | str = ".") -> Scaffold:
@@ -313,7 +341,8 @@ def validate_strategy(
             registry = recorded_registry(backend, store)
             if registry is not None:
                 names |= {d.name for d in found if d.ok and status_of(registry, d.name)}
-    return validate(item, settings, registered=_registered_signals(settings, found, names, item))
+        registered = _registered_signals(settings, found, names, item)
+        return validate(item, settings, registered=registered, store=store)
 
 
 def _resolve(
@@ -418,7 +447,7 @@ def submit(
             d.name for d in found if d.ok and status_of(registry, d.name)
         }
         registered = _registered_signals(settings, found, names, item)
-        report = validate(item, settings, registered=registered)
+        report = validate(item, settings, registered=registered, store=db)
         if not report.passed:
             lines = [f"  {check.name}: {check.message}" for check in report.failures]
             raise PluginError(

@@ -180,6 +180,7 @@ class _Child:
             self._selector.register(stream, selectors.EVENT_READ)
         self._reader: _child.MessageReader | None = None
         self._pending: list[tuple[dict[str, Any], bytes]] = []
+        self._writer: threading.Thread | None = None
 
     def _start(self, root: str) -> subprocess.Popen[bytes]:
         if not sys.executable:
@@ -195,8 +196,18 @@ class _Child:
             start_new_session=True,
         )
 
-    def send(self, header: dict[str, Any], arrays: Sequence[np.ndarray], max_values: int) -> None:
-        """Write the request from a helper thread, so a child that stops reading cannot block."""
+    def send(
+        self,
+        header: dict[str, Any],
+        arrays: Sequence[np.ndarray],
+        max_values: int,
+        *,
+        keep_open: bool = False,
+    ) -> None:
+        """Write the request from a helper thread, so a child that stops reading cannot block.
+
+        With `keep_open`, stdin stays open for the chunks `send_chunk` writes later.
+        """
         self._reader = _child.MessageReader(8 * max_values + (1 << 16))
         header = {
             **header,
@@ -209,6 +220,13 @@ class _Child:
                 "file_size_mb": self.limits.file_size_mb,
             },
         }
+        self._write(header, arrays, close=not keep_open)
+
+    def send_chunk(self, header: dict[str, Any], arrays: Sequence[np.ndarray]) -> None:
+        """Write one more message group (incremental mode), after the previous one is written."""
+        self._write({**header, "arrays": len(arrays)}, arrays, close=False)
+
+    def _write(self, header: dict[str, Any], arrays: Sequence[np.ndarray], *, close: bool) -> None:
         blobs = [_child.pack_message(header)]
         blobs.extend(
             _child.pack_message({"array": i}, _child.encode_array(array))
@@ -216,14 +234,20 @@ class _Child:
         )
         stdin = self.proc.stdin
         assert stdin is not None
+        previous = self._writer
 
         def write() -> None:
+            if previous is not None:
+                previous.join()
             with contextlib.suppress(OSError, ValueError):
                 for blob in blobs:
                     stdin.write(blob)
-                stdin.close()
+                stdin.flush()
+                if close:
+                    stdin.close()
 
-        threading.Thread(target=write, name="agora-plugin-stdin", daemon=True).start()
+        self._writer = threading.Thread(target=write, name="agora-plugin-stdin", daemon=True)
+        self._writer.start()
 
     def receive(self) -> tuple[dict[str, Any], bytes]:
         """Return the next reply, waiting at most the wall-clock limit.
@@ -542,6 +566,113 @@ def run_plugin(
     finally:
         child.close()
     return results
+
+
+@dataclass(frozen=True)
+class CutValues:
+    """A strategy's signal at each cut point, each computed from the candles up to that cut.
+
+    Attributes:
+        name: the strategy's name.
+        cuts: the bars (row positions), increasing.
+        values: the value at each cut answered, in order (NaN allowed); shorter than `cuts`
+            when the run failed.
+        ok: every cut was answered.
+        reason: why not, or None.
+        elapsed_s: wall time of the whole run, measured here.
+    """
+
+    name: str
+    cuts: np.ndarray
+    values: np.ndarray
+    ok: bool
+    reason: str | None
+    elapsed_s: float
+
+
+def run_plugin_incremental(
+    location: PluginLocation,
+    frame: pd.DataFrame,
+    cuts: Sequence[int],
+    *,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    hidden_inputs: Sequence[str] = (),
+    limits: SandboxLimits | None = None,
+    expected_sha256: str | None = None,
+) -> CutValues:
+    """Compute an untrusted strategy's signal at each cut from the candles up to it only.
+
+    One sandboxed child answers every cut, in increasing order: it is sent the bars after the
+    previous cut up to this one only once the previous cut is answered, so it never holds a bar
+    later than the cut it answers, and the cost is one process and one computation per cut.
+
+    Args:
+        location, name, params, hidden_inputs, limits, expected_sha256: as in `run_plugin`.
+        frame: the full candle frame (hidden series in `attrs[HIDDEN_ATTR]`).
+        cuts: row positions in `frame`; sorted and made unique here.
+    """
+    limits = limits or SandboxLimits()
+    points = np.unique(np.asarray(cuts, dtype="int64"))
+    started = time.monotonic()
+    answered: list[float] = []
+
+    def result(reason: str | None) -> CutValues:
+        values = np.asarray(answered, dtype="float64")
+        return CutValues(name, points, values, reason is None, reason, time.monotonic() - started)
+
+    if len(points) and (points[0] < 0 or points[-1] >= len(frame)):
+        return result(f"cut points outside the {len(frame)} candles")
+    lacking = _missing_hidden(frame, hidden_inputs)
+    if lacking:
+        return result(_lacks(lacking))
+    try:
+        header, _ = _location_header(location, expected_sha256)
+    except _Failed as e:
+        return result(str(e))
+    hidden = _hidden_for(frame, hidden_inputs)
+    arrays = _child.frame_arrays(frame, hidden)
+    request = {
+        "mode": "incremental",
+        "location": header,
+        "params": dict(params or {}),
+        "frames": [],
+        "hidden": sorted(hidden),
+        "cuts": len(points),
+    }
+    try:
+        child = _Child(limits, len(points))
+    except OSError as e:
+        return result(f"could not start the sandbox: {e}")
+    try:
+        child.send(request, [], 1_024, keep_open=True)
+        reply, _ = child.receive()
+        if reply.get("type") != "ready":
+            return result(_error_reason(reply, limits))
+        if reply.get("name") != name:
+            return result(
+                f"loads as {str(reply.get('name'))[:60]!r}, not {name!r}: its code changed "
+                "since it was discovered"
+            )
+        sent = 0
+        for cut in points.tolist():
+            child.send_chunk({"cut": cut}, [array[sent : cut + 1] for array in arrays])
+            sent = cut + 1
+            reply, payload = child.receive()
+            if reply.get("type") != "point" or not reply.get("ok"):
+                return result(f"at bar {cut}: {_error_reason(reply, limits)}")
+            try:
+                value = _child.decode_array(payload)
+            except ValueError as e:
+                return result(f"sent an unreadable array: {e}")
+            if value.shape != (1,) or value.dtype.kind not in "fiu":
+                return result(f"sent a malformed value at bar {cut}")
+            answered.append(float(value[0]))
+    except _Failed as e:
+        return result(str(e))
+    finally:
+        child.close()
+    return result(None)
 
 
 def run_trusted(

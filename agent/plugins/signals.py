@@ -9,6 +9,13 @@ the series, the first and last open time of the range, and a hash of the exact i
 (candles plus the hidden series the strategy reads), so candles replaced in the store or a
 changed plugin never serve a stale signal. Failures that depend on the machine (a timeout, a
 resource limit) are not cached; other failures are, like signals.
+
+A third-party strategy's signal over history is accepted only after the look-ahead check
+(`agent.plugins.lookahead`): its value at random bars, recomputed from the candles up to each
+bar in one extra sandboxed child, must be the same. Its verdict is cached with the signal
+(`lookahead_samples`); a strategy caught is quarantined (masked here from then on, on any
+data, with the recorded reason) and its values inside the declared warm-up are not used
+(they are not checked). Hidden series reach only strategies named in `strategies.fixtures`.
 """
 
 from __future__ import annotations
@@ -25,10 +32,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agent.config import StrategiesSettings
 from agent.errors import PluginError
 from agent.market.schema import CANDLE_COLUMNS, SeriesKey
 from agent.plugins.discovery import DiscoveredStrategy
 from agent.plugins.interface import HIDDEN_ATTR, Strategy
+from agent.plugins.lookahead import (
+    LookaheadVerdict,
+    check_lookahead,
+    read_quarantine,
+    record_quarantine,
+)
 from agent.plugins.sandbox import SandboxLimits, SignalResult, run_plugin, run_trusted
 from agent.store import Store
 
@@ -163,15 +177,21 @@ def _cache_key(job: _Job, series: str, frame: pd.DataFrame) -> list[Any]:
     ]
 
 
-def _cache_get(store: Store, key: list[Any], name: str, bars: int) -> SignalResult | None:
+def _cache_get(
+    store: Store, key: list[Any], name: str, bars: int, checked: bool
+) -> SignalResult | None:
+    """Return the cached result; with `checked`, only a signal whose look-ahead check ran."""
     row = store.db.execute(
-        "SELECT ok, reason, values_f64, elapsed_s, bars FROM signal_cache WHERE code_hash = ? "
-        "AND params_hash = ? AND series = ? AND first_ms = ? AND last_ms = ? AND data_hash = ?",
+        "SELECT ok, reason, values_f64, elapsed_s, bars, lookahead_samples FROM signal_cache "
+        "WHERE code_hash = ? AND params_hash = ? AND series = ? AND first_ms = ? "
+        "AND last_ms = ? AND data_hash = ?",
         key,
     ).fetchone()
     if row is None or int(row[4]) != bars:
         return None
-    ok, reason, blob, elapsed_s, _ = row
+    ok, reason, blob, elapsed_s, _, samples = row
+    if checked and ok and samples is None:
+        return None
     if not ok:
         return SignalResult.failure(name, str(reason), float(elapsed_s))
     values = np.frombuffer(blob, dtype="<f8").astype("float64")
@@ -180,9 +200,11 @@ def _cache_get(store: Store, key: list[Any], name: str, bars: int) -> SignalResu
     return SignalResult(name, values, ~np.isnan(values), True, None, float(elapsed_s))
 
 
-def _cache_put(store: Store, rows: Sequence[tuple[list[Any], SignalResult, int]]) -> None:
+def _cache_put(
+    store: Store, rows: Sequence[tuple[list[Any], SignalResult, int, int | None]]
+) -> None:
     records = []
-    for key, result, bars in rows:
+    for key, result, bars, samples in rows:
         if not result.ok and str(result.reason).startswith(_RESOURCE_FAILURES):
             continue
         blob = None if result.values is None else result.values.astype("<f8").tobytes()
@@ -196,6 +218,7 @@ def _cache_put(store: Store, rows: Sequence[tuple[list[Any], SignalResult, int]]
                 blob,
                 result.elapsed_s,
                 int(time.time() * 1000),
+                samples,
             )
         )
     if not records:
@@ -203,10 +226,49 @@ def _cache_put(store: Store, rows: Sequence[tuple[list[Any], SignalResult, int]]
     with store.transaction() as conn:
         conn.executemany(
             "INSERT OR REPLACE INTO signal_cache (code_hash, params_hash, series, first_ms, "
-            "last_ms, data_hash, strategy, bars, ok, reason, values_f64, elapsed_s, created_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "last_ms, data_hash, strategy, bars, ok, reason, values_f64, elapsed_s, created_ms, "
+            "lookahead_samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             records,
         )
+
+
+# --- the look-ahead check ------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Checked:
+    result: SignalResult
+    verdict: LookaheadVerdict | None
+    cacheable: bool
+
+
+def _run_checked(job: _Job, frame: pd.DataFrame, limits: SandboxLimits, samples: int) -> _Checked:
+    """Run an untrusted strategy on the frame, then check its signal for look-ahead."""
+    result = _run_one(job, frame, limits)
+    item = job.item
+    if not result.ok or result.values is None or not samples:
+        return _Checked(result, None, True)
+    if item.location is None or item.info is None:
+        return _Checked(result, None, True)
+    verdict = check_lookahead(item, frame, result.values, samples=samples, limits=limits)
+    open_time = frame["open_time"].to_numpy(dtype="int64")
+    if verdict.caught:
+        return _Checked(SignalResult.failure(item.name, verdict.reason(open_time)), verdict, True)
+    if verdict.error is not None:
+        failed = SignalResult.failure(item.name, verdict.reason(), result.elapsed_s)
+        return _Checked(failed, verdict, False)
+    values = result.values.copy()
+    values[: item.info.warmup_bars] = np.nan  # not checked, so not used
+    checked = SignalResult(item.name, values, ~np.isnan(values), True, None, result.elapsed_s)
+    return _Checked(checked, verdict, True)
+
+
+def hidden_refusal(item: DiscoveredStrategy, fixtures: Sequence[str]) -> str | None:
+    info = item.info
+    if info is None or not info.hidden_inputs or info.name in fixtures:
+        return None
+    return (
+        f"reads the hidden series {', '.join(info.hidden_inputs)}, which only test fixtures "
+        f"named in strategies.fixtures may read ({info.name!r} is not one): it gets none"
+    )
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -218,6 +280,9 @@ def compute_signals(
     store: Store | None = None,
     hidden: Mapping[str, Any] | None = None,
     limits: SandboxLimits | None = None,
+    settings: StrategiesSettings | None = None,
+    source: str = "signals",
+    lookahead: bool = True,
 ) -> SignalMatrix:
     """Compute every strategy's signal on `candles`, masking the ones that fail.
 
@@ -225,11 +290,19 @@ def compute_signals(
         strategies: discovered strategies or trusted classes; names must be unique.
         candles: the candle frame (columns `open_time`, open, high, low, close, volume).
         key: the series the candles come from (part of the cache key).
-        store: cache signals here (needs `key`); hidden series a strategy declares but
-            `hidden` lacks are also read from it.
+        store: cache signals and look-ahead verdicts here (needs `key`), and read and record
+            quarantined strategies; hidden series a fixture declares but `hidden` lacks are
+            also read from it.
         hidden: hidden series aligned with `candles`, given only to strategies that declare
-            them in `hidden_inputs`.
-        limits: the sandbox limits (default `SandboxLimits()`).
+            them in `hidden_inputs` and are named in `settings.fixtures`.
+        limits: the sandbox limits (default: from `settings`).
+        settings: the `strategies` section (look-ahead samples, fixtures, limits); default
+            `StrategiesSettings()`, which names no fixture.
+        source: what the signals are for (training, backtest, rewards, service), recorded
+            with a quarantine.
+        lookahead: check third-party signals for look-ahead. Only a caller that uses the
+            value at the last bar alone (the service's tick, causal by construction) may
+            pass False.
 
     Raises:
         PluginError: two strategies share a name.
@@ -238,22 +311,38 @@ def compute_signals(
     names = tuple(item.name for item in items)
     if len(set(names)) != len(names):
         raise PluginError(f"strategy names must be unique, got {list(names)}")
-    limits = limits or SandboxLimits()
+    settings = settings or StrategiesSettings()
+    limits = limits or SandboxLimits.from_settings(settings)
     frame, hidden_series = _frame(candles, hidden)
     bars = len(frame)
     series = None if key is None else str(key)
-    declared = {h for item in items if item.info for h in item.info.hidden_inputs}
+    results: dict[str, SignalResult] = {}
+    for item in items:
+        refusal = hidden_refusal(item, settings.fixtures)
+        if refusal is not None:
+            results[item.name] = SignalResult.failure(item.name, refusal)
+    declared = {
+        h
+        for item in items
+        if item.info and item.name not in results
+        for h in item.info.hidden_inputs
+    }
     if store is not None and isinstance(key, SeriesKey) and declared - set(hidden_series):
         hidden_series.update(_stored_hidden(store, key, frame, declared - set(hidden_series)))
     if hidden_series:
         frame.attrs = {HIDDEN_ATTR: hidden_series}
+    quarantine = read_quarantine(store) if store is not None else {}
 
-    results: dict[str, SignalResult] = {}
     cached: set[str] = set()
     todo: list[tuple[_Job, list[Any] | None]] = []
     for item in items:
+        if item.name in results:
+            continue
         if not item.ok or item.info is None:
             results[item.name] = SignalResult.failure(item.name, f"{item.status}: {item.error}")
+            continue
+        if not item.trusted and item.code_hash in quarantine:
+            results[item.name] = SignalResult.failure(item.name, quarantine[item.code_hash].reason)
             continue
         params = {**item.info.params, **item.params}
         job = _Job(
@@ -265,24 +354,51 @@ def compute_signals(
         cache_key = None
         if store is not None and series is not None and item.code_hash and bars:
             cache_key = _cache_key(job, series, frame)
-            hit = _cache_get(store, cache_key, item.name, bars)
+            need_check = lookahead and not item.trusted
+            hit = _cache_get(store, cache_key, item.name, bars, checked=need_check)
             if hit is not None:
                 results[item.name] = hit
                 cached.add(item.name)
                 continue
         todo.append((job, cache_key))
 
+    samples = settings.lookahead_samples if lookahead else 0
     sandboxed = [(job, k) for job, k in todo if not job.item.trusted]
+    checked: dict[str, _Checked] = {}
     workers = max(1, min(len(sandboxed), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agora-signal") as pool:
-        futures = {job.item.name: pool.submit(_run_one, job, frame, limits) for job, _ in sandboxed}
+        futures = {
+            job.item.name: pool.submit(_run_checked, job, frame, limits, samples)
+            for job, _ in sandboxed
+        }
         for job, _ in todo:
             if job.item.trusted:
                 results[job.item.name] = _run_one(job, frame, limits)
         for name, future in futures.items():
-            results[name] = future.result()
+            checked[name] = future.result()
+            results[name] = checked[name].result
     if store is not None:
-        _cache_put(store, [(k, results[job.item.name], bars) for job, k in todo if k is not None])
+        open_time = frame["open_time"].to_numpy(dtype="int64")
+        for job, _ in sandboxed:
+            verdict = checked[job.item.name].verdict
+            if verdict is not None and verdict.first_bar is not None:
+                record_quarantine(
+                    store,
+                    job.item,
+                    verdict,
+                    str(results[job.item.name].reason),
+                    series=series,
+                    first_bar_ms=int(open_time[verdict.first_bar]),
+                    source=source,
+                )
+        rows = []
+        for job, k in todo:
+            outcome = checked.get(job.item.name)
+            if k is None or (outcome is not None and not outcome.cacheable):
+                continue
+            verdict = outcome.verdict if outcome is not None else None
+            rows.append((k, results[job.item.name], bars, verdict.samples if verdict else None))
+        _cache_put(store, rows)
     return _assemble(names, results, frame, frozenset(cached))
 
 

@@ -11,10 +11,17 @@ from the end of the warm-up to the end, and recomputes the signal twice per cut:
 candles removed, and with them replaced by another synthetic market continuing from bar t's
 close. A causal strategy gives the same values at every bar up to t in all three runs; the
 report names the first bar whose value changed.
+
+Because those cut points and that data can be worked out from the configuration, the causality
+check also runs the look-ahead check of the paid paths (`agent.plugins.lookahead`) on a fresh
+synthetic market from the operating system's randomness, longer than any stored series, and on
+the stored market where one exists: the signal at random bars, recomputed from the candles up to
+each, must be the same. Shipped (trusted) strategies skip that part.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,8 +36,10 @@ from agent.market.schema import CANDLE_COLUMNS
 from agent.market.synthetic import PLANTED_SERIES_NAME, generate
 from agent.plugins.discovery import DiscoveredStrategy, discover, discover_file, find
 from agent.plugins.interface import HIDDEN_ATTR, as_signal
+from agent.plugins.lookahead import check_lookahead
 from agent.plugins.sandbox import SandboxLimits, SignalResult, run_plugin, run_trusted
-from agent.plugins.signals import StrategyLike, as_discovered, compute_signals
+from agent.plugins.signals import StrategyLike, as_discovered, compute_signals, hidden_refusal
+from agent.store import Store
 
 REFERENCE_TIMEFRAME = "1h"
 _AFTER_SHAPE = ("determinism", "causality", "speed", "originality")
@@ -144,7 +153,8 @@ def reference_signals(
         frame,
         key=None,
         hidden=frame.attrs[HIDDEN_ATTR],
-        limits=SandboxLimits.from_settings(config),
+        settings=config,
+        lookahead=False,
     )
     signals = {}
     for name in matrix.available:
@@ -255,6 +265,58 @@ def _causality_check(
     )
 
 
+def _fresh_markets(
+    settings: Settings | StrategiesSettings, store: Store | None
+) -> list[tuple[str, pd.DataFrame]]:
+    """Return the data the random look-ahead check runs on: a fresh synthetic market longer
+    than any stored series (seed and extra length from OS randomness), and the stored market."""
+    config = _config(settings)
+    longest = max([s.count for s in store.list_series()] if store is not None else [], default=0)
+    bars = max(config.reference_bars, longest) + 1 + secrets.randbelow(1_000)
+    market = generate(SyntheticSettings(seed=secrets.randbits(31), bars=bars), REFERENCE_TIMEFRAME)
+    markets = [
+        (f"fresh synthetic data of {bars} bars", _with_hidden(market.candles, market.planted))
+    ]
+    if store is not None and isinstance(settings, Settings):
+        from agent.market.data import default_key
+
+        key = default_key(settings)
+        candles = store.read_candles(key)
+        if len(candles) >= 2:
+            frame = candles[list(CANDLE_COLUMNS)].reset_index(drop=True)
+            markets.append((f"the stored market {key}", frame))
+    return markets
+
+
+def _random_causality_check(
+    item: DiscoveredStrategy,
+    settings: Settings | StrategiesSettings,
+    limits: SandboxLimits,
+    store: Store | None,
+) -> Check | None:
+    """Run the paid paths' look-ahead check; None when it passed on every data set."""
+    config = _config(settings)
+    for label, frame in _fresh_markets(settings, store):
+        full = _run(item, [frame], limits)[0]
+        if not full.ok or full.values is None:
+            return Check("causality", False, f"could not be checked on {label}: {full.reason}")
+        verdict = check_lookahead(
+            item, frame, full.values, samples=config.lookahead_samples, limits=limits
+        )
+        if verdict.caught:
+            return Check(
+                "causality",
+                False,
+                f"looks ahead: its signal at bar {verdict.first_bar} of {label} is "
+                f"{verdict.full_value!r} on the full history but {verdict.cut_value!r} from the "
+                f"candles up to that bar only ({verdict.samples} random bars checked); "
+                "a signal may use only candles up to its own bar",
+            )
+        if verdict.error is not None:
+            return Check("causality", False, f"could not be checked on {label}: {verdict.error}")
+    return None
+
+
 def _speed_check(elapsed_s: float, bars: int, budget: float) -> tuple[Check, float]:
     per_10k = elapsed_s / bars * 10_000
     message = f"{per_10k:.3g} s per 10,000 bars (budget {budget:g} s)"
@@ -320,6 +382,7 @@ def validate(
     settings: Settings | StrategiesSettings,
     *,
     registered: Mapping[str, np.ndarray] | Sequence[StrategyLike] | None = None,
+    store: Store | None = None,
 ) -> ValidationReport:
     """Validate one strategy on the reference data set; untrusted code runs in the sandbox.
 
@@ -329,6 +392,8 @@ def validate(
         registered: the strategies already registered, as their signals on the reference data
             set (see `reference_signals`) or as strategies to compute them from. One with the
             target's own name (an earlier version) is not compared.
+        store: the store whose longest series the fresh look-ahead data must exceed, and whose
+            market (with full `Settings`) is checked too.
     """
     config = _config(settings)
     item = _resolve(target, config)
@@ -342,6 +407,12 @@ def validate(
     limits = SandboxLimits.from_settings(config)
     frame = reference_candles(config)
     bars = len(frame)
+    refusal = hidden_refusal(item, config.fixtures)
+    if refusal is not None:
+        checks.append(Check("shape and range", False, refusal))
+        skipped = "not checked: the strategy produced no signal"
+        checks += [Check(name, False, skipped) for name in _AFTER_SHAPE]
+        return ValidationReport(item.name, item.origin, item.code_hash, tuple(checks))
 
     first = _run(item, [frame], limits)[0]
     checks.append(_shape_check(item, first, bars))
@@ -356,7 +427,15 @@ def validate(
     frames += [altered_after(frame, cut, config) for cut in cuts]
     runs = _run(item, frames, limits)
     checks.append(_determinism_check(signal, runs[0]))
-    checks.append(_causality_check(signal, cuts, runs[1 : 1 + len(cuts)], runs[1 + len(cuts) :]))
+    causality = _causality_check(signal, cuts, runs[1 : 1 + len(cuts)], runs[1 + len(cuts) :])
+    if causality.passed and not item.trusted:
+        causality = _random_causality_check(item, settings, limits, store) or Check(
+            "causality",
+            True,
+            causality.message + f", and at {config.lookahead_samples} random bars of fresh data "
+            "recomputed from the candles up to each",
+        )
+    checks.append(causality)
     elapsed = min(first.elapsed_s, runs[0].elapsed_s) if runs[0].ok else first.elapsed_s
     speed, per_10k = _speed_check(elapsed, bars, config.speed_budget_s_per_10k_bars)
     checks.append(speed)

@@ -14,7 +14,7 @@ remainder an epoch carries goes to the next one computed, exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -172,6 +172,7 @@ def compute_epoch(
     metric: Metric = "log_return",
     progress: Progress | None = None,
     baseline: str | None = None,
+    quarantined: Collection[str] = (),
 ) -> EpochRecord:
     """Measure every strategy's contribution to an epoch and split its pool; write nothing.
 
@@ -179,7 +180,9 @@ def compute_epoch(
     attributed: no agent, no attribution. Its whole pool is carried to the next epoch.
 
     Strategies with no available signal anywhere in the epoch cannot change an action: they
-    get 0 without being part of the game (halving its size each).
+    get 0 without being part of the game (halving its size each). Quarantined strategies
+    (caught looking ahead, see `agent.plugins.lookahead`) are never part of the game and are
+    never paid, whatever their signal: their signal is masked, and they are excluded here too.
 
     Args:
         epoch: the epoch number.
@@ -195,6 +198,7 @@ def compute_epoch(
         metric: what a coalition's value measures.
         progress: called with (evaluations done, to do).
         baseline: the baseline policy that traded the epoch (its pool is carried).
+        quarantined: strategies caught looking ahead: contribution 0, amount 0.
     """
     if baseline is not None:
         return _baseline_epoch(epoch, data, rewards, names, carry_in, model_id, baseline)
@@ -208,7 +212,11 @@ def compute_epoch(
     if missing:
         raise UsageError(f"no payout account for strategies {missing}")
     in_window = data.mask[window.start : window.end]
-    active = [n for n in names if in_window[:, data.strategy_names.index(n)].any()]
+    active = [
+        n
+        for n in names
+        if n not in quarantined and in_window[:, data.strategy_names.index(n)].any()
+    ]
     game = evaluate_epoch(
         policy, data, window.start, window.end, active, env_config=base, metric=metric
     )
@@ -239,6 +247,7 @@ def compute_epoch(
     rows, root = _with_leaves(epoch, rows)
     summary = attribution.to_dict()
     summary["inactive"] = [n for n in names if n not in active]
+    summary["quarantined"] = [n for n in names if n in quarantined]
     return _epoch_record(
         epoch,
         window,
@@ -440,6 +449,7 @@ def run_epoch(
     auto_claim: bool | None = None,
     progress: Progress | None = None,
     baseline: str | None = None,
+    quarantined: Collection[str] = (),
 ) -> EpochRun:
     """Compute (if not recorded), record, publish and optionally claim one epoch.
 
@@ -477,6 +487,7 @@ def run_epoch(
             env_config=env_config,
             progress=progress,
             baseline=baseline,
+            quarantined=quarantined,
         )
         try:
             write_epoch(store, record)
@@ -507,6 +518,7 @@ class EpochInputs:
             strategy spec such as `noise:seed=3`; its plugin is `noise`).
         model_id: the model's id.
         env_config: the environment the model observes, with the configured costs.
+        quarantined: columns whose strategy is quarantined (caught looking ahead): unpaid.
     """
 
     policy: Any
@@ -515,6 +527,7 @@ class EpochInputs:
     registry_names: Mapping[str, str]
     model_id: str
     env_config: EnvConfig
+    quarantined: frozenset[str] = frozenset()
 
 
 def load_inputs(
@@ -537,8 +550,10 @@ def load_inputs(
     """
     from agent.learn.policy import load_policy
     from agent.market.data import default_key
+    from agent.plugins.lookahead import QUARANTINED, quarantined_names
     from agent.plugins.market_data import build_market_data
     from agent.plugins.resolve import resolve_strategies
+    from agent.plugins.signals import as_discovered
 
     loaded = policy if policy is not None else load_policy(store, model_id)
     if key is None:
@@ -551,7 +566,11 @@ def load_inputs(
     candles = store.read_candles(key)
     if candles.empty:
         raise DataError(f"no candles stored for {key}: nothing to measure the epoch on")
-    data, _ = build_market_data(candles, items, key=key, store=store)
+    data, reasons = build_market_data(
+        candles, items, key=key, store=store, settings=settings.strategies, source="rewards"
+    )
+    quarantined = {n for n, r in reasons.items() if r.startswith(QUARANTINED)}
+    quarantined |= quarantined_names(store, [as_discovered(item) for item in items])
     infos = {item.name: item.info for item in items}
     return EpochInputs(
         policy=loaded.predict,
@@ -560,6 +579,7 @@ def load_inputs(
         registry_names={n: (i.name if i else n) for n, i in infos.items()},
         model_id=loaded.model_id,
         env_config=EnvConfig.from_settings(settings).for_spec(loaded.spec),
+        quarantined=frozenset(quarantined),
     )
 
 

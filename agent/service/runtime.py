@@ -468,7 +468,16 @@ class ServiceRuntime:
         t = len(candles) - 1
         times = candles["open_time"].to_numpy(dtype="int64")
         bar_ms, price = int(times[t]), float(candles["close"].iloc[t])
-        data, reasons = build_market_data(candles, self.strategies, hidden=self.feed.hidden(times))
+        # Only bar t's signal is used, computed from the candles up to t: causal by
+        # construction, so the tick skips the look-ahead check (history builds run it).
+        data, reasons = build_market_data(
+            candles,
+            self.strategies,
+            hidden=self.feed.hidden(times),
+            settings=self.settings.strategies,
+            source="service",
+            lookahead=False,
+        )
         for name, reason in reasons.items():
             self.metrics.inc("agora_strategy_failures_total", strategy=name)
             self.log.warning(

@@ -98,3 +98,41 @@ def test_submit_with_a_bad_contributor_address_exits_2(agora: Run, contributor_d
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: contributor address '0xnot-an-address' is not an")
     assert not (contributor_dir / "plugins").exists()
+
+
+LOOKAHEAD = Path(__file__).parents[1] / "data" / "lookahead_plugins"
+SCENARIO = """\
+name: peeking
+data:
+  source: synthetic
+  synthetic: {seed: 5, bars: 3500}
+strategies: [peek-off-grid, honest-momentum]
+baselines: [buy-and-hold]
+"""
+
+
+@pytest.mark.slow
+def test_a_backtest_quarantines_a_lookahead_plugin_and_list_shows_its_first_bad_bar(
+    agora: Run, contributor_dir: Path
+) -> None:
+    (contributor_dir / "plugins").mkdir()
+    for name in ("peek_off_grid.py", "honest_momentum.py"):
+        (contributor_dir / "plugins" / name).write_bytes((LOOKAHEAD / name).read_bytes())
+    (contributor_dir / "peeking.yaml").write_text(SCENARIO)
+    backtest = agora("backtest", "run", "peeking.yaml")
+    assert backtest.returncode == 0, backtest.stderr
+    assert "quarantined: looks ahead" in backtest.stdout + backtest.stderr
+
+    listed = agora("strategies", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = {e["name"]: e for e in json.loads(listed.stdout)}
+    caught = entries["peek-off-grid"]
+    assert caught["status"] == "QUARANTINED"
+    assert isinstance(caught["first_bad_bar"], int)
+    assert f"first offending bar {caught['first_bad_bar']} " in caught["error"]
+    assert entries["honest-momentum"]["status"] == "OK"
+
+    table = agora("strategies", "list")
+    assert table.returncode == 0, table.stderr
+    assert "QUARANTINED" in table.stdout
+    assert f"first offending bar {caught['first_bad_bar']} " in table.stdout

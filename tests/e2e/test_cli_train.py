@@ -13,6 +13,8 @@ from tests.e2e.conftest import Run
 TINY_CONFIG = """\
 data:
   dir: data
+strategies:
+  fixtures: [planted-oracle]
 agent:
   strategies: [planted-oracle, "noise:seed=1"]
   lookback_bars: 4

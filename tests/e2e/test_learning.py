@@ -52,6 +52,7 @@ def _market(*, seed: int, planted: bool, strategies: list[str]) -> dict[str, str
         "AGORA__market__synthetic__planted__information_coefficient": "0.1",
         "AGORA__market__synthetic__planted__half_life_bars": "120.0",
         "AGORA__agent__strategies": json.dumps(strategies),
+        "AGORA__strategies__fixtures": json.dumps(["planted-oracle"]),
     }
 
 

@@ -38,6 +38,8 @@ market:
 dex:
   fee_bps: 5
   gas_price_gwei: 1.0
+strategies:
+  fixtures: [planted-oracle]
 agent:
   strategies: [planted-oracle, noise]
   timesteps: 60000

@@ -26,5 +26,5 @@ class ReadsSecrets(Strategy):
         )
         values = np.zeros(len(candles))
         values[0] = 1.0 if saw_secret else -1.0
-        values[1] = min(len(names) / 100.0, 1.0)
+        values[1:2] = min(len(names) / 100.0, 1.0)  # (a slice: the look-ahead check runs 1 bar)
         return values

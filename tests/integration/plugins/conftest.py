@@ -55,6 +55,7 @@ def strategies_settings(plugin_dir: Path, **overrides: object) -> StrategiesSett
         "wall_seconds": WALL_S,
         "file_size_mb": 4,
         "reference_bars": 1_500,
+        "fixtures": ["planted-oracle"],
     }
     values.update(overrides)
     return StrategiesSettings.model_validate(values)

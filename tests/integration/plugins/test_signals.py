@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agent.config import SyntheticSettings
+from agent.config import StrategiesSettings, SyntheticSettings
 from agent.market.schema import SeriesKey
 from agent.market.synthetic import generate
 from agent.plugins.discovery import DiscoveredStrategy, discover_file
@@ -49,14 +49,43 @@ def test_hidden_series_reach_only_the_strategies_that_declare_them(tmp_path: Pat
         probe(tmp_path, "peeks-at-hidden", ()),
         probe(tmp_path, "declares-hidden", ("planted",)),
     ]
+    fixtures = StrategiesSettings(fixtures=["planted-oracle", "declares-hidden"])
     matrix = compute_signals(
-        strategies, market.candles, key=KEY, hidden={"planted": market.planted}
+        strategies, market.candles, key=KEY, hidden={"planted": market.planted}, settings=fixtures
     )
     assert matrix.reasons == {}
     assert (matrix.column("peeks-at-hidden")[0] == -1.0).all()
     assert (matrix.column("declares-hidden")[0] == 1.0).all()
     oracle, _ = matrix.column("planted-oracle")
     assert np.allclose(oracle, np.clip(market.planted / 2.0, -1.0, 1.0))
+
+
+def test_hidden_series_reach_no_strategy_the_config_does_not_name_as_a_fixture(
+    tmp_path: Path,
+) -> None:
+    market = generate(SyntheticSettings(seed=5, bars=200), "1h")
+    strategies: list[StrategyLike] = [
+        PlantedOracle,
+        probe(tmp_path, "peeks-at-hidden", ()),
+        probe(tmp_path, "declares-hidden", ("planted",)),
+    ]
+    only_oracle = StrategiesSettings(fixtures=["planted-oracle"])
+    for settings in (None, StrategiesSettings(), only_oracle):
+        matrix = compute_signals(
+            strategies,
+            market.candles,
+            key=KEY,
+            hidden={"planted": market.planted},
+            settings=settings,
+        )
+        refused = {"declares-hidden"} | (
+            {"planted-oracle"} if settings is not only_oracle else set()
+        )
+        assert set(matrix.reasons) == refused
+        for name in refused:
+            assert "only test fixtures named in strategies.fixtures" in matrix.reasons[name]
+            assert not matrix.column(name)[1].any()
+        assert (matrix.column("peeks-at-hidden")[0] == -1.0).all()
 
 
 def test_signals_for_stored_candles_are_computed_once(
@@ -70,10 +99,11 @@ def test_signals_for_stored_candles_are_computed_once(
         store.write_hidden_series(KEY, "planted", times, market.planted)
         candles = store.read_candles(KEY)
 
-        first = compute_signals(strategies, candles, key=KEY, store=store)
+        fixtures = StrategiesSettings(fixtures=["planted-oracle"])
+        first = compute_signals(strategies, candles, key=KEY, store=store, settings=fixtures)
         assert first.reasons == {} and first.from_cache == frozenset()
         started = time.monotonic()
-        second = compute_signals(strategies, candles, key=KEY, store=store)
+        second = compute_signals(strategies, candles, key=KEY, store=store, settings=fixtures)
         assert time.monotonic() - started < 0.3  # no sandbox child was started
         assert second.from_cache == {"ma-crossover", "close-momentum", "planted-oracle"}
         np.testing.assert_array_equal(first.values, second.values)
@@ -81,7 +111,9 @@ def test_signals_for_stored_candles_are_computed_once(
         rows = store.db.execute("SELECT COUNT(*) FROM signal_cache").fetchone()[0]
         assert rows == 3
 
-        shorter = compute_signals(strategies, candles.iloc[:300], key=KEY, store=store)
+        shorter = compute_signals(
+            strategies, candles.iloc[:300], key=KEY, store=store, settings=fixtures
+        )
         assert shorter.from_cache == frozenset()  # another data range
         np.testing.assert_array_equal(shorter.values, first.values[:300])
 

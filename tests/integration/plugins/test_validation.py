@@ -29,7 +29,8 @@ def test_a_good_third_party_file_passes_every_check_in_the_sandbox(
     assert report.signal is not None and len(report.signal) == hostile_settings.reference_bars
     assert report.seconds_per_10k_bars is not None and report.seconds_per_10k_bars < 2.0
     assert report.check("causality").message == (
-        "unchanged up to each of 20 cut points with later candles removed or altered"
+        "unchanged up to each of 20 cut points with later candles removed or altered, and at "
+        "460 random bars of fresh data recomputed from the candles up to each"
     )
     assert report.check("originality").message.startswith("highest correlation ")
 

@@ -209,6 +209,19 @@ def test_an_epoch_is_published_and_claiming_all_keeps_the_books(chain: Chain, st
     assert board["oracle"]["unclaimed"] == 0
 
 
+def test_a_quarantined_strategy_is_not_part_of_the_game_and_not_paid(
+    chain: Chain, store: Store
+) -> None:
+    """Even with its signal in the data, a strategy caught looking ahead earns nothing."""
+    record = run(chain, store, quarantined=["oracle"]).record
+    by_name = {a.strategy: a for a in record.allocations}
+    assert by_name["oracle"].contribution == 0.0 and by_name["oracle"].amount == 0
+    assert by_name["echo"].amount > 0
+    assert record.attribution["quarantined"] == ["oracle"]
+    assert "oracle" not in [p["name"] for p in record.attribution["players"]]
+    chain.assert_conserved()
+
+
 def test_double_claims_and_wrong_proofs_are_refused(chain: Chain, store: Store) -> None:
     record = run(chain, store, auto_claim=True).record
     assert all(a.claimed for a in record.allocations if a.leaf)

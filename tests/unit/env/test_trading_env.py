@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config import SyntheticSettings
+from agent.config import StrategiesSettings, SyntheticSettings
 from agent.dex.amm import BASE_DECIMALS, QUOTE_DECIMALS
 from agent.env.features import FEATURE_NAMES
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
@@ -34,7 +34,10 @@ def market() -> Any:
 
 def _data(candles: pd.DataFrame, planted: np.ndarray) -> MarketData:
     strategies = resolve_strategies(STRATEGY_SPECS)
-    data, reasons = build_market_data(candles, strategies, hidden={"planted": planted})
+    fixtures = StrategiesSettings(fixtures=["planted-oracle"])
+    data, reasons = build_market_data(
+        candles, strategies, hidden={"planted": planted}, settings=fixtures
+    )
     assert not reasons
     return data
 

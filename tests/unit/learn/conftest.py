@@ -28,7 +28,11 @@ TINY_AGENT: dict[str, Any] = {
 
 def tiny_settings(data_dir: Path, **agent: Any) -> Settings:
     return Settings.model_validate(
-        {"data": {"dir": str(data_dir)}, "agent": {**TINY_AGENT, **agent}}
+        {
+            "data": {"dir": str(data_dir)},
+            "agent": {**TINY_AGENT, **agent},
+            "strategies": {"fixtures": ["planted-oracle"]},
+        }
     )
 
 

@@ -32,6 +32,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "lookback_bars": 4,
                 "exposure_levels": [0.0, 1.0],
             },
+            "strategies": {"fixtures": [ORACLE]},
         }
     )
     planted = {"enabled": True, "information_coefficient": 0.2, "half_life_bars": 48.0}

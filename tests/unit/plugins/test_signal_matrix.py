@@ -89,11 +89,18 @@ def test_cached_signals_are_keyed_by_parameters(tmp_path: Path) -> None:
 def test_resource_failures_are_not_cached(tmp_path: Path) -> None:
     key = ["h", "p", "s", 0, 1, "d"]
     with Store(tmp_path / "a.db") as store:
-        _cache_put(store, [(key, SignalResult.failure("x", "timed out after 5 s"), 2)])
+        _cache_put(store, [(key, SignalResult.failure("x", "timed out after 5 s"), 2, None)])
         _cache_put(
             store,
-            [([*key[:5], "e"], SignalResult.failure("x", "exceeded the memory limit of 1 MB"), 2)],
+            [
+                (
+                    [*key[:5], "e"],
+                    SignalResult.failure("x", "exceeded the memory limit of 1 MB"),
+                    2,
+                    None,
+                )
+            ],
         )
         assert store.db.execute("SELECT COUNT(*) FROM signal_cache").fetchone()[0] == 0
-        _cache_put(store, [(key, SignalResult.failure("x", "raised ValueError: no"), 2)])
+        _cache_put(store, [(key, SignalResult.failure("x", "raised ValueError: no"), 2, None)])
         assert store.db.execute("SELECT COUNT(*) FROM signal_cache").fetchone()[0] == 1
