@@ -131,7 +131,7 @@ def _data_sha256(
     return digest.hexdigest()
 
 
-def _run_one(job: _Job, frame: pd.DataFrame, limits: SandboxLimits) -> SignalResult:
+def _run_one(job: _Job, frame: pd.DataFrame, limits: SandboxLimits | None) -> SignalResult:
     item, info = job.item, job.item.info
     assert info is not None
     if item.trusted and item.strategy_class is not None:
@@ -145,7 +145,7 @@ def _run_one(job: _Job, frame: pd.DataFrame, limits: SandboxLimits) -> SignalRes
         params=item.params,
         warmup_bars=info.warmup_bars,
         hidden_inputs=info.hidden_inputs,
-        limits=limits,
+        limits=limits or item.limits or SandboxLimits(),
         expected_sha256=item.code_hash if item.location.kind == "file" else None,
     )[0]
 
@@ -229,7 +229,8 @@ def compute_signals(
             `hidden` lacks are also read from it.
         hidden: hidden series aligned with `candles`, given only to strategies that declare
             them in `hidden_inputs`.
-        limits: the sandbox limits (default `SandboxLimits()`).
+        limits: the sandbox limits; default: those each strategy was discovered with (the
+            configured `strategies.*`), else `SandboxLimits()`.
 
     Raises:
         PluginError: two strategies share a name.
@@ -238,7 +239,6 @@ def compute_signals(
     names = tuple(item.name for item in items)
     if len(set(names)) != len(names):
         raise PluginError(f"strategy names must be unique, got {list(names)}")
-    limits = limits or SandboxLimits()
     frame, hidden_series = _frame(candles, hidden)
     bars = len(frame)
     series = None if key is None else str(key)
