@@ -251,6 +251,8 @@ class _Child:
 
     def _exit_reason(self) -> str:
         code = self._exit_status()
+        if code is not None and code > 128 and self.limits.sandbox == "bubblewrap":
+            code = 128 - code  # bwrap exits with 128 + the signal that killed the child
         if code is None:
             return f"timed out after {self.limits.wall_seconds:g} s"
         tail = self.stderr_tail.decode("utf-8", "replace").strip().splitlines()
