@@ -7,7 +7,7 @@ no capabilities, in a new session, killed with its parent. Its file system is bu
 nothing: a read-only view of the Python runtime (`sys.base_prefix`, the interpreter and the
 system libraries it links), the environment's site-packages, the `agent` package and the
 plugin's own file or package; a private tmpfs at /tmp as its working directory and HOME; a
-fresh /proc (its own PID namespace only) and a minimal /dev. No data directory, database,
+fresh /proc (its own PID namespace only) and a minimal, read-only /dev. No data directory, database,
 config file, home or key material is bound, and the environment is emptied (`--clearenv`)
 but for a few constants.
 
@@ -161,6 +161,8 @@ def bwrap_argv(bwrap: str, python_argv: Sequence[str], read_only: Sequence[str])
         "--proc",
         "/proc",
         "--dev",
+        "/dev",
+        "--remount-ro",
         "/dev",
         "--chdir",
         CHILD_TMP,
