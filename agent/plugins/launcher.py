@@ -49,8 +49,8 @@ _ENV_CONSTANTS = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
-"""The whole environment of a child, with HOME and TMPDIR; constants, not inherited (one BLAS thread: less
-address space per child, and no oversubscription of the machine)."""
+"""The whole environment of a child, with HOME and TMPDIR: constants, nothing inherited (one
+BLAS thread: less address space per child, and no oversubscription of the machine)."""
 _SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
 _UNSAFE_HINT = "set strategies.sandbox: none to run third-party strategies unsandboxed (unsafe)"
 

@@ -11,6 +11,7 @@ attempt, `-` meaning blocked, and anything secret-looking it read, so that a tes
 back from the CLI's output. `WHEN` says whether it does all this at import time or in signal().
 """
 
+import contextlib
 import os
 import sys
 
@@ -22,7 +23,7 @@ from agent.plugins import Strategy
 WHEN = "@@WHEN@@"
 DB_PATH = "@@DB_PATH@@"
 CANARY_PATH = "@@CANARY_PATH@@"
-HOST_DIRS = "@@HOST_DIRS@@".split("|")
+HOST_DIRS = "@@HOST_DIRS@@".split("|")  # noqa: SIM905 (a placeholder the test fills in)
 PORT = int("@@PORT@@")
 MARKER = "@@MARKER@@"
 
@@ -42,10 +43,8 @@ def take_over() -> str:
 def read_secrets() -> str:
     found = []
     candidates = ["/proc/1/environ", f"/proc/{os.getppid()}/environ", "/proc/self/environ"]
-    try:
+    with contextlib.suppress(OSError):
         candidates += [f"/proc/{p}/environ" for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        pass
     for path in candidates:
         try:
             with open(path, "rb") as handle:
