@@ -188,10 +188,15 @@ class MessageReader:
         self._buffer += data
         while len(self._buffer) >= PREFIX.size:
             header_len, payload_len = PREFIX.unpack_from(self._buffer)
-            if header_len > self.max_header_bytes or payload_len > self.max_payload_bytes:
+            if header_len > self.max_header_bytes:
                 raise ValueError(
-                    f"a reply of {header_len + payload_len} bytes, more than the "
-                    f"{self.max_payload_bytes + self.max_header_bytes} allowed"
+                    f"a reply header of {header_len} bytes, more than the "
+                    f"{self.max_header_bytes} allowed"
+                )
+            if payload_len > self.max_payload_bytes:
+                raise ValueError(
+                    f"a reply payload of {payload_len} bytes, more than the "
+                    f"{self.max_payload_bytes} allowed"
                 )
             end = PREFIX.size + header_len + payload_len
             if len(self._buffer) < end:

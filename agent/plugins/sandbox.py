@@ -354,7 +354,7 @@ def _unexpected(reply: Mapping[str, Any], expected: str, limits: SandboxLimits) 
     return f"sent a {shown!r} reply where {expected} was expected"
 
 
-def _shape_reason(name: str, shape: Any, length: int) -> str:
+def _shape_reason(name: str, shape: Any, length: int, payload_bytes: int) -> str:
     """Say what is wrong with a result whose payload is not one float64 per candle."""
     valid = (
         isinstance(shape, list)
@@ -365,16 +365,21 @@ def _shape_reason(name: str, shape: Any, length: int) -> str:
         return f"strategy {name!r} sent a malformed result (no valid shape for its values)"
     if len(shape) != 1:
         return f"strategy {name!r} returned an array of shape {tuple(shape)}, not 1-D"
+    if shape[0] != length:
+        return (
+            f"strategy {name!r} returned {shape[0]} values for {length} candles "
+            "(one value per candle is required)"
+        )
     return (
-        f"strategy {name!r} returned {shape[0]} values for {length} candles "
-        "(one value per candle is required)"
+        f"strategy {name!r} sent a malformed result ({payload_bytes} bytes for {length} "
+        "float64 values)"
     )
 
 
 def _signal_values(name: str, reply: Mapping[str, Any], payload: bytes, length: int) -> np.ndarray:
     """Return a result's values: exactly `length` float64, or raise PluginError saying why."""
     if len(payload) != 8 * length:
-        raise PluginError(_shape_reason(name, reply.get("shape"), length))
+        raise PluginError(_shape_reason(name, reply.get("shape"), length, len(payload)))
     return np.frombuffer(payload, dtype="<f8").astype("float64")
 
 

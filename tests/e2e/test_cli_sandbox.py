@@ -13,6 +13,7 @@ carrying the plugin's marker is alive.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -28,7 +29,9 @@ import pytest
 
 from tests.e2e.conftest import Run
 
-TEMPLATE = Path(__file__).parents[1] / "data" / "hostile_plugins" / "takeover" / "escapes.py"
+TAKEOVER = Path(__file__).parents[1] / "data" / "hostile_plugins" / "takeover"
+TEMPLATE = TAKEOVER / "escapes.py"
+FORGERIES = ("deep", "deep-dict", "wrong-types", "oversized", "object-array")
 CONFIG = """\
 data:
   dir: data
@@ -213,3 +216,48 @@ def test_the_same_plugin_unsandboxed_gets_out_so_the_boundary_is_bubblewrap(
     assert report["db"].startswith("LEAK:")
     assert report["write"].startswith("BREACH:") and report["net"].startswith("BREACH:")
     assert _marked_processes(scene.marker), "the daemon did not outlive the unsandboxed run"
+
+
+def _render(template: Path, **values: str) -> str:
+    source = template.read_text()
+    for key, value in values.items():
+        source = source.replace(f"@@{key.upper()}@@", value)
+    return source
+
+
+def test_forged_replies_are_masked_with_a_reason_and_the_backtest_completes(
+    agora: Run, workdir: Path
+) -> None:
+    (workdir / "config.yaml").write_text(CONFIG)
+    assert agora("data", "synth", "--bars", "1500", "--seed", "3").returncode == 0
+    plugins = workdir / "plugins"
+    plugins.mkdir()
+    template = TAKEOVER / "forges_reply.py"
+    for forgery in FORGERIES:
+        for when in ("import", "signal"):
+            name = f"forges_{forgery.replace('-', '_')}_on_{when}.py"
+            (plugins / name).write_text(_render(template, forgery=forgery, when=when))
+
+    listed = agora("strategies", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = {e["name"]: e for e in json.loads(listed.stdout)}
+    for forgery in FORGERIES:  # forged metadata: refused with a reason, never a crash
+        entry = entries[f"forges_{forgery.replace('-', '_')}_on_import"]
+        assert entry["status"] == "LOAD FAILED" and entry["error"], entry
+        assert entries[f"forges-{forgery}-on-signal"]["status"] == "OK"
+
+    done = agora("backtest", "--no-report")
+    assert done.returncode == 0, done.stderr
+    flat = " ".join(done.stdout.split())
+    expected = {
+        "deep": "sent a reply header nested 100000 deep, more than the 8 allowed",
+        "deep-dict": "sent a reply header nested 51 deep, more than the 8 allowed",
+        "wrong-types": "sent a malformed result (no valid shape for its values)",
+        "oversized": "sent a reply payload of 4611686018427387904 bytes, more than the",
+        "object-array": "sent a malformed result (",
+    }
+    for forgery, reason in expected.items():
+        assert f"warning: forges-{forgery}-on-signal: no signal: " in flat, forgery
+        assert reason in flat, (forgery, flat[-3000:])
+    for name in ("ma-crossover", "rsi-reversion", "buy-and-hold"):
+        assert name in done.stdout
