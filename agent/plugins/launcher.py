@@ -2,14 +2,15 @@
 
 `child_command` returns the command, working directory and environment of one sandboxed
 child. With `strategies.sandbox: bubblewrap` (the default) the interpreter runs under `bwrap`
-in new user, PID, network, IPC, UTS and cgroup namespaces (`--unshare-all`), as `nobody` with
-no capabilities, in a new session, killed with its parent. Its file system is built from
+in new user, PID, network, IPC, UTS and cgroup namespaces (`--unshare-all`, and no further
+user namespaces inside), as `nobody` with no capabilities, in a new session, killed with its
+parent. Its file system is built from
 nothing: a read-only view of the Python runtime (`sys.base_prefix`, the interpreter and the
 system libraries it links), the environment's site-packages, the `agent` package and the
-plugin's own file or package; a private tmpfs at /tmp as its working directory and HOME; a
-fresh /proc (its own PID namespace only) and a minimal, read-only /dev. No data directory, database,
-config file, home or key material is bound, and the environment is emptied (`--clearenv`)
-but for a few constants.
+plugin's own file or package; a private tmpfs at /tmp, of bounded size, as its working
+directory and HOME; a fresh /proc (its own PID namespace only) and a minimal, read-only /dev.
+No data directory, database, config file, home or key material is bound, and the environment
+is emptied (`--clearenv`) but for a few constants.
 
 Where bubblewrap cannot run (not installed, or no user namespaces), `child_command` raises a
 one-line `PluginError` naming the cause and the setting that allows an unsandboxed run
@@ -42,6 +43,7 @@ BOOTSTRAP = (
 CHILD_TMP = "/tmp"
 """The child's private tmpfs (working directory, HOME, TMPDIR) inside the sandbox."""
 NOBODY = 65534
+DEFAULT_TMPFS_MB = 64
 _ENV_CONSTANTS = {
     "PATH": "/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -127,13 +129,19 @@ def _read_only(paths: Iterable[str]) -> list[str]:
     return args
 
 
-def bwrap_argv(bwrap: str, python_argv: Sequence[str], read_only: Sequence[str]) -> list[str]:
+def bwrap_argv(
+    bwrap: str,
+    python_argv: Sequence[str],
+    read_only: Sequence[str],
+    tmpfs_mb: int = DEFAULT_TMPFS_MB,
+) -> list[str]:
     """Return the bubblewrap command line that runs `python_argv` confined.
 
     Args:
         bwrap: the `bwrap` executable.
         python_argv: the interpreter and its arguments.
         read_only: host paths the child may read (bound read-only at the same path).
+        tmpfs_mb: size of its private tmpfs (tmpfs lives in the host's memory).
     """
     runtime = [sys.base_prefix, interpreter(), *site_directories(), *read_only]
     env_args = [
@@ -144,6 +152,8 @@ def bwrap_argv(bwrap: str, python_argv: Sequence[str], read_only: Sequence[str])
     return [
         bwrap,
         "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
         "--die-with-parent",
         "--new-session",
         "--cap-drop",
@@ -156,6 +166,8 @@ def bwrap_argv(bwrap: str, python_argv: Sequence[str], read_only: Sequence[str])
         *env_args,
         *_system_binds(),
         *_read_only(runtime),
+        "--size",
+        str(tmpfs_mb << 20),
         "--tmpfs",
         CHILD_TMP,
         "--proc",
@@ -205,7 +217,9 @@ def bubblewrap() -> str:
     return found
 
 
-def child_command(mode: str, host_workdir: str, read_only: Sequence[str]) -> ChildCommand:
+def child_command(
+    mode: str, host_workdir: str, read_only: Sequence[str], tmpfs_mb: int = DEFAULT_TMPFS_MB
+) -> ChildCommand:
     """Return how to start one plugin child in `mode` ("bubblewrap" or "none").
 
     Args:
@@ -213,6 +227,7 @@ def child_command(mode: str, host_workdir: str, read_only: Sequence[str]) -> Chi
         host_workdir: a fresh private host directory (the working directory of an unsandboxed
             child; unused by a sandboxed one, which gets its own tmpfs).
         read_only: the plugin's own file or package directories.
+        tmpfs_mb: size of a sandboxed child's private tmpfs.
 
     Raises:
         PluginError: the mode is unknown, or bubblewrap cannot run (see `bubblewrap`).
@@ -231,7 +246,7 @@ def child_command(mode: str, host_workdir: str, read_only: Sequence[str]) -> Chi
         if os.path.isdir(path) and parent not in sites and parent != root:
             sites.append(parent)
     python = [interpreter(), "-I", "-B", "-c", BOOTSTRAP, root, *sites]
-    argv = bwrap_argv(bwrap, python, [os.path.join(root, "agent"), *read_only])
+    argv = bwrap_argv(bwrap, python, [os.path.join(root, "agent"), *read_only], tmpfs_mb)
     host_env = {"PATH": os.environ.get("PATH", os.defpath)}
     return ChildCommand(tuple(argv), host_workdir, host_env, CHILD_TMP)
 

@@ -156,7 +156,10 @@ class _Child:
         self.host_dir = tempfile.mkdtemp(prefix="agora-plugin-")
         try:
             command = child_command(
-                limits.sandbox, self.host_dir, plugin_paths(location.kind, location.target)
+                limits.sandbox,
+                self.host_dir,
+                plugin_paths(location.kind, location.target),
+                tmpfs_mb=4 * limits.file_size_mb,
             )
             self.workdir = command.workdir
             self.proc = subprocess.Popen(

@@ -58,11 +58,19 @@ def test_the_bubblewrap_command_confines_the_child_and_binds_nothing_of_the_agen
     command = launcher.child_command("bubblewrap", str(tmp_path / "host"), [str(plugin)])
     argv = list(command.argv)
     assert Path(argv[0]).name == "bwrap"
-    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+    for flag in (
+        "--unshare-all",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ):
         assert flag in argv
     assert "--share-net" not in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert argv[argv.index("--tmpfs") + 1] == "/tmp" and argv[argv.index("--chdir") + 1] == "/tmp"
+    assert argv[argv.index("--size") + 1] == str(launcher.DEFAULT_TMPFS_MB << 20)
+    assert argv.index("--size") + 2 == argv.index("--tmpfs")
     binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bind"]
     assert binds == [], "nothing is bound writable"
     read_only = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"]
@@ -161,3 +169,42 @@ def test_the_child_imports_numpy_and_pandas_from_the_read_only_environment(
     matrix = compute_signals([item], candles, key=None)
     assert matrix.reasons == {}, matrix.reasons
     assert sys.modules.get("agora_plugin_probe") is None
+
+
+FILLS_ITS_TMPFS = """
+import numpy as np
+import pandas as pd
+
+from agent.plugins import Strategy
+
+
+class FillsItsTmpfs(Strategy):
+    name = "fills-its-tmpfs"
+
+    def signal(self, candles: pd.DataFrame) -> np.ndarray:
+        written, block = 0, b"x" * (1 << 20)
+        for i in range(64):
+            try:
+                with open(f"/tmp/fill-{i}", "wb") as handle:
+                    for _ in range(8):
+                        handle.write(block)
+                        handle.flush()
+                        written += 1
+            except OSError:
+                continue
+        values = np.zeros(len(candles))
+        values[0] = written / 100.0
+        return values
+"""
+
+
+def test_the_private_tmpfs_holds_at_most_four_times_the_file_size_limit(
+    tmp_path: Path, candles: pd.DataFrame
+) -> None:
+    path = _plugin(tmp_path, FILLS_ITS_TMPFS, "fills.py")
+    limits = SandboxLimits(memory_mb=768, file_size_mb=2)
+    (item,) = discover_file(path, limits)
+    matrix = compute_signals([item], candles, key=None, limits=limits)
+    values, mask = matrix.column("fills-its-tmpfs")
+    assert mask.all(), matrix.reasons
+    assert 1 <= round(values[0] * 100) <= 8  # MB written: 2 MB files, an 8 MB tmpfs
