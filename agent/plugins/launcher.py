@@ -7,9 +7,10 @@ user namespaces inside), as `nobody` with no capabilities, in a new session, kil
 parent. Its file system is built from nothing: a read-only view of the Python runtime
 (`sys.base_prefix`, the interpreter and the system libraries it links), the environment's
 site-packages, the `agent` package and the plugin's own file or package; a private tmpfs at
-/tmp, of bounded size, as its working directory and HOME; a fresh /proc (its own PID namespace only) and a minimal, read-only /dev.
-No data directory, database, config file, home or key material is bound, and the environment
-is emptied (`--clearenv`) but for a few constants.
+/tmp, of bounded size, as its working directory and HOME; a fresh /proc (its own PID
+namespace only) and a minimal, read-only /dev. No data directory, database, config file, home
+or key material is bound, and the environment is emptied (`--clearenv`) but for a few
+constants.
 
 Where bubblewrap cannot run (not installed, or no user namespaces), `child_command` raises a
 one-line `PluginError` naming the cause and the setting that allows an unsandboxed run
