@@ -183,6 +183,7 @@ class _Child:
             os.set_blocking(stream.fileno(), False)
             self._selector.register(stream, selectors.EVENT_READ)
         self._reader: _child.MessageReader | None = None
+        self._replies_left = 0
         self._pending: list[tuple[dict[str, Any], bytes]] = []
         self.last_reply_at = time.monotonic()
 
@@ -192,6 +193,7 @@ class _Child:
         A reply's payload may hold at most `max_values` float64 values.
         """
         self._reader = _child.MessageReader(8 * max_values)
+        self._replies_left = 1 + len(header.get("frames") or [])
         self.last_reply_at = time.monotonic()
         header = {
             **header,
@@ -246,9 +248,13 @@ class _Child:
                     self.stderr_tail = (self.stderr_tail + data)[-_STDERR_TAIL_BYTES:]
                     continue
                 try:
-                    self._pending.extend(self._reader.feed(data))
+                    replies = list(self._reader.feed(data))
                 except ValueError as e:
                     raise _Failed(f"sent {e}") from e
+                self._replies_left -= len(replies)
+                if self._replies_left < 0:
+                    raise _Failed("sent more replies than it was asked for")
+                self._pending.extend(replies)
         self.last_reply_at = time.monotonic()
         return self._pending.pop(0)
 

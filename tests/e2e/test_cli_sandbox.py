@@ -31,7 +31,7 @@ from tests.e2e.conftest import Run
 
 TAKEOVER = Path(__file__).parents[1] / "data" / "hostile_plugins" / "takeover"
 TEMPLATE = TAKEOVER / "escapes.py"
-FORGERIES = ("deep", "deep-dict", "wrong-types", "oversized", "object-array")
+FORGERIES = ("deep", "deep-dict", "wrong-types", "oversized", "object-array", "flood")
 CONFIG = """\
 data:
   dir: data
@@ -255,6 +255,7 @@ def test_forged_replies_are_masked_with_a_reason_and_the_backtest_completes(
         "wrong-types": "sent a malformed result (no valid shape for its values)",
         "oversized": "sent a reply payload of 4611686018427387904 bytes, more than the",
         "object-array": "sent a malformed result (",
+        "flood": "forges-flood-on-signal: no signal: sent ",  # more replies, or a 'ready'
     }
     for forgery, reason in expected.items():
         assert f"warning: forges-{forgery}-on-signal: no signal: " in flat, forgery

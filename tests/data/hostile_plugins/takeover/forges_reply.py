@@ -55,6 +55,9 @@ def forged(bars: int) -> bytes:
         np.save(buffer, np.array([{"x": 1}] * bars, dtype=object), allow_pickle=True)
         header = b'{"type":"result","ok":true,"shape":[' + str(bars).encode() + b"]}"
         return frame(header, buffer.getvalue())
+    if FORGERY == "flood":  # far more replies than asked for, each small and well formed
+        ready = frame(b'{"type":"ready","name":"forges-flood-on-signal"}')
+        return ready * 200_000
     raise ValueError(FORGERY)
 
 
