@@ -26,6 +26,7 @@ CANARY_PATH = "@@CANARY_PATH@@"
 HOST_DIRS = "@@HOST_DIRS@@".split("|")  # noqa: SIM905 (a placeholder the test fills in)
 PORT = int("@@PORT@@")
 MARKER = "@@MARKER@@"
+WANTED = ("AGORA_PRIVATE_KEY=", "AGORA_CANARY=")
 
 
 def take_over() -> str:
@@ -51,9 +52,10 @@ def read_secrets() -> str:
                 text = handle.read().decode("utf-8", "replace")
         except OSError:
             continue
-        found += [item[:90] for item in text.split("\0") if item.startswith("AGORA_")]
-    found += [f"{k}={v}"[:90] for k, v in os.environ.items() if k.startswith("AGORA_")]
-    return "LEAK:" + sorted(set(found))[-1] if found else "-"  # AGORA_PRIVATE_KEY sorts last
+        found += [item[:90] for item in text.split("\0") if item.startswith(WANTED)]
+    found += [f"{k}={v}"[:90] for k, v in os.environ.items() if k.startswith(WANTED)]
+    keys = [item for item in found if item.startswith("AGORA_PRIVATE_KEY=")]
+    return "LEAK:" + (keys or found)[0] if found else "-"  # its parent's comes first
 
 
 def read_database() -> str:
