@@ -12,7 +12,7 @@ TORCH  := torch==2.13.0
 
 LINT_DIRS := $(wildcard agent strategies tests benchmarks)
 
-.PHONY: demo test lint typecheck pytest install npm browser contracts contracts-check bench clean
+.PHONY: demo test lint typecheck pytest install npm browser sandbox contracts contracts-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ contracts: $(NPM_STAMP)
 contracts-check: $(NPM_STAMP)
 	node contracts/build.mjs --check
 
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(BIN)/agora demo
 
 lint: $(STAMP)
@@ -52,9 +52,13 @@ typecheck: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# Third-party strategy plugins run only inside bubblewrap (Debian package; CI runs as root).
+sandbox:
+	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
+
 # The few slow end-to-end tests (training, kill test, demo) run in a second pytest process
 # beside the rest, one per core; both must pass.
-pytest: $(STAMP) $(NPM_STAMP) browser
+pytest: $(STAMP) $(NPM_STAMP) browser sandbox
 	@$(BIN)/pytest -q -m slow > .pytest-slow.log 2>&1 & slow=$$!; \
 	$(BIN)/pytest -q -m "not slow"; fast=$$?; \
 	wait $$slow; slow_rc=$$?; \

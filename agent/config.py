@@ -194,6 +194,7 @@ class AgentSettings(Section):
 
 class StrategiesSettings(Section):
     plugin_dir: Path = Path("plugins")
+    sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
     cpu_seconds: float = Field(30.0, gt=0.0, le=3_600.0)
     memory_mb: int = Field(1_024, ge=256, le=1_048_576)
     wall_seconds: float = Field(60.0, gt=0.0, le=3_600.0)

@@ -7,14 +7,16 @@ limit measures the strategy rather than the agent. The parent imports it too, fo
 format and for `call_strategy`, which trusted strategies share with sandboxed ones.
 
 Wire format, both ways: a message is a 12-byte prefix (header length as big-endian uint32,
-payload length as big-endian uint64), a UTF-8 JSON header, then the payload bytes (a `.npy`
-array written without pickle, or nothing). The request is one header message followed by one
-message per array; the reply is one message per event ("ready", "metadata", "result",
-"error"), written to a private copy of the original stdout: fd 1 itself is pointed at stderr,
-so whatever the plugin prints cannot corrupt the reply. In the "incremental" mode (the
-look-ahead check) the request carries no candles: after "ready", the parent sends one chunk of
-bars per cut point, each only once the previous cut is answered, and the child answers each with
-a "point" reply holding the signal's value at that cut.
+payload length as big-endian uint64), a UTF-8 JSON header, then the payload bytes. The request
+is one header message followed by one message per array (`.npy`, written without pickle); the
+reply is one message per event ("ready", "metadata", "result", "point", "error"). A result's
+payload is raw little-endian float64 bytes, one per candle, so the parent never parses an
+array format the child chose; reply headers are read with a size and nesting-depth bound
+(`MessageReader`). Replies are written to a private copy of the original stdout: fd 1 itself
+is pointed at stderr, so whatever the plugin prints cannot corrupt the reply. In the
+"incremental" mode (the look-ahead check) the request carries no candles: after "ready", the
+parent sends one chunk of bars per cut point, each only once the previous cut is answered, and
+the child answers each with a "point" reply holding the signal's value at that cut (8 bytes).
 
 Order of operations: read the request, point stdin at /dev/null, set the resource limits
 (CPU, address space, file size, open files, no core dumps), install the audit hook
@@ -28,7 +30,6 @@ import json
 import os
 import struct
 import sys
-import time
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,11 @@ from agent.plugins.interface import HIDDEN_ATTR, Strategy, check_metadata
 
 PREFIX = struct.Struct(">IQ")
 MAX_HEADER_BYTES = 1 << 20
+"""Largest request header (parent to child: the plugin's source travels in it)."""
+MAX_REPLY_HEADER_BYTES = 1 << 18
+"""Largest reply header (child to parent: metadata at most)."""
+MAX_JSON_DEPTH = 8
+"""Deepest nesting of arrays and objects a reply header may have."""
 CANDLE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = CANDLE_COLUMNS[1:]
 MAX_MESSAGE_CHARS = 400
@@ -116,35 +122,91 @@ def decode_array(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
-class MessageReader:
-    """Split a byte stream into messages, refusing any larger than `max_payload_bytes`."""
+def json_depth(blob: bytes) -> int:
+    """Return the deepest nesting of arrays and objects in JSON text, without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in blob:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
-    def __init__(self, max_payload_bytes: int) -> None:
+
+def parse_header(blob: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Parse an untrusted JSON header: an object, at most `max_depth` deep, finite numbers.
+
+    Raises:
+        ValueError: anything else (deeper, not an object, not JSON, NaN or infinite numbers).
+    """
+    depth = json_depth(blob)
+    if depth > max_depth:
+        raise ValueError(f"a reply header nested {depth} deep, more than the {max_depth} allowed")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"a reply header with the number {constant}")
+
+    try:
+        header = json.loads(blob.decode("utf-8"), parse_constant=refuse)
+    except ValueError as e:  # not UTF-8, not JSON, an over-long integer, NaN
+        raise ValueError(f"a reply header that is not JSON ({_clip(str(e))[:120]})") from e
+    except RecursionError as e:  # unreachable after the depth check; kept as a guard
+        raise ValueError("a reply header nested too deep") from e
+    if not isinstance(header, dict):
+        raise ValueError("a reply whose header is not a JSON object")
+    return header
+
+
+class MessageReader:
+    """Split a byte stream into messages, refusing any larger than allowed.
+
+    Headers are parsed by `parse_header` (bounded depth, objects only); a payload longer than
+    `max_payload_bytes` is refused from its prefix, before it is read.
+    """
+
+    def __init__(
+        self, max_payload_bytes: int, max_header_bytes: int = MAX_REPLY_HEADER_BYTES
+    ) -> None:
         self.max_payload_bytes = max_payload_bytes
+        self.max_header_bytes = max_header_bytes
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[tuple[dict[str, Any], bytes]]:
         """Add received bytes and yield every message now complete.
 
         Raises:
-            ValueError: a message is larger than allowed or its header is not a JSON object.
+            ValueError: a message is larger than allowed or its header is malformed.
         """
         self._buffer += data
         while len(self._buffer) >= PREFIX.size:
             header_len, payload_len = PREFIX.unpack_from(self._buffer)
-            if header_len > MAX_HEADER_BYTES or payload_len > self.max_payload_bytes:
+            if header_len > self.max_header_bytes:
                 raise ValueError(
-                    f"a reply of {header_len + payload_len} bytes, more than the "
-                    f"{self.max_payload_bytes + MAX_HEADER_BYTES} allowed"
+                    f"a reply header of {header_len} bytes, more than the "
+                    f"{self.max_header_bytes} allowed"
+                )
+            if payload_len > self.max_payload_bytes:
+                raise ValueError(
+                    f"a reply payload of {payload_len} bytes, more than the "
+                    f"{self.max_payload_bytes} allowed"
                 )
             end = PREFIX.size + header_len + payload_len
             if len(self._buffer) < end:
                 return
-            header = json.loads(bytes(self._buffer[PREFIX.size : PREFIX.size + header_len]))
+            header = parse_header(bytes(self._buffer[PREFIX.size : PREFIX.size + header_len]))
             payload = bytes(self._buffer[PREFIX.size + header_len : end])
             del self._buffer[:end]
-            if not isinstance(header, dict):
-                raise ValueError("a reply whose header is not a JSON object")
             yield header, payload
 
 
@@ -451,23 +513,20 @@ def _run(
     if request["mode"] == "incremental":
         _run_incremental(request, strategy, send, guard, prefix)
         return
-    max_values = int(request["max_values"])
     for index, frame in enumerate(_frames(request, arrays)):
-        started = time.perf_counter()
         reply: dict[str, Any] = {"type": "result", "frame": index}
         payload = b""
         try:
             values = call_strategy(strategy, frame)
-            reply.update(ok=True, shape=list(values.shape))
-            if values.size <= max_values:
-                payload = encode_array(values)
+            reply.update(ok=True, shape=[int(n) for n in values.shape])
+            if values.shape == (len(frame),):
+                payload = values.astype("<f8").tobytes()
         except MemoryError as e:
             reply.update(ok=False, kind="memory", message=_clip(str(e)))
         except OutputError as e:
             reply.update(ok=False, kind="output", message=str(e))
         except BaseException as e:
             reply.update(ok=False, kind="exception", message=describe_exception(e, prefix))
-        reply["elapsed_s"] = time.perf_counter() - started
         if guard.violations:
             reply = {"type": "error", "kind": "violation", "message": guard.violations[0]}
             send(reply)
@@ -504,7 +563,6 @@ def _run_incremental(
         for part, array in zip(parts, joined, strict=True):
             part[:] = [array]
         frame = build_frame(joined[0], joined[1], dict(zip(hidden_names, joined[2:], strict=True)))
-        started = time.perf_counter()
         reply: dict[str, Any] = {"type": "point", "index": index, "cut": header.get("cut")}
         payload = b""
         try:
@@ -512,14 +570,13 @@ def _run_incremental(
             if values.shape != (len(frame),):
                 raise OutputError(f"returned shape {list(values.shape)} for {len(frame)} candles")
             reply.update(ok=True)
-            payload = encode_array(values[-1:].copy())
+            payload = values[-1:].astype("<f8").tobytes()
         except MemoryError as e:
             reply.update(ok=False, kind="memory", message=_clip(str(e)))
         except OutputError as e:
             reply.update(ok=False, kind="output", message=str(e))
         except BaseException as e:
             reply.update(ok=False, kind="exception", message=describe_exception(e, prefix))
-        reply["elapsed_s"] = time.perf_counter() - started
         if guard.violations:
             send({"type": "error", "kind": "violation", "message": guard.violations[0]})
             return

@@ -65,6 +65,8 @@ class DiscoveredStrategy:
         location: where its code is, for the sandbox (untrusted strategies).
         strategy_class: the class itself (trusted strategies only).
         params: parameter overrides used when it runs (defaults come from `info.params`).
+        limits: the sandbox limits and mode it was discovered with (from `strategies.*`);
+            every later run of its code uses them unless the caller gives others.
     """
 
     name: str
@@ -77,6 +79,7 @@ class DiscoveredStrategy:
     location: PluginLocation | None = None
     strategy_class: type[Strategy] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    limits: SandboxLimits | None = None
 
     @property
     def ok(self) -> bool:
@@ -164,6 +167,25 @@ def _from_inspection(
     fallback_name: str,
     location: PluginLocation,
     code_hash: str | None,
+    limits: SandboxLimits | None,
+) -> list[DiscoveredStrategy]:
+    found = _inspected_strategies(
+        inspection,
+        origin=origin,
+        fallback_name=fallback_name,
+        location=location,
+        code_hash=code_hash,
+    )
+    return [replace(item, limits=limits) for item in found]
+
+
+def _inspected_strategies(
+    inspection: Inspection,
+    *,
+    origin: str,
+    fallback_name: str,
+    location: PluginLocation,
+    code_hash: str | None,
 ) -> list[DiscoveredStrategy]:
     failed = StrategyStatus.LOAD_FAILED
     if inspection.error is not None:
@@ -204,6 +226,7 @@ def discover_file(
         fallback_name=path.stem,
         location=location,
         code_hash=inspection.source_sha256,
+        limits=limits,
     )
 
 
@@ -223,6 +246,7 @@ def discover_entry_point(
             fallback_name=entry_point.name,
             location=location,
             code_hash=code_hash,
+            limits=limits,
         )
     return _from_inspection(
         inspection,
@@ -230,6 +254,7 @@ def discover_entry_point(
         fallback_name=entry_point.name,
         location=location,
         code_hash=code_hash,
+        limits=limits,
     )
 
 

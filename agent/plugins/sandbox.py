@@ -1,14 +1,18 @@
-"""Run untrusted strategy code in a limited child process and read back what it returns.
+"""Run untrusted strategy code in a confined child process and read back what it returns.
 
 Third-party code never runs in the agent's process. Each request starts a fresh interpreter
-(`python -I -B`, not a fork, so it shares no memory or state with the agent) in a private
-temporary directory, with a scrubbed environment, CPU-time, address-space, file-size and
-open-file limits, a wall-clock deadline (the whole process group is killed when it passes)
-and an audit hook that refuses writes outside that directory, new processes, network use and
-ctypes. The child returns raw numbers; the parent checks them with `as_signal`, so a plugin
-can make its own run fail but never hand the agent a malformed signal. Every way a run can go
-wrong ends in a `SignalResult` with `ok=False` and a specific reason: nothing is raised to the
-caller. The limits and what they do not stop are in docs/plugin-security.md.
+(`python -I -B`, not a fork, so it shares no memory or state with the agent) through the one
+launcher, `agent.plugins.launcher`: inside bubblewrap (new user, PID, network, IPC and mount
+namespaces; a read-only view of only the runtime, site-packages and the plugin; a private
+tmpfs; no data, config, secrets or environment; killed with its parent), with CPU-time,
+address-space, file-size and open-file limits, a wall-clock deadline measured here, and an
+audit hook as defence in depth. `strategies.sandbox: none` drops bubblewrap (unsafe).
+
+No reply can hurt the parent: reply headers are bounded in size and nesting depth and checked
+field by field; a signal arrives as raw float64 bytes and must have exactly one value per
+candle. Timings are measured by the parent, never taken from the child. Every way a run can
+go wrong ends in a `SignalResult` with `ok=False` and a specific reason: nothing is raised to
+the caller. What this does and does not stop is in docs/plugin-security.md.
 
 Trusted code (the shipped `strategies` package) runs in-process through `run_trusted`, with
 the same output checks.
@@ -24,7 +28,6 @@ import selectors
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,20 +39,16 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-import agent
 from agent.config import StrategiesSettings
 from agent.errors import PluginError
 from agent.plugins import _child
 from agent.plugins.interface import HIDDEN_ATTR, Strategy, StrategyInfo, as_signal, check_metadata
+from agent.plugins.launcher import child_command, plugin_paths
+from agent.plugins.launcher import scrubbed_environment as scrubbed_environment
 
-_BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from agent.plugins._child import main; raise SystemExit(main())"
-)
-_ENV_PASSED = ("PATH", "LANG")
-_THREAD_CAPS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-"""One BLAS thread: less address space per child, and no oversubscription of the machine."""
 _STDERR_TAIL_BYTES = 8_192
+_MAX_CLASSES = 64
+"""Most strategy classes one plugin's metadata reply may list."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class SandboxLimits:
     memory_mb: int = 1_024
     wall_seconds: float = 60.0
     file_size_mb: int = 16
+    sandbox: str = "bubblewrap"
 
     @classmethod
     def from_settings(cls, settings: StrategiesSettings) -> SandboxLimits:
@@ -69,6 +69,7 @@ class SandboxLimits:
             memory_mb=settings.memory_mb,
             wall_seconds=settings.wall_seconds,
             file_size_mb=settings.file_size_mb,
+            sandbox=settings.sandbox,
         )
 
 
@@ -102,7 +103,8 @@ class SignalResult:
         mask: True where a value is available, or None on failure.
         ok: whether the run produced a valid signal.
         reason: why it did not ("timed out after 5 s"), or None.
-        elapsed_s: seconds the strategy's `signal` took (wall time until failure otherwise).
+        elapsed_s: wall-clock seconds the parent waited for this result (from the previous
+            reply), or until the failure; measured by the parent, never reported by the child.
     """
 
     name: str
@@ -140,19 +142,6 @@ class _Failed(Exception):
     """A child run ended without the reply expected; the message is the reason."""
 
 
-def scrubbed_environment(workdir: Path | str) -> dict[str, str]:
-    """Return the whole environment a child gets: PATH, LANG, a private HOME and TMPDIR.
-
-    Nothing else of the agent's environment passes (no AGORA_*, no keys or secrets); the BLAS
-    thread caps are constants set here, not inherited.
-    """
-    env = {name: os.environ[name] for name in _ENV_PASSED if name in os.environ}
-    env.setdefault("PATH", os.defpath)
-    env.setdefault("LANG", "C.UTF-8")
-    env.update(HOME=str(workdir), TMPDIR=str(workdir), **_THREAD_CAPS)
-    return env
-
-
 def file_sha256(path: Path | str) -> str:
     """Return the hex sha256 of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -162,14 +151,29 @@ def file_sha256(path: Path | str) -> str:
 class _Child:
     """One sandboxed interpreter: start it, feed it a request, read framed replies."""
 
-    def __init__(self, limits: SandboxLimits, computations: int) -> None:
+    def __init__(self, limits: SandboxLimits, computations: int, location: PluginLocation) -> None:
         self.limits = limits
-        self.workdir = tempfile.mkdtemp(prefix="agora-plugin-")
-        root = str(Path(agent.__file__).resolve().parent.parent)
+        self.host_dir = tempfile.mkdtemp(prefix="agora-plugin-")
         try:
-            self.proc = self._start(root)
-        except OSError:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            command = child_command(
+                limits.sandbox,
+                self.host_dir,
+                plugin_paths(location.kind, location.target),
+                tmpfs_mb=4 * limits.file_size_mb,
+            )
+            self.workdir = command.workdir
+            self.proc = subprocess.Popen(
+                command.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=command.cwd,
+                env=command.env,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except (OSError, PluginError):
+            shutil.rmtree(self.host_dir, ignore_errors=True)
             raise
         self.cpu_limit = max(1, math.ceil(limits.cpu_seconds * max(1, computations)))
         self.stderr_tail = b""
@@ -179,22 +183,10 @@ class _Child:
             os.set_blocking(stream.fileno(), False)
             self._selector.register(stream, selectors.EVENT_READ)
         self._reader: _child.MessageReader | None = None
+        self._replies_left = 0
         self._pending: list[tuple[dict[str, Any], bytes]] = []
         self._writer: threading.Thread | None = None
-
-    def _start(self, root: str) -> subprocess.Popen[bytes]:
-        if not sys.executable:
-            raise OSError("no Python interpreter to start (sys.executable is empty)")
-        return subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, root],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=self.workdir,
-            env=scrubbed_environment(self.workdir),
-            close_fds=True,
-            start_new_session=True,
-        )
+        self.last_reply_at = time.monotonic()
 
     def send(
         self,
@@ -206,9 +198,12 @@ class _Child:
     ) -> None:
         """Write the request from a helper thread, so a child that stops reading cannot block.
 
-        With `keep_open`, stdin stays open for the chunks `send_chunk` writes later.
+        A reply's payload may hold at most `max_values` float64 values. With `keep_open`, stdin
+        stays open for the chunks `send_chunk` writes later (each allows one more reply).
         """
-        self._reader = _child.MessageReader(8 * max_values + (1 << 16))
+        self._reader = _child.MessageReader(8 * max_values)
+        self._replies_left = 1 + len(header.get("frames") or [])
+        self.last_reply_at = time.monotonic()
         header = {
             **header,
             "arrays": len(arrays),
@@ -224,6 +219,7 @@ class _Child:
 
     def send_chunk(self, header: dict[str, Any], arrays: Sequence[np.ndarray]) -> None:
         """Write one more message group (incremental mode), after the previous one is written."""
+        self._replies_left += 1
         self._write({**header, "arrays": len(arrays)}, arrays, close=False)
 
     def _write(self, header: dict[str, Any], arrays: Sequence[np.ndarray], *, close: bool) -> None:
@@ -275,13 +271,20 @@ class _Child:
                     self.stderr_tail = (self.stderr_tail + data)[-_STDERR_TAIL_BYTES:]
                     continue
                 try:
-                    self._pending.extend(self._reader.feed(data))
+                    replies = list(self._reader.feed(data))
                 except ValueError as e:
                     raise _Failed(f"sent {e}") from e
+                self._replies_left -= len(replies)
+                if self._replies_left < 0:
+                    raise _Failed("sent more replies than it was asked for")
+                self._pending.extend(replies)
+        self.last_reply_at = time.monotonic()
         return self._pending.pop(0)
 
     def _exit_reason(self) -> str:
         code = self._exit_status()
+        if code is not None and code > 128 and self.limits.sandbox == "bubblewrap":
+            code = 128 - code  # bwrap exits with 128 + the signal that killed the child
         if code is None:
             return f"timed out after {self.limits.wall_seconds:g} s"
         tail = self.stderr_tail.decode("utf-8", "replace").strip().splitlines()
@@ -331,7 +334,7 @@ class _Child:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.host_dir, ignore_errors=True)
 
 
 def _location_header(
@@ -360,7 +363,9 @@ def _location_header(
 
 
 def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
-    kind, message = reply.get("kind"), str(reply.get("message", ""))
+    kind, message = reply.get("kind"), reply.get("message", "")
+    if not isinstance(kind, str) or not isinstance(message, str):
+        return "sent a malformed error reply (its kind or message is not text)"
     message = _child._clip(message)
     if kind == "memory":
         return f"exceeded the memory limit of {limits.memory_mb} MB ({message})"
@@ -370,36 +375,57 @@ def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
         return f"could not be created: {message}"
     if kind == "exception":
         return f"raised {message}"
-    return message or f"failed ({kind})"
+    return message or f"failed ({_child._clip(kind)})"
 
 
-# --- public API ----------------------------------------------------------------------------
-def inspect_plugin(location: PluginLocation, limits: SandboxLimits | None = None) -> Inspection:
-    """Load a plugin in the sandbox and return the metadata of its strategy classes.
+def _unexpected(reply: Mapping[str, Any], expected: str, limits: SandboxLimits) -> str:
+    kind = reply.get("type")
+    if kind == "error":
+        return _error_reason(reply, limits)
+    shown = _child._clip(kind)[:40] if isinstance(kind, str) else type(kind).__name__
+    return f"sent a {shown!r} reply where {expected} was expected"
 
-    Never raises for a broken plugin: the reason is in `Inspection.error`.
-    """
-    limits = limits or SandboxLimits()
-    try:
-        header, digest = _location_header(location, None)
-    except _Failed as e:
-        return Inspection((), str(e), None)
-    try:
-        child = _Child(limits, 1)
-    except OSError as e:
-        return Inspection((), f"could not start the sandbox: {e}", digest)
-    try:
-        child.send({"mode": "inspect", "location": header, "params": {}, "frames": []}, [], 0)
-        reply, _ = child.receive()
-    except _Failed as e:
-        return Inspection((), str(e), digest)
-    finally:
-        child.close()
-    if reply.get("type") != "metadata":
-        return Inspection((), _error_reason(reply, limits), digest)
+
+def _shape_reason(name: str, shape: Any, length: int, payload_bytes: int) -> str:
+    """Say what is wrong with a result whose payload is not one float64 per candle."""
+    valid = (
+        isinstance(shape, list)
+        and len(shape) <= 8
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    )
+    if not valid:
+        return f"strategy {name!r} sent a malformed result (no valid shape for its values)"
+    if len(shape) != 1:
+        return f"strategy {name!r} returned an array of shape {tuple(shape)}, not 1-D"
+    if shape[0] != length:
+        return (
+            f"strategy {name!r} returned {shape[0]} values for {length} candles "
+            "(one value per candle is required)"
+        )
+    return (
+        f"strategy {name!r} sent a malformed result ({payload_bytes} bytes for {length} "
+        "float64 values)"
+    )
+
+
+def _signal_values(name: str, reply: Mapping[str, Any], payload: bytes, length: int) -> np.ndarray:
+    """Return a result's values: exactly `length` float64, or raise PluginError saying why."""
+    if len(payload) != 8 * length:
+        raise PluginError(_shape_reason(name, reply.get("shape"), length, len(payload)))
+    return np.frombuffer(payload, dtype="<f8").astype("float64")
+
+
+def _inspected(entries: Any) -> tuple[InspectedClass, ...]:
+    """Rebuild a metadata reply's class list (untrusted JSON), refusing malformed entries."""
+    if not isinstance(entries, list) or len(entries) > _MAX_CLASSES:
+        raise PluginError(
+            f"sent a malformed metadata reply (not a list of {_MAX_CLASSES} or fewer)"
+        )
     classes = []
-    for entry in reply.get("strategies") or []:
-        attr = str(entry.get("attr", "?"))
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("attr"), str):
+            raise PluginError("sent a malformed metadata reply (an entry without a class name)")
+        attr = _child._clip(entry["attr"])
         if "info" not in entry:
             classes.append(InspectedClass(attr, None, _child._clip(str(entry.get("error")))))
             continue
@@ -407,7 +433,36 @@ def inspect_plugin(location: PluginLocation, limits: SandboxLimits | None = None
             classes.append(InspectedClass(attr, info_from_json(entry["info"]), None))
         except PluginError as e:
             classes.append(InspectedClass(attr, None, str(e)))
-    return Inspection(tuple(classes), None, digest)
+    return tuple(classes)
+
+
+# --- public API ----------------------------------------------------------------------------
+def inspect_plugin(location: PluginLocation, limits: SandboxLimits | None = None) -> Inspection:
+    """Load a plugin in the sandbox and return the metadata of its strategy classes.
+
+    Never raises for a broken or hostile plugin: the reason is in `Inspection.error`.
+    """
+    limits = limits or SandboxLimits()
+    try:
+        header, digest = _location_header(location, None)
+    except _Failed as e:
+        return Inspection((), str(e), None)
+    try:
+        child = _Child(limits, 1, location)
+    except OSError as e:
+        return Inspection((), f"could not start the sandbox: {e}", digest)
+    except PluginError as e:
+        return Inspection((), str(e), digest)
+    try:
+        child.send({"mode": "inspect", "location": header, "params": {}, "frames": []}, [], 0)
+        reply, _ = child.receive()
+        if reply.get("type") != "metadata":
+            return Inspection((), _unexpected(reply, "metadata", limits), digest)
+        return Inspection(_inspected(reply.get("strategies")), None, digest)
+    except (_Failed, PluginError) as e:
+        return Inspection((), str(e), digest)
+    finally:
+        child.close()
 
 
 def info_from_json(data: Any) -> StrategyInfo:
@@ -528,40 +583,38 @@ def run_plugin(
         hidden = _hidden_for(frame, hidden_inputs)
         arrays.extend(_child.frame_arrays(frame, hidden))
         specs.append({"hidden": sorted(hidden)})
-    max_values = 2 * max((len(f) for f in frames), default=0) + 1_024
+    max_values = max(len(f) for f in frames)
     request = {"mode": "run", "location": header, "params": dict(params or {}), "frames": specs}
     try:
-        child = _Child(limits, len(frames))
+        child = _Child(limits, len(frames), location)
     except OSError as e:
         return fail_rest(f"could not start the sandbox: {e}")
+    except PluginError as e:
+        return fail_rest(str(e))
     try:
         child.send(request, arrays, max_values)
         reply, _ = child.receive()
         if reply.get("type") != "ready":
-            return fail_rest(_error_reason(reply, limits))
-        if reply.get("name") != name:
+            return fail_rest(_unexpected(reply, "ready", limits))
+        loaded = reply.get("name")
+        if loaded != name:
+            shown = _child._clip(loaded)[:60] if isinstance(loaded, str) else "?"
             return fail_rest(
-                f"loads as {str(reply.get('name'))[:60]!r}, not {name!r}: its code changed "
-                "since it was discovered"
+                f"loads as {shown!r}, not {name!r}: its code changed since it was discovered"
             )
         for frame in frames:
+            since = child.last_reply_at
             reply, payload = child.receive()
-            elapsed = float(reply.get("elapsed_s") or 0.0)
-            if reply.get("type") != "result" or not reply.get("ok"):
+            elapsed = child.last_reply_at - since
+            if reply.get("type") != "result":
+                return fail_rest(_unexpected(reply, "a result", limits))
+            if reply.get("ok") is not True:
                 return fail_rest(_error_reason(reply, limits))
-            if not payload:
-                size = math.prod(int(n) for n in reply.get("shape") or [0])
-                return fail_rest(
-                    f"strategy {name!r} returned {size} values for {len(frame)} candles"
-                )
-            try:
-                values = _child.decode_array(payload)
-            except ValueError as e:
-                return fail_rest(f"sent an unreadable array: {e}")
+            values = _signal_values(name, reply, payload, len(frame))
             results.append(_check(name, values, len(frame), warmup_bars, allow_nan, elapsed))
             if not results[-1].ok:
                 return fail_rest(str(results[-1].reason))
-    except _Failed as e:
+    except (_Failed, PluginError) as e:
         return fail_rest(str(e))
     finally:
         child.close()
@@ -641,9 +694,11 @@ def run_plugin_incremental(
         "cuts": len(points),
     }
     try:
-        child = _Child(limits, len(points))
+        child = _Child(limits, len(points), location)
     except OSError as e:
         return result(f"could not start the sandbox: {e}")
+    except PluginError as e:
+        return result(str(e))
     try:
         child.send(request, [], 1_024, keep_open=True)
         reply, _ = child.receive()
@@ -661,13 +716,9 @@ def run_plugin_incremental(
             reply, payload = child.receive()
             if reply.get("type") != "point" or not reply.get("ok"):
                 return result(f"at bar {cut}: {_error_reason(reply, limits)}")
-            try:
-                value = _child.decode_array(payload)
-            except ValueError as e:
-                return result(f"sent an unreadable array: {e}")
-            if value.shape != (1,) or value.dtype.kind not in "fiu":
-                return result(f"sent a malformed value at bar {cut}")
-            answered.append(float(value[0]))
+            if len(payload) != 8:  # exactly one raw little-endian float64, nothing to parse
+                return result(f"sent a malformed value at bar {cut}: {len(payload)} bytes, not 8")
+            answered.append(float(np.frombuffer(payload, dtype="<f8")[0]))
     except _Failed as e:
         return result(str(e))
     finally:

@@ -145,7 +145,7 @@ def _data_sha256(
     return digest.hexdigest()
 
 
-def _run_one(job: _Job, frame: pd.DataFrame, limits: SandboxLimits) -> SignalResult:
+def _run_one(job: _Job, frame: pd.DataFrame, limits: SandboxLimits | None) -> SignalResult:
     item, info = job.item, job.item.info
     assert info is not None
     if item.trusted and item.strategy_class is not None:
@@ -159,7 +159,7 @@ def _run_one(job: _Job, frame: pd.DataFrame, limits: SandboxLimits) -> SignalRes
         params=item.params,
         warmup_bars=info.warmup_bars,
         hidden_inputs=info.hidden_inputs,
-        limits=limits,
+        limits=limits or item.limits or SandboxLimits(),
         expected_sha256=item.code_hash if item.location.kind == "file" else None,
     )[0]
 
@@ -240,10 +240,13 @@ class _Checked:
     cacheable: bool
 
 
-def _run_checked(job: _Job, frame: pd.DataFrame, limits: SandboxLimits, samples: int) -> _Checked:
+def _run_checked(
+    job: _Job, frame: pd.DataFrame, limits: SandboxLimits | None, samples: int
+) -> _Checked:
     """Run an untrusted strategy on the frame, then check its signal for look-ahead."""
-    result = _run_one(job, frame, limits)
     item = job.item
+    limits = limits or item.limits or SandboxLimits()
+    result = _run_one(job, frame, limits)
     if not result.ok or result.values is None or not samples:
         return _Checked(result, None, True)
     if item.location is None or item.info is None:
@@ -295,7 +298,8 @@ def compute_signals(
             also read from it.
         hidden: hidden series aligned with `candles`, given only to strategies that declare
             them in `hidden_inputs` and are named in `settings.fixtures`.
-        limits: the sandbox limits (default: from `settings`).
+        limits: the sandbox limits; default: those each strategy was discovered with (the
+            configured `strategies.*`), else those of `settings`.
         settings: the `strategies` section (look-ahead samples, fixtures, limits); default
             `StrategiesSettings()`, which names no fixture.
         source: what the signals are for (training, backtest, rewards, service), recorded
@@ -312,7 +316,6 @@ def compute_signals(
     if len(set(names)) != len(names):
         raise PluginError(f"strategy names must be unique, got {list(names)}")
     settings = settings or StrategiesSettings()
-    limits = limits or SandboxLimits.from_settings(settings)
     frame, hidden_series = _frame(candles, hidden)
     bars = len(frame)
     series = None if key is None else str(key)

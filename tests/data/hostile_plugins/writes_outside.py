@@ -13,7 +13,7 @@ from agent.plugins import Strategy
 class WritesOutside(Strategy):
     name = "writes-outside"
     description = "Tries to write params['target'] (a path outside its directory)."
-    params = {"target": "/tmp/agora-hostile-writes-outside.txt"}  # noqa: RUF012
+    params = {"target": "/var/tmp/agora-hostile-writes-outside.txt"}  # noqa: RUF012
 
     def signal(self, candles: pd.DataFrame) -> np.ndarray:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def test_secrets_in_the_environment_never_reach_the_plugin(
     assert result.reason is None and result.mask.all()
     assert result.values[0] == -1.0, "the sandboxed plugin saw a secret-looking variable"
     visible = round(result.values[1] * 100)
-    assert visible == len(scrubbed_environment("/x")) == 7  # PATH LANG HOME TMPDIR + 3 caps
+    # PATH LANG HOME TMPDIR + 3 BLAS caps, and PWD, which bubblewrap sets
+    assert visible == len(scrubbed_environment("/x")) + 1 == 8
 
 
 def test_write_outside_its_directory_is_refused_and_named(
@@ -116,14 +118,29 @@ def test_write_outside_its_directory_is_refused_and_named(
     candles: pd.DataFrame,
     limits: SandboxLimits,
     good_plugin: DiscoveredStrategy,
+) -> None:
+    target = Path("/var/tmp") / f"agora-pwned-{uuid.uuid4().hex}.txt"
+    try:
+        result = run(corpus["writes-outside"], candles, limits, good_plugin, target=str(target))
+        # The plugin swallowed the error and returned zeros: the audit hook's record still
+        # fails the run (defence in depth; the read-only mount is what stopped the write).
+        assert not result.mask.any()
+        assert result.reason == f"tried to write {target} outside its directory"
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_a_write_to_the_hosts_tmp_lands_in_the_private_tmpfs(
+    corpus: dict[str, DiscoveredStrategy],
+    candles: pd.DataFrame,
+    limits: SandboxLimits,
+    good_plugin: DiscoveredStrategy,
     tmp_path: Path,
 ) -> None:
-    target = tmp_path / "pwned.txt"
-    result = run(corpus["writes-outside"], candles, limits, good_plugin, target=str(target))
-    # The plugin swallowed the PermissionError and returned zeros: the run still fails.
-    assert not result.mask.any()
-    assert result.reason == f"tried to write {target.resolve()} outside its directory"
-    assert not target.exists()
+    target = tmp_path / "pwned.txt"  # under /tmp, which is the plugin's own tmpfs inside
+    run(corpus["writes-outside"], candles, limits, good_plugin, target=str(target))
+    assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_starting_a_process_is_refused(

@@ -40,6 +40,36 @@ def test_a_reply_header_must_be_a_json_object() -> None:
         list(reader.feed(framed))
 
 
+@pytest.mark.parametrize(
+    ("blob", "match"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested 100000 deep"),
+        (b'{"a": ' * 9 + b"1" + b"}" * 9, "nested 9 deep"),
+        (b'{"x": NaN}', "the number NaN"),
+        (b'{"x": 1' + b"0" * 5_000 + b"}", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b'"text"', "not a JSON object"),
+    ],
+)
+def test_a_forged_reply_header_is_refused_with_a_value_error(blob: bytes, match: str) -> None:
+    reader = _child.MessageReader(max_payload_bytes=100, max_header_bytes=1 << 20)
+    with pytest.raises(ValueError, match=match):
+        list(reader.feed(_child.PREFIX.pack(len(blob), 0) + blob))
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    blob = b'{"message": "[[[[[[[[[[[[\\"{{{{{{{{{{{"}'
+    assert _child.json_depth(blob) == 1
+    assert _child.parse_header(blob)["message"].startswith("[[[")
+
+
+def test_an_oversized_reply_header_is_refused_from_its_prefix() -> None:
+    reader = _child.MessageReader(max_payload_bytes=100)
+    framed = _child.PREFIX.pack(_child.MAX_REPLY_HEADER_BYTES + 1, 0)
+    with pytest.raises(ValueError, match="more than the"):
+        list(reader.feed(framed))
+
+
 def test_arrays_that_would_need_pickle_are_refused() -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)

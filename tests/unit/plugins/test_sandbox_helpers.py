@@ -29,7 +29,7 @@ CANDLES = pd.DataFrame(
 )
 
 
-def test_the_child_environment_holds_only_path_lang_and_private_dirs(
+def test_the_child_environment_holds_only_constants_and_private_dirs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AGORA_PRIVATE_KEY", "0xdead")
@@ -47,13 +47,15 @@ def test_the_child_environment_holds_only_path_lang_and_private_dirs(
         "MKL_NUM_THREADS",
     }
     assert env["HOME"] == env["TMPDIR"] == "/tmp/agora-plugin-x"
-    assert env["LANG"] == "en_US.UTF-8"
+    assert env["LANG"] == "C.UTF-8", "nothing is inherited from the agent's environment"
     assert "0xdead" not in env.values() and "s3cret" not in env.values()
 
 
 def test_limits_come_from_the_strategies_settings() -> None:
     settings = StrategiesSettings(cpu_seconds=3, memory_mb=512, wall_seconds=2, file_size_mb=1)
-    assert SandboxLimits.from_settings(settings) == SandboxLimits(3, 512, 2, 1)
+    assert SandboxLimits.from_settings(settings) == SandboxLimits(3, 512, 2, 1, "bubblewrap")
+    unsafe = StrategiesSettings(sandbox="none")
+    assert SandboxLimits.from_settings(unsafe).sandbox == "none"
     assert str(PluginLocation("file", "/p/a.py", "A")) == "file:/p/a.py:A"
     assert str(PluginLocation("module", "pkg.mod")) == "module:pkg.mod"
 
