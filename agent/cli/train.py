@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.cli.common import ConfigOption, JsonOption, open_store, print_json, settings_for, stdout
+from agent.cli.common import (
+    ConfigOption,
+    JsonOption,
+    open_store,
+    print_json,
+    settings_for,
+    stderr,
+    stdout,
+)
 
 AlgoOption = Annotated[
     str | None,
@@ -46,6 +54,8 @@ def train(
         report = run_train(
             settings, store, algorithm=algo, seeds=seeds, timesteps=timesteps, progress=True
         )
+    for name, reason in report.masked.items():
+        stderr.print(f"warning: {name}: no signal (masked): {reason}", markup=False)
     if as_json:
         print_json(report.as_dict())
         return

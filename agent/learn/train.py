@@ -293,6 +293,8 @@ class TrainReport:
     strategies: list[str]
     runs: list[SeedResult]
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    masked: dict[str, str] = field(default_factory=dict)
+    """Strategies that gave no signal at all (masked throughout), with the reason."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -463,6 +465,7 @@ def train(
         strategies=list(dataset.strategy_names),
         runs=runs,
         summary=summarise(runs),
+        masked=dict(dataset.reasons or {}),
     )
 
 

@@ -262,3 +262,47 @@ def test_forged_replies_are_masked_with_a_reason_and_the_backtest_completes(
         assert reason in flat, (forgery, flat[-3000:])
     for name in ("ma-crossover", "rsi-reversion", "buy-and-hold"):
         assert name in done.stdout
+
+
+def test_submit_validates_the_escaping_plugin_first_and_it_stays_contained(
+    agora: Run, scene: Scene
+) -> None:
+    contributor = "0x" + "11" * 20
+    submitted = agora(
+        "strategies", "submit", "plugins/escapes_on_signal.py", "--contributor", contributor,
+        extra_env=scene.env,
+    )  # fmt: skip
+    assert submitted.returncode != 0
+    _assert_contained(scene, submitted.stdout + submitted.stderr)
+
+
+def test_a_training_data_build_masks_the_escaping_plugin_and_it_stays_contained(
+    agora: Run, scene: Scene
+) -> None:
+    env = {
+        **scene.env,
+        "AGORA__agent__strategies": '["ma-crossover", "escapes-on-signal"]',
+        "AGORA__agent__timesteps": "64",
+        "AGORA__agent__n_steps": "32",
+        "AGORA__agent__eval_every_steps": "64",
+    }
+    trained = agora("train", "--json", extra_env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["strategies"] == ["ma-crossover", "escapes-on-signal"]
+    _assert_contained(scene, trained.stdout + trained.stderr)
+
+
+def test_a_service_tick_masks_the_escaping_plugin_and_it_stays_contained(
+    agora: Run, scene: Scene
+) -> None:
+    env = {
+        **scene.env,
+        "AGORA__agent__strategies": '["ma-crossover", "escapes-on-signal"]',
+        "AGORA__service__start_bar": "1200",
+        "AGORA__service__bootstrap_model": "false",
+        "AGORA__service__port": "0",
+    }
+    ticked = agora("run", "--once", extra_env=env)
+    assert ticked.returncode == 0, ticked.stderr
+    assert '"event":"decision"' in ticked.stderr.replace(" ", "")
+    _assert_contained(scene, ticked.stdout + ticked.stderr)
