@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -256,6 +257,9 @@ def test_a_killed_zygote_is_replaced_transparently(tmp_path: Path, candles: pd.D
     first = _run(path, "close-momentum", candles)
     (zygote,) = _zygotes() - before
     os.killpg(zygote, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while zygote in _zygotes() and time.monotonic() < deadline:  # until its death is seen
+        time.sleep(0.01)
     second = _run(path, "close-momentum", candles)
     assert first.ok and second.ok, (first.reason, second.reason)
     assert first.values is not None and second.values is not None
