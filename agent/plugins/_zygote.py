@@ -15,15 +15,18 @@ three file descriptors (SCM_RIGHTS): the call's request stream, reply stream and
   `{"op": "failed", "id": n, "reason": ...}`; `{"op": "exit", "id": n, "status": s}` once the
   call and everything it started are gone (`s` as a shell reports it: 128 + signal).
 
-Each call: the zygote forks the *call process*, which points fds 0, 1 and 2 at the call's
-streams and closes every other descriptor, enters new mount, PID and IPC namespaces, makes its
-mounts private, mounts a fresh tmpfs at /tmp (its working directory) and an empty read-only
-tmpfs over /proc, and forks the namespace's init. The init (trusted code, killed if the call
-process dies) forks the *runner*, then only reaps; when it exits, the kernel kills every
-process left in the namespace. The runner drops every capability (bounding set, ambient,
-effective, permitted), sets no-new-privileges, checks all of it with the kernel, and refuses
-to go on unless it holds nothing; only then does it run `agent.plugins._child.main`, which
-reads the request, sets the rlimits, installs the audit hook and loads the plugin.
+Each call is a fresh process tree that no earlier call touched. The zygote forks it in advance
+(a *spare*, so that a call only hands it its streams): the *call process* closes every other
+descriptor, enters new mount, PID and IPC namespaces, makes its mounts private, mounts a fresh
+tmpfs at /tmp (its working directory) and an empty read-only tmpfs over /proc, and forks the
+namespace's init. The init (trusted code, killed if the call process dies) forks the *runner*,
+then only reaps; when it exits, the kernel kills every process left in the namespace. The
+runner waits on a private socket for the call's three descriptors, points fds 0, 1 and 2 at
+them and closes every other, drops every capability (bounding set, ambient, effective,
+permitted), sets no-new-privileges and a seccomp filter against the keyrings, checks all of it
+with the kernel, and refuses to go on unless it holds nothing; only then does it run
+`agent.plugins._child.main`, which reads the request, sets the rlimits, installs the audit hook
+and loads the plugin. Once a call is handed over, the zygote prepares the next spare.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import select
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from agent.plugins import _child
@@ -186,10 +190,17 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-def _runner() -> None:
-    """Drop privileges, check them, then serve the call's request (never returns)."""
+def _runner(handoff: socket.socket) -> None:
+    """Wait for the call's streams, drop privileges, check them, then serve the call's request
+    (never returns)."""
     code = 1
     try:
+        _, fds, _, _ = socket.recv_fds(handoff, 16, 3)
+        if len(fds) != 3:
+            os._exit(SETUP_FAILED)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         drop_privileges()
         left = privileges_left()
         if left:
@@ -219,15 +230,15 @@ def _init(runner: int) -> None:
         os._exit(code)
 
 
-def _call_process(fds: list[int], tmpfs_bytes: int, report: int) -> None:
+def _call_process(handoff: socket.socket, tmpfs_bytes: int, report: int) -> None:
     """Confine the call, start its init and runner; exit with the runner's status."""
     code = SETUP_FAILED
     try:
         _die_with_parent()
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        os.closerange(3, report)
-        os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
+        keep = sorted((handoff.fileno(), report))
+        os.closerange(3, keep[0])
+        os.closerange(keep[0] + 1, keep[1])
+        os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
         confine_call(tmpfs_bytes)
         init = os.fork()
         if init == 0:
@@ -235,8 +246,10 @@ def _call_process(fds: list[int], tmpfs_bytes: int, report: int) -> None:
             _die_with_parent()
             runner = os.fork()
             if runner == 0:
-                _runner()
+                _runner(handoff)
+            handoff.close()
             _init(runner)
+        handoff.close()
         os.write(report, init.to_bytes(4, "little"))
         os.close(report)
         _, status = os.waitpid(init, 0)
@@ -248,6 +261,16 @@ def _call_process(fds: list[int], tmpfs_bytes: int, report: int) -> None:
         os._exit(code)
 
 
+@dataclass
+class _Spare:
+    """A call process confined in advance, its runner waiting for the call's streams."""
+
+    handoff: socket.socket
+    pid: int
+    init: int
+    tmpfs_bytes: int
+
+
 class Zygote:
     """The zygote's loop: fork calls on request, kill them on request, report their exits."""
 
@@ -255,33 +278,58 @@ class Zygote:
         self.control = control
         self.calls: dict[int, tuple[int, int]] = {}
         """Call id -> (call process pid, namespace init pid)."""
+        self.spare: _Spare | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         self.control.sendall(json.dumps(message).encode())
 
-    def start(self, call_id: int, fds: list[int], tmpfs_bytes: int) -> None:
+    def prepare(self, tmpfs_bytes: int) -> _Spare | None:
+        """Fork and confine the next call process now, so that a call only hands it streams."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         read_end, write_end = os.pipe()
         try:
             pid = os.fork()
-        except OSError as e:
-            os.close(read_end)
-            os.close(write_end)
-            self.send({"op": "failed", "id": call_id, "reason": f"fork: {e}"})
-            return
+        except OSError:
+            for fd in (read_end, write_end):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            return None
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.close(read_end)
-            _call_process(fds, tmpfs_bytes, write_end)
+            _call_process(theirs, tmpfs_bytes, write_end)
+        theirs.close()
         os.close(write_end)
         with os.fdopen(read_end, "rb") as report:
             blob = report.read(4)
         if len(blob) != 4:
-            self.calls[call_id] = (pid, 0)
+            ours.close()  # the call process failed; it is reaped as an unknown child
+            return None
+        return _Spare(ours, pid, int.from_bytes(blob, "little"), tmpfs_bytes)
+
+    def start(self, call_id: int, fds: list[int], tmpfs_bytes: int) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.tmpfs_bytes != tmpfs_bytes:
+            spare.handoff.close()  # its runner reads end-of-file and exits: nothing ran
+            spare = None
+        if spare is None:
+            spare = self.prepare(tmpfs_bytes)
+        if spare is None:
             self.send({"op": "failed", "id": call_id, "reason": "the call could not be confined"})
             return
-        self.calls[call_id] = (pid, int.from_bytes(blob, "little"))
+        try:
+            socket.send_fds(spare.handoff, [b"call"], fds)
+        except OSError as e:
+            self.calls[call_id] = (spare.pid, spare.init)
+            self.kill(call_id)
+            self.send({"op": "failed", "id": call_id, "reason": f"handing over the call: {e}"})
+            return
+        finally:
+            spare.handoff.close()
+        self.calls[call_id] = (spare.pid, spare.init)
         self.send({"op": "started", "id": call_id})
+        self.spare = self.prepare(tmpfs_bytes)
 
     def kill(self, call_id: int) -> None:
         """Kill the call's namespace through its init; the call process, which waits for the

@@ -3,10 +3,11 @@
 A `Zygote` is started through the one launcher (`child_command(..., zygote=True)`), inside the
 same bubblewrap boundary as a cold child, and waits with numpy and pandas imported; it never
 loads plugin code (`agent.plugins._zygote` says why). For each call the parent makes three
-pipes and sends the zygote their far ends over a Unix socket (SCM_RIGHTS); the zygote forks a
-process that confines itself (new mount, PID and IPC namespaces, a fresh tmpfs, no /proc, no
-capabilities) and then speaks the cold child's protocol on those pipes, so the parent reads its
-reply exactly as it reads a cold child's. The parent still measures every deadline and ends
+pipes and sends the zygote their far ends over a Unix socket (SCM_RIGHTS); the zygote hands
+them to a process tree it forked and confined in advance for the next call (new mount, PID and
+IPC namespaces, a fresh tmpfs, no /proc), whose runner drops every capability and then
+speaks the cold child's protocol on those pipes, so the parent reads its reply exactly as it
+reads a cold child's. The parent still measures every deadline and ends
 every call: it asks the zygote to kill the call's PID namespace, and waits until it is gone.
 
 Zygotes live in a small registry in this process, keyed by the plugin's location, its code
