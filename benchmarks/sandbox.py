@@ -1,13 +1,17 @@
-"""Sandboxed signal calls per second, cold: one fresh child per call, as every path runs today.
+"""Sandboxed signal calls per second, warm and cold: a fresh process per call either way.
 
     .venv/bin/python benchmarks/sandbox.py              # 10 calls per row on 2,000 bars
     .venv/bin/python benchmarks/sandbox.py --calls 20 --bars 10000
 
 Rows, all computing the same small plugin file (a squashed 12-bar return) on the same candles:
 
-- `bubblewrap`: `run_plugin` with `strategies.sandbox: bubblewrap` (the default): bwrap starts
-  the namespaces, the child imports numpy and pandas from the read-only environment, loads
-  the plugin, computes, replies; the parent checks the reply.
+- `bubblewrap, warm`: `run_plugin` as every path runs it (the default): each call is a fresh
+  confined process forked from the plugin's zygote (new mount, PID and IPC namespaces, a fresh
+  tmpfs, no capabilities), which loads the plugin, computes and replies. The zygote's own
+  start (one cold start) is paid by a call before the timed ones and shown apart.
+- `bubblewrap, cold`: the same without a zygote (`SandboxLimits(warm_start=False)`): bwrap
+  starts the namespaces, the child imports numpy and pandas from the read-only environment,
+  loads the plugin, computes, replies; the parent checks the reply.
 - `none (unsafe)`: the same child without bubblewrap, the cost the sandbox adds on top.
 - `in-process (trusted)`: the same class run through `run_trusted`, the floor.
 
@@ -47,9 +51,11 @@ class CloseMomentum(Strategy):
 """
 
 
-def sandboxed(path: Path, candles: pd.DataFrame, mode: str, calls: int) -> float:
+def sandboxed(
+    path: Path, candles: pd.DataFrame, mode: str, calls: int, warm_start: bool = False
+) -> float:
     location = PluginLocation("file", str(path), "CloseMomentum")
-    limits = SandboxLimits(sandbox=mode)
+    limits = SandboxLimits(sandbox=mode, warm_start=warm_start)
     started = time.perf_counter()
     for _ in range(calls):
         (result,) = run_plugin(
@@ -85,11 +91,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "close_momentum.py"
         path.write_text(PLUGIN)
+        first = sandboxed(path, candles, "bubblewrap", 1, warm_start=True)
         rows = [
-            ("bubblewrap", sandboxed(path, candles, "bubblewrap", args.calls)),
+            ("bubblewrap, warm", sandboxed(path, candles, "bubblewrap", args.calls, True)),
+            ("bubblewrap, cold", sandboxed(path, candles, "bubblewrap", args.calls)),
             ("none (unsafe)", sandboxed(path, candles, "none", args.calls)),
             ("in-process (trusted)", trusted(path, candles, args.calls)),
         ]
+    print(f"first warm call (starts the zygote): {1000 * first:.0f} ms")
     print(f"{'row':<22} {'calls':>6} {'seconds':>8} {'per second':>11} {'ms each':>8}")
     for label, seconds in rows:
         print(

@@ -12,6 +12,10 @@ namespace only) and a minimal, read-only /dev. No data directory, database, conf
 or key material is bound, and the environment is emptied (`--clearenv`) but for a few
 constants.
 
+With `zygote=True` it starts a warm zygote instead (`agent.plugins._zygote`) under the same
+command, which keeps `ZYGOTE_CAPABILITIES` in its own user namespace to confine each call it
+forks; no call keeps them (see `agent.plugins.warm`).
+
 Where bubblewrap cannot run (not installed, or no user namespaces), `child_command` raises a
 one-line `PluginError` naming the cause and the setting that allows an unsandboxed run
 (`strategies.sandbox: none`, unsafe: the child then runs with only rlimits and an audit hook).
@@ -40,6 +44,11 @@ BOOTSTRAP = (
     "from agent.plugins._child import main; raise SystemExit(main())"
 )
 """argv[1]: the directory holding `agent`; argv[2:]: site directories (sandboxed runs)."""
+ZYGOTE_BOOTSTRAP = BOOTSTRAP.replace("agent.plugins._child", "agent.plugins._zygote")
+"""The same, starting a warm zygote (`agent.plugins._zygote`) instead of one child."""
+ZYGOTE_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
+"""What a zygote keeps in its own user namespace: to give each call new namespaces and a
+fresh tmpfs, and to empty each call's bounding set. No call keeps either."""
 CHILD_TMP = "/tmp"
 """The child's private tmpfs (working directory, HOME, TMPDIR) inside the sandbox."""
 NOBODY = 65534
@@ -134,6 +143,7 @@ def bwrap_argv(
     python_argv: Sequence[str],
     read_only: Sequence[str],
     tmpfs_mb: int = DEFAULT_TMPFS_MB,
+    capabilities: Sequence[str] = (),
 ) -> list[str]:
     """Return the bubblewrap command line that runs `python_argv` confined.
 
@@ -142,7 +152,9 @@ def bwrap_argv(
         python_argv: the interpreter and its arguments.
         read_only: host paths the child may read (bound read-only at the same path).
         tmpfs_mb: size of its private tmpfs (tmpfs lives in the host's memory).
+        capabilities: capabilities kept in its user namespace (a zygote's; none otherwise).
     """
+    kept = [arg for cap in capabilities for arg in ("--cap-add", cap)]
     runtime = [sys.base_prefix, interpreter(), *site_directories(), *read_only]
     env_args = [
         arg
@@ -158,6 +170,7 @@ def bwrap_argv(
         "--new-session",
         "--cap-drop",
         "ALL",
+        *kept,
         "--uid",
         str(NOBODY),
         "--gid",
@@ -218,7 +231,12 @@ def bubblewrap() -> str:
 
 
 def child_command(
-    mode: str, host_workdir: str, read_only: Sequence[str], tmpfs_mb: int = DEFAULT_TMPFS_MB
+    mode: str,
+    host_workdir: str,
+    read_only: Sequence[str],
+    tmpfs_mb: int = DEFAULT_TMPFS_MB,
+    *,
+    zygote: bool = False,
 ) -> ChildCommand:
     """Return how to start one plugin child in `mode` ("bubblewrap" or "none").
 
@@ -228,6 +246,8 @@ def child_command(
             child; unused by a sandboxed one, which gets its own tmpfs).
         read_only: the plugin's own file or package directories.
         tmpfs_mb: size of a sandboxed child's private tmpfs.
+        zygote: start a warm zygote (`agent.plugins._zygote`, bubblewrap only), keeping
+            `ZYGOTE_CAPABILITIES` in its user namespace, instead of one child.
 
     Raises:
         PluginError: the mode is unknown, or bubblewrap cannot run (see `bubblewrap`).
@@ -245,8 +265,10 @@ def child_command(
         parent = os.path.dirname(os.path.realpath(path))
         if os.path.isdir(path) and parent not in sites and parent != root:
             sites.append(parent)
-    python = [interpreter(), "-I", "-B", "-c", BOOTSTRAP, root, *sites]
-    argv = bwrap_argv(bwrap, python, [os.path.join(root, "agent"), *read_only], tmpfs_mb)
+    bootstrap = ZYGOTE_BOOTSTRAP if zygote else BOOTSTRAP
+    python = [interpreter(), "-I", "-B", "-c", bootstrap, root, *sites]
+    kept = ZYGOTE_CAPABILITIES if zygote else ()
+    argv = bwrap_argv(bwrap, python, [os.path.join(root, "agent"), *read_only], tmpfs_mb, kept)
     host_env = {"PATH": os.environ.get("PATH", os.defpath)}
     return ChildCommand(tuple(argv), host_workdir, host_env, CHILD_TMP)
 

@@ -8,6 +8,11 @@ tmpfs; no data, config, secrets or environment; killed with its parent), with CP
 address-space, file-size and open-file limits, a wall-clock deadline measured here, and an
 audit hook as defence in depth. `strategies.sandbox: none` drops bubblewrap (unsafe).
 
+Signal computations (`run_plugin`) start warm: each is a fresh confined process forked from
+the plugin's zygote (`agent.plugins.warm`), which never holds plugin code or candles, in new
+mount, PID and IPC namespaces with a fresh tmpfs and no capabilities; a zygote that cannot
+serve falls back to a cold start. Loading metadata and the look-ahead check start cold.
+
 No reply can hurt the parent: reply headers are bounded in size and nesting depth and checked
 field by field; a signal arrives as raw float64 bytes and must have exactly one value per
 candle. Timings are measured by the parent, never taken from the child. Every way a run can
@@ -34,16 +39,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from agent.config import StrategiesSettings
 from agent.errors import PluginError
-from agent.plugins import _child
+from agent.plugins import _child, warm
 from agent.plugins.interface import HIDDEN_ATTR, Strategy, StrategyInfo, as_signal, check_metadata
-from agent.plugins.launcher import child_command, plugin_paths
+from agent.plugins.launcher import CHILD_TMP, child_command, plugin_paths
 from agent.plugins.launcher import scrubbed_environment as scrubbed_environment
 
 _STDERR_TAIL_BYTES = 8_192
@@ -60,6 +65,8 @@ class SandboxLimits:
     wall_seconds: float = 60.0
     file_size_mb: int = 16
     sandbox: str = "bubblewrap"
+    warm_start: bool = True
+    """Fork each signal computation from a warm zygote (bubblewrap only; see `warm`)."""
 
     @classmethod
     def from_settings(cls, settings: StrategiesSettings) -> SandboxLimits:
@@ -149,37 +156,67 @@ def file_sha256(path: Path | str) -> str:
 
 # --- the child process ---------------------------------------------------------------------
 class _Child:
-    """One sandboxed interpreter: start it, feed it a request, read framed replies."""
+    """One sandboxed interpreter: start it, feed it a request, read framed replies.
 
-    def __init__(self, limits: SandboxLimits, computations: int, location: PluginLocation) -> None:
+    Cold (the default), it is a fresh `python -I` started through the launcher. Warm (with a
+    `zygote`), it is a fresh confined process forked from the plugin's zygote
+    (`agent.plugins.warm`); the streams, the protocol and every check are the same.
+
+    Raises:
+        ZygoteError: (warm only) the zygote could not start the call; start a cold one.
+    """
+
+    def __init__(
+        self,
+        limits: SandboxLimits,
+        computations: int,
+        location: PluginLocation,
+        zygote: warm.Zygote | None = None,
+    ) -> None:
         self.limits = limits
-        self.host_dir = tempfile.mkdtemp(prefix="agora-plugin-")
-        try:
-            command = child_command(
-                limits.sandbox,
-                self.host_dir,
-                plugin_paths(location.kind, location.target),
-                tmpfs_mb=4 * limits.file_size_mb,
+        self.zygote = zygote
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host_dir: str | None = None
+        if zygote is not None:
+            call = zygote.start_call(4 * limits.file_size_mb << 20)
+            self.call_id = call.call_id
+            self.workdir = CHILD_TMP
+            self.stdin: IO[bytes] = os.fdopen(call.request_fd, "wb")
+            self.stdout: IO[bytes] = os.fdopen(call.reply_fd, "rb")
+            self.stderr: IO[bytes] = os.fdopen(call.stderr_fd, "rb")
+        else:
+            self.host_dir = tempfile.mkdtemp(prefix="agora-plugin-")
+            try:
+                command = child_command(
+                    limits.sandbox,
+                    self.host_dir,
+                    plugin_paths(location.kind, location.target),
+                    tmpfs_mb=4 * limits.file_size_mb,
+                )
+                self.workdir = command.workdir
+                self.proc = subprocess.Popen(
+                    command.argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=command.cwd,
+                    env=command.env,
+                    close_fds=True,
+                    start_new_session=True,
+                )
+            except (OSError, PluginError):
+                shutil.rmtree(self.host_dir, ignore_errors=True)
+                raise
+            assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+            self.stdin, self.stdout, self.stderr = (
+                self.proc.stdin,
+                self.proc.stdout,
+                self.proc.stderr,
             )
-            self.workdir = command.workdir
-            self.proc = subprocess.Popen(
-                command.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=command.cwd,
-                env=command.env,
-                close_fds=True,
-                start_new_session=True,
-            )
-        except (OSError, PluginError):
-            shutil.rmtree(self.host_dir, ignore_errors=True)
-            raise
         self.cpu_limit = max(1, math.ceil(limits.cpu_seconds * max(1, computations)))
         self.stderr_tail = b""
         self._selector = selectors.DefaultSelector()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.stdout, self.stderr):
             os.set_blocking(stream.fileno(), False)
             self._selector.register(stream, selectors.EVENT_READ)
         self._reader: _child.MessageReader | None = None
@@ -228,8 +265,7 @@ class _Child:
             _child.pack_message({"array": i}, _child.encode_array(array))
             for i, array in enumerate(arrays)
         )
-        stdin = self.proc.stdin
-        assert stdin is not None
+        stdin = self.stdin
         previous = self._writer
 
         def write() -> None:
@@ -267,7 +303,7 @@ class _Child:
                     if not self._selector.get_map():
                         raise _Failed(self._exit_reason())
                     continue
-                if key.fileobj is self.proc.stderr:
+                if key.fileobj is self.stderr:
                     self.stderr_tail = (self.stderr_tail + data)[-_STDERR_TAIL_BYTES:]
                     continue
                 try:
@@ -310,8 +346,12 @@ class _Child:
         `Popen.returncode` (negative: killed by that signal), or None if it is still running.
 
         Not reaping keeps its pid (and so its process group id) from being reused before
-        `close` kills the group.
+        `close` kills the group. A warm call's status comes from its zygote, once the call's
+        PID namespace is gone, as bubblewrap reports it (128 + the signal).
         """
+        if self.zygote is not None:
+            return self.zygote.exit_status(self.call_id, self.limits.wall_seconds)
+        assert self.proc is not None
         deadline = time.monotonic() + self.limits.wall_seconds
         while time.monotonic() < deadline:
             try:
@@ -325,16 +365,53 @@ class _Child:
         return None
 
     def close(self) -> None:
-        """Kill the whole process group (stray grandchildren too) and remove the directory."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
+        """Kill the whole process group or PID namespace (stray grandchildren too) and clean up.
+
+        A warm call is killed by its zygote, and this waits until nothing of it is left; a
+        zygote that does not confirm is closed (which kills it and every call in it).
+        """
+        if self.zygote is not None:
+            try:
+                self.zygote.end_call(self.call_id)
+            except warm.ZygoteError:
+                warm.discard(self.zygote)
+            finally:
+                self.zygote.lock.release()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
         self._selector.close()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            with contextlib.suppress(OSError, ValueError):
                 stream.close()
-        shutil.rmtree(self.host_dir, ignore_errors=True)
+        if self.host_dir is not None:
+            shutil.rmtree(self.host_dir, ignore_errors=True)
+
+
+def _start_child(
+    limits: SandboxLimits, computations: int, location: PluginLocation, code_sha256: str | None
+) -> _Child:
+    """Start a warm call from the plugin's zygote if one can serve it, else a cold child.
+
+    A zygote that fails to start a call is replaced once; then the call starts cold. Only a
+    cold start's failure is raised (OSError, PluginError), so a reason never names a zygote.
+    """
+    if limits.sandbox == "bubblewrap" and limits.warm_start and warm.supported():
+        read_only = plugin_paths(location.kind, location.target)
+        for _ in range(2):
+            zygote = warm.acquire(
+                str(location), code_sha256, limits, read_only, 4 * limits.file_size_mb
+            )
+            if zygote is None:
+                break
+            try:
+                return _Child(limits, computations, location, zygote)
+            except warm.ZygoteError:
+                zygote.lock.release()
+                warm.discard(zygote)
+    return _Child(limits, computations, location)
 
 
 def _location_header(
@@ -574,7 +651,7 @@ def run_plugin(
         if lacking:
             return fail_rest(_lacks(lacking))
     try:
-        header, _ = _location_header(location, expected_sha256)
+        header, digest = _location_header(location, expected_sha256)
     except _Failed as e:
         return fail_rest(str(e))
     arrays: list[np.ndarray] = []
@@ -586,7 +663,7 @@ def run_plugin(
     max_values = max(len(f) for f in frames)
     request = {"mode": "run", "location": header, "params": dict(params or {}), "frames": specs}
     try:
-        child = _Child(limits, len(frames), location)
+        child = _start_child(limits, len(frames), location, digest)
     except OSError as e:
         return fail_rest(f"could not start the sandbox: {e}")
     except PluginError as e:

@@ -14,6 +14,7 @@ import pytest
 
 from agent.config import StrategiesSettings, SyntheticSettings
 from agent.market.synthetic import generate
+from agent.plugins import warm
 from agent.plugins.discovery import DiscoveredStrategy, discover, discover_file
 from agent.plugins.sandbox import SandboxLimits
 from agent.plugins.signals import compute_signals
@@ -125,8 +126,10 @@ def _children() -> frozenset[int]:
 
 
 def process_state() -> ProcessState:
+    """The test process's state; its live zygotes (kept by design, one per plugin) aside."""
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-    return ProcessState(env, os.getcwd(), _rss_mb(), _children())
+    zygotes = {zygote.proc.pid for zygote in warm.running()}
+    return ProcessState(env, os.getcwd(), _rss_mb(), _children() - zygotes)
 
 
 def assert_still_healthy(before: ProcessState, candles: pd.DataFrame) -> None:

@@ -8,6 +8,7 @@ plugin is loaded (a forged metadata reply) or in signal() (a forged result).
 
 import io
 import os
+import stat
 import struct
 
 import numpy as np
@@ -21,14 +22,16 @@ PREFIX = struct.Struct(">IQ")
 
 
 def reply_fd() -> int:
-    stderr = os.readlink("/proc/self/fd/2")
-    for name in sorted(os.listdir("/proc/self/fd"), key=int):
-        fd = int(name)
+    """Return the first pipe above stderr that is not stderr (found with fstat, not /proc,
+    which a warm call does not have)."""
+    stderr = os.fstat(2)
+    for fd in range(3, 256):
         try:
-            target = os.readlink(f"/proc/self/fd/{name}")
+            info = os.fstat(fd)
         except OSError:
             continue
-        if fd > 2 and target.startswith("pipe:") and target != stderr:
+        same = (info.st_dev, info.st_ino) == (stderr.st_dev, stderr.st_ino)
+        if stat.S_ISFIFO(info.st_mode) and not same:
             return fd
     raise RuntimeError("no reply pipe found")
 
