@@ -4,7 +4,7 @@ Every time a third-party strategy's signal is computed over history, `check_look
 `strategies.lookahead_samples` bars from the operating system's randomness (`secrets`), so no
 plugin can predict them, and recomputes the signal at each from the candles up to that bar
 only, in one extra sandboxed child that answers the bars in increasing order and never holds a
-later bar than the one it answers (`sandbox.run_plugin_incremental`). The value must equal the
+later bar than the one it answers (`run_plugin_incremental`). The value must equal the
 full-history value at that bar (NaN equals NaN). A strategy that looks ahead at a fraction p of
 the bars escapes n samples with probability (1 - p)^n: 460 samples catch p = 1 % with
 probability 0.99.
@@ -24,13 +24,27 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from agent.errors import PluginError
+from agent.plugins import _child
 from agent.plugins.discovery import DiscoveredStrategy
-from agent.plugins.sandbox import SandboxLimits, run_plugin_incremental
+from agent.plugins.sandbox import (
+    PluginLocation,
+    SandboxLimits,
+    _Child,
+    _error_reason,
+    _Failed,
+    _hidden_for,
+    _lacks,
+    _location_header,
+    _missing_hidden,
+)
 from agent.store import Store
 
 QUARANTINED = "quarantined"
@@ -75,6 +89,111 @@ class LookaheadVerdict:
             f"{self.full_value!r} on the full history but {self.cut_value!r} from the candles "
             f"up to that bar only ({self.samples} random bars checked)"
         )
+
+
+@dataclass(frozen=True)
+class CutValues:
+    """A strategy's signal at each cut point, each computed from the candles up to that cut.
+
+    Attributes:
+        name: the strategy's name.
+        cuts: the bars (row positions), increasing.
+        values: the value at each cut answered, in order (NaN allowed); shorter than `cuts`
+            when the run failed.
+        ok: every cut was answered.
+        reason: why not, or None.
+        elapsed_s: wall time of the whole run, measured here.
+    """
+
+    name: str
+    cuts: np.ndarray
+    values: np.ndarray
+    ok: bool
+    reason: str | None
+    elapsed_s: float
+
+
+def run_plugin_incremental(
+    location: PluginLocation,
+    frame: pd.DataFrame,
+    cuts: Sequence[int],
+    *,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    hidden_inputs: Sequence[str] = (),
+    limits: SandboxLimits | None = None,
+    expected_sha256: str | None = None,
+) -> CutValues:
+    """Compute an untrusted strategy's signal at each cut from the candles up to it only.
+
+    One sandboxed child answers every cut, in increasing order: it is sent the bars after the
+    previous cut up to this one only once the previous cut is answered, so it never holds a bar
+    later than the cut it answers, and the cost is one process and one computation per cut.
+
+    Args:
+        location, name, params, hidden_inputs, limits, expected_sha256: as in `run_plugin`.
+        frame: the full candle frame (hidden series in `attrs[HIDDEN_ATTR]`).
+        cuts: row positions in `frame`; sorted and made unique here.
+    """
+    limits = limits or SandboxLimits()
+    points = np.unique(np.asarray(cuts, dtype="int64"))
+    started = time.monotonic()
+    answered: list[float] = []
+
+    def result(reason: str | None) -> CutValues:
+        values = np.asarray(answered, dtype="float64")
+        return CutValues(name, points, values, reason is None, reason, time.monotonic() - started)
+
+    if len(points) and (points[0] < 0 or points[-1] >= len(frame)):
+        return result(f"cut points outside the {len(frame)} candles")
+    lacking = _missing_hidden(frame, hidden_inputs)
+    if lacking:
+        return result(_lacks(lacking))
+    try:
+        header, _ = _location_header(location, expected_sha256)
+    except _Failed as e:
+        return result(str(e))
+    hidden = _hidden_for(frame, hidden_inputs)
+    arrays = _child.frame_arrays(frame, hidden)
+    request = {
+        "mode": "incremental",
+        "location": header,
+        "params": dict(params or {}),
+        "frames": [],
+        "hidden": sorted(hidden),
+        "cuts": len(points),
+    }
+    try:
+        child = _Child(limits, len(points), location)
+    except OSError as e:
+        return result(f"could not start the sandbox: {e}")
+    except PluginError as e:
+        return result(str(e))
+    try:
+        child.send(request, [], 1_024, keep_open=True)
+        reply, _ = child.receive()
+        if reply.get("type") != "ready":
+            return result(_error_reason(reply, limits))
+        if reply.get("name") != name:
+            return result(
+                f"loads as {str(reply.get('name'))[:60]!r}, not {name!r}: its code changed "
+                "since it was discovered"
+            )
+        sent = 0
+        for cut in points.tolist():
+            child.send_chunk({"cut": cut}, [array[sent : cut + 1] for array in arrays])
+            sent = cut + 1
+            reply, payload = child.receive()
+            if reply.get("type") != "point" or not reply.get("ok"):
+                return result(f"at bar {cut}: {_error_reason(reply, limits)}")
+            if len(payload) != 8:  # exactly one raw little-endian float64, nothing to parse
+                return result(f"sent a malformed value at bar {cut}: {len(payload)} bytes, not 8")
+            answered.append(float(np.frombuffer(payload, dtype="<f8")[0]))
+    except _Failed as e:
+        return result(str(e))
+    finally:
+        child.close()
+    return result(None)
 
 
 def draw_cuts(bars: int, samples: int, warmup_bars: int = 0) -> np.ndarray:

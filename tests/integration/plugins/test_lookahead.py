@@ -25,10 +25,10 @@ from agent.learn.dataset import load_dataset
 from agent.market.schema import SeriesKey
 from agent.market.synthetic import generate
 from agent.plugins.discovery import DiscoveredStrategy, StrategyStatus, discover, discover_file
-from agent.plugins.lookahead import draw_cuts, read_quarantine
+from agent.plugins.lookahead import draw_cuts, read_quarantine, run_plugin_incremental
 from agent.plugins.market_data import build_market_data
 from agent.plugins.registry import list_strategies
-from agent.plugins.sandbox import SandboxLimits, run_plugin_incremental
+from agent.plugins.sandbox import SandboxLimits
 from agent.plugins.signals import compute_signals
 from agent.rewards.epochs import PayoutAccount, compute_epoch
 from agent.store import Store
