@@ -45,6 +45,10 @@ from typing import Any
 
 from agent.plugins import _child
 
+CALL_TMP = "/agora-tmp"
+"""Each call's fresh tmpfs: `agent.plugins.launcher.CHILD_TMP` (kept apart: this module runs in
+the sandbox and imports nothing it does not need)."""
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
@@ -133,13 +137,13 @@ def _mount(
 
 
 def confine_call(tmpfs_bytes: int) -> None:
-    """Enter new mount, PID and IPC namespaces with a fresh /tmp and no /proc (call process)."""
+    """Enter new mount, PID and IPC namespaces with a fresh tmpfs and no /proc (call process)."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC), "unshare")
     _mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
     flags = _MS_NOSUID | _MS_NODEV
-    _mount(b"tmpfs", b"/tmp", b"tmpfs", flags, f"size={tmpfs_bytes},mode=0755".encode())
+    _mount(b"tmpfs", CALL_TMP.encode(), b"tmpfs", flags, f"size={tmpfs_bytes},mode=0755".encode())
     _mount(b"tmpfs", b"/proc", b"tmpfs", flags | _MS_NOEXEC | _MS_RDONLY, b"size=4096,mode=0555")
-    os.chdir("/tmp")
+    os.chdir(CALL_TMP)
 
 
 def drop_privileges() -> None:

@@ -49,8 +49,11 @@ ZYGOTE_BOOTSTRAP = BOOTSTRAP.replace("agent.plugins._child", "agent.plugins._zyg
 ZYGOTE_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SETPCAP")
 """What a zygote keeps in its own user namespace: to give each call new namespaces and a
 fresh tmpfs, and to empty each call's bounding set. No call keeps either."""
-CHILD_TMP = "/tmp"
-"""The child's private tmpfs (working directory, HOME, TMPDIR) inside the sandbox."""
+CHILD_TMP = "/agora-tmp"
+"""The child's private tmpfs (working directory, HOME, TMPDIR) inside the sandbox. Not /tmp: the
+runtime, the venv or `agent` may live under the host's /tmp (a checkout there), and a tmpfs
+mounted over their parent would hide them; nothing on the host lives under this path. The
+sandbox has no writable /tmp at all."""
 NOBODY = 65534
 DEFAULT_TMPFS_MB = 64
 _ENV_CONSTANTS = {
@@ -189,6 +192,8 @@ def bwrap_argv(
         "/dev",
         "--remount-ro",
         "/dev",
+        "--remount-ro",
+        "/",  # the root holds only mount points: nothing but the private tmpfs is writable
         "--chdir",
         CHILD_TMP,
         *python_argv,

@@ -68,7 +68,10 @@ def test_the_bubblewrap_command_confines_the_child_and_binds_nothing_of_the_agen
         assert flag in argv
     assert "--share-net" not in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
-    assert argv[argv.index("--tmpfs") + 1] == "/tmp" and argv[argv.index("--chdir") + 1] == "/tmp"
+    assert (
+        argv[argv.index("--tmpfs") + 1] == launcher.CHILD_TMP
+        and argv[argv.index("--chdir") + 1] == launcher.CHILD_TMP
+    )
     assert argv[argv.index("--size") + 1] == str(launcher.DEFAULT_TMPFS_MB << 20)
     assert argv.index("--size") + 2 == argv.index("--tmpfs")
     binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bind"]
@@ -78,7 +81,7 @@ def test_the_bubblewrap_command_confines_the_child_and_binds_nothing_of_the_agen
     assert str(Path.cwd()) not in read_only and str(Path.home()) not in read_only
     environment = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--setenv"}
     assert environment == {"PATH", "LANG", "HOME", "TMPDIR", *launcher.scrubbed_environment("x")}
-    assert command.workdir == "/tmp"
+    assert command.workdir == launcher.CHILD_TMP
 
 
 def test_without_bwrap_third_party_plugins_are_refused_naming_the_setting(
@@ -185,7 +188,7 @@ class FillsItsTmpfs(Strategy):
         written, block = 0, b"x" * (1 << 20)
         for i in range(64):
             try:
-                with open(f"/tmp/fill-{i}", "wb") as handle:
+                with open(f"fill-{i}", "wb") as handle:
                     for _ in range(8):
                         handle.write(block)
                         handle.flush()
@@ -208,3 +211,15 @@ def test_the_private_tmpfs_holds_at_most_four_times_the_file_size_limit(
     values, mask = matrix.column("fills-its-tmpfs")
     assert mask.all(), matrix.reasons
     assert 1 <= round(values[0] * 100) <= 8  # MB written: 2 MB files, an 8 MB tmpfs
+
+
+def test_the_private_tmpfs_lies_where_no_host_path_can_be() -> None:
+    """A checkout, venv or runtime under the host's /tmp must stay visible in the sandbox: the
+    private tmpfs of a cold child and of a warm call is mounted away from /tmp."""
+    from agent.plugins import _zygote, launcher
+
+    assert launcher.CHILD_TMP == _zygote.CALL_TMP != "/tmp"
+    assert not any(
+        path == launcher.CHILD_TMP or path.startswith(launcher.CHILD_TMP + "/")
+        for path in (sys.base_prefix, sys.prefix, str(Path(launcher.agent_root())))
+    )
