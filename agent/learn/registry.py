@@ -365,32 +365,19 @@ def evaluate_gate(
     must beat each by `agent.selection_margin` standard errors of the paired per-bar
     difference of log returns (the same test checkpoint selection uses) and by a positive sum.
     """
-    from dataclasses import replace
-
     from agent.env.rollout import buy_and_hold, flat, log_return, rollout
-    from agent.env.trading_env import EnvConfig
-    from agent.learn.dataset import load_dataset
     from agent.learn.diagnostics import paired_advantage
-    from agent.learn.policy import load_policy
 
     margin = settings.agent.selection_margin
-    costs = replace(EnvConfig.from_settings(settings), strategy_dropout=0.0, turnover_penalty=0.0)
-
-    def run(model: ModelRecord) -> tuple[Any, dict[str, Any], Any]:
-        loaded = load_policy(store, model.id)
-        dataset = load_dataset(store, settings, key, strategies=list(loaded.spec.strategies))
-        data, start, end = dataset.env_data("validation")
-        result = rollout(data, loaded.as_model_policy(costs), costs, start, end)
-        return result, dataset.windows["validation"].as_dict(), (data, start, end)
-
-    candidate, window, (data, start, end) = run(record)
+    candidate, window, (data, start, end) = _validation_run(store, settings, record, key)
+    costs = _gate_costs(settings)
     references = [
         ("flat", rollout(data, flat(data), costs, start, end)),
         ("buy-and-hold", rollout(data, buy_and_hold(data), costs, start, end)),
     ]
     live = live_model(store)
     if live is not None and live.id != record.id:
-        references.append((f"live {live.id[:12]}", run(live)[0]))
+        references.append((f"live {live.id[:12]}", _validation_run(store, settings, live, key)[0]))
     mine = _per_bar(candidate.equity)
     comparisons = []
     for name, reference in references:
@@ -413,8 +400,39 @@ def validation_score(
     store: Store, settings: Settings, record: ModelRecord, key: SeriesKey
 ) -> tuple[float, dict[str, Any]]:
     """Return a model's net log return over the validation window, and the window."""
-    evaluation = evaluate_gate(store, settings, record, key)
-    return evaluation.candidate_log_return, evaluation.window
+    from agent.env.rollout import log_return
+
+    result, window, _ = _validation_run(store, settings, record, key)
+    return log_return(result), window
+
+
+def _gate_costs(settings: Settings) -> Any:
+    """The environment every gate run uses: the configured costs, no dropout, no penalty."""
+    from dataclasses import replace
+
+    from agent.env.trading_env import EnvConfig
+
+    return replace(EnvConfig.from_settings(settings), strategy_dropout=0.0, turnover_penalty=0.0)
+
+
+def _validation_run(
+    store: Store, settings: Settings, model: ModelRecord, key: SeriesKey
+) -> tuple[Any, dict[str, Any], tuple[Any, int, int]]:
+    """Run a registered model over the validation window of `key` (the one rollout).
+
+    Returns:
+        The run, the window, and (data, start, end) for runs of other policies on the same bars.
+    """
+    from agent.env.rollout import rollout
+    from agent.learn.dataset import load_dataset
+    from agent.learn.policy import load_policy
+
+    costs = _gate_costs(settings)
+    loaded = load_policy(store, model.id)
+    dataset = load_dataset(store, settings, key, strategies=list(loaded.spec.strategies))
+    data, start, end = dataset.env_data("validation")
+    result = rollout(data, loaded.as_model_policy(costs), costs, start, end)
+    return result, dataset.windows["validation"].as_dict(), (data, start, end)
 
 
 def promote(

@@ -516,17 +516,11 @@ def _run(
     for index, frame in enumerate(_frames(request, arrays)):
         reply: dict[str, Any] = {"type": "result", "frame": index}
         payload = b""
-        try:
-            values = call_strategy(strategy, frame)
+        values = _call(strategy, frame, reply, prefix)
+        if values is not None:
             reply.update(ok=True, shape=[int(n) for n in values.shape])
             if values.shape == (len(frame),):
                 payload = values.astype("<f8").tobytes()
-        except MemoryError as e:
-            reply.update(ok=False, kind="memory", message=_clip(str(e)))
-        except OutputError as e:
-            reply.update(ok=False, kind="output", message=str(e))
-        except BaseException as e:
-            reply.update(ok=False, kind="exception", message=describe_exception(e, prefix))
         if guard.violations:
             reply = {"type": "error", "kind": "violation", "message": guard.violations[0]}
             send(reply)
@@ -534,6 +528,21 @@ def _run(
         send(reply, payload)
         if not reply["ok"]:
             return
+
+
+def _call(
+    strategy: Any, frame: pd.DataFrame, reply: dict[str, Any], prefix: str | None
+) -> np.ndarray | None:
+    """Run the strategy on `frame`; on failure record why in `reply` and return None."""
+    try:
+        return call_strategy(strategy, frame)
+    except MemoryError as e:
+        reply.update(ok=False, kind="memory", message=_clip(str(e)))
+    except OutputError as e:
+        reply.update(ok=False, kind="output", message=str(e))
+    except BaseException as e:
+        reply.update(ok=False, kind="exception", message=describe_exception(e, prefix))
+    return None
 
 
 def _run_incremental(
@@ -565,18 +574,13 @@ def _run_incremental(
         frame = build_frame(joined[0], joined[1], dict(zip(hidden_names, joined[2:], strict=True)))
         reply: dict[str, Any] = {"type": "point", "index": index, "cut": header.get("cut")}
         payload = b""
-        try:
-            values = call_strategy(strategy, frame)
-            if values.shape != (len(frame),):
-                raise OutputError(f"returned shape {list(values.shape)} for {len(frame)} candles")
+        values = _call(strategy, frame, reply, prefix)
+        if values is not None and values.shape != (len(frame),):
+            shape = f"returned shape {list(values.shape)} for {len(frame)} candles"
+            reply.update(ok=False, kind="output", message=shape)
+        elif values is not None:
             reply.update(ok=True)
             payload = values[-1:].astype("<f8").tobytes()
-        except MemoryError as e:
-            reply.update(ok=False, kind="memory", message=_clip(str(e)))
-        except OutputError as e:
-            reply.update(ok=False, kind="output", message=str(e))
-        except BaseException as e:
-            reply.update(ok=False, kind="exception", message=describe_exception(e, prefix))
         if guard.violations:
             send({"type": "error", "kind": "violation", "message": guard.violations[0]})
             return
