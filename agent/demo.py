@@ -211,10 +211,18 @@ def _check_claims(runtime: Any, epoch: int, result: DemoResult, say: Say) -> Non
     balances = {account: int(token.functions.balanceOf(account).call()) for account in owed}
     result.paid_total = sum(owed.values())
     result.carried_total = record.carry_out
-    why = record.attribution.get("reason") if isinstance(record.attribution, dict) else None
-    result.rewards_note = why or (
-        "paid in proportion to positive contributions; the rest carried"
-        if result.paid_total
+    summary = record.attribution if isinstance(record.attribution, dict) else {}
+    scores = summary.get("scores", [])
+    significant = [s["name"] for s in scores if s["verdict"] == "significant"]
+    best = max(scores, key=lambda s: s["z"], default=None)
+    result.rewards_note = summary.get("reason") or (
+        f"paid only for contributions beyond {summary.get('significance', 2):g} standard "
+        f"errors ({', '.join(significant)}); the rest carried"
+        if significant
+        else "no strategy's contribution is distinguishable from noise (best: "
+        f"{best['name']} at z = {best['z']:+.2f}, needs > {summary.get('significance', 2):g}): "
+        "nothing earned, everything carried"
+        if best is not None
         else "no strategy contributed: everything carried"
     )
     result.claimed_total = int(distributor.functions.epochClaimed(epoch).call())

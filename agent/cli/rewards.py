@@ -49,33 +49,71 @@ def _chain(settings: Any, store: Any) -> Iterator[tuple[Any, Any]]:
         yield backend, deploy_all(backend, store, settings)
 
 
+SOURCES = {
+    "recorded": "signals as recorded in the live service's decision records",
+    "history": "signals recomputed from stored candles (look-ahead checked)",
+}
+
+
 def _print_record(record: Any) -> None:
     from rich.table import Table
 
+    summary = record.attribution
     status = record.status + (f" on {record.chain_key}" if record.chain_key else "")
-    method = record.attribution.get("method", "?")
+    method = summary.get("method", "?")
+    source = summary.get("source", "history")
     stdout.print(
         f"epoch {record.epoch}: bars {record.start_bar}-{record.end_bar - 1}, model "
         f"{record.model_id or '-'}, {method} Shapley over {record.metric}, {status}"
     )
+    stdout.print(f"source: {SOURCES.get(source, source)}")
+    if summary.get("baseline"):
+        stdout.print(summary.get("reason", ""))
+    released = int(summary.get("released", record.carry_in if method == "none" else 0))
     stdout.print(
         f"v(all) {record.v_all:+.6f}, v(none) {record.v_empty:+.6f}; pool "
-        f"{format_units(record.pool)} AGR = emission {format_units(record.emission)} + carried "
-        f"{format_units(record.carry_in)} + profit share {format_units(record.profit_share)}; "
-        f"published {format_units(record.total)}, carried on {format_units(record.carry_out)}"
+        f"{format_units(record.pool)} AGR = emission {format_units(record.emission)} + released "
+        f"from the carried reserve {format_units(released)} + profit share "
+        f"{format_units(record.profit_share)}"
     )
-    table = Table("strategy", "contribution", "± se", "AGR", "account", "source", "claimed")
+    stdout.print(
+        f"paid {format_units(record.total)} AGR, carried on {format_units(record.carry_out)} "
+        f"(reserve in {format_units(record.carry_in)})"
+    )
+    scores = {s["name"]: s for s in summary.get("scores", [])}
+    significance = summary.get("significance")
+    if significance is not None:
+        stdout.print(
+            f"paid only beyond {significance:g} standard errors of the accumulated contribution "
+            f"(half-life {summary.get('decay_half_life_epochs', 0):g} epochs)"
+        )
+    table = Table(
+        "strategy", "contribution ± se", "accumulated ± se", "z", "verdict", "group", "AGR",
+        "account", "source", "claimed",
+    )  # fmt: skip
     for a in record.allocations:
+        score = scores.get(a.strategy or "", {})
+        group = score.get("group")
         table.add_row(
             a.strategy or "(remainder)",
-            "" if a.contribution is None else f"{a.contribution:+.6f}",
-            "" if not a.std_error else f"{a.std_error:.6f}",
+            "" if a.contribution is None else f"{a.contribution:+.6f} ± {a.std_error or 0:.6f}",
+            f"{score['accumulated']:+.6f} ± {score['accumulated_se']:.6f}" if score else "",
+            f"{score['z']:+.2f}" if score else "",
+            score.get("verdict", ""),
+            "" if group in (None, a.strategy) else f"with {group}",
             format_units(a.amount),
             a.account,
             a.account_source,
             "yes" if a.claimed else ("-" if a.leaf_index is None else "no"),
         )
     stdout.print(table)
+    grouped = summary.get("groups") or {}
+    for name, info in grouped.items():
+        by = ", ".join(f"{n} ({r2:.2f})" for n, r2 in info["explained_by"])
+        stdout.print(
+            f"{name}: {info['r2']:.0%} of its signal is explained by earlier strategies ({by}); "
+            "credited only for the rest"
+        )
     if record.root:
         stdout.print(f"Merkle root {record.root}")
 
@@ -84,6 +122,10 @@ def _print_record(record: Any) -> None:
 def run_epoch(
     ctx: typer.Context,
     epoch: EpochArgument,
+    through: Annotated[
+        int | None,
+        typer.Option("--through", min=0, help="Run every epoch from N through this one."),
+    ] = None,
     model: Annotated[str, typer.Option("--model", help="Model id to measure.")] = "live",
     claim: Annotated[
         bool | None,
@@ -95,47 +137,58 @@ def run_epoch(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Measure each strategy's contribution to epoch N, record it, publish its Merkle root."""
+    """Measure each strategy's contribution to epoch N (through --through), record, publish.
+
+    Epochs the live service decided are measured on the signals its decision records hold;
+    others on signals recomputed from the stored candles. A recorded epoch is never
+    recomputed: running it again only publishes (and claims) what the chain lacks.
+    """
+    from agent.errors import UsageError
     from agent.rewards import epochs
     from agent.rewards.ledger import read_epoch
 
+    last = epoch if through is None else through
+    if last < epoch:
+        raise UsageError(f"--through {last} is before epoch {epoch}")
     settings = settings_for(ctx, config)
+    runs = []
     with open_store(settings) as store, _chain(settings, store) as (backend, deployment):
         inputs = None
-        if read_epoch(store, epoch) is None:
-            inputs = epochs.load_inputs(settings, store, model)
-        with ProgressBar(f"epoch {epoch}: coalitions") as progress:
-            run = epochs.run_epoch(
-                epoch,
-                store=store,
-                backend=backend,
-                deployment=deployment,
-                settings=settings,
-                policy=inputs.policy if inputs else None,
-                data=inputs.data if inputs else None,
-                metadata=inputs.metadata if inputs else None,
-                registry_names=inputs.registry_names if inputs else None,
-                model_id=inputs.model_id if inputs else None,
-                env_config=inputs.env_config if inputs else None,
-                quarantined=inputs.quarantined if inputs else (),
-                auto_claim=claim,
-                progress=progress,
-            )
+        for number in range(epoch, last + 1):
+            if read_epoch(store, number) is None and inputs is None:
+                inputs = epochs.load_inputs(settings, store, model)
+            chosen = None if inputs is None else epochs.inputs_for_epoch(inputs, store, number)
+            with ProgressBar(f"epoch {number}: coalitions") as progress:
+                runs.append(
+                    epochs.run_epoch(
+                        number,
+                        store=store,
+                        backend=backend,
+                        deployment=deployment,
+                        settings=settings,
+                        **(chosen.run_arguments() if chosen else {}),
+                        auto_claim=claim,
+                        progress=progress,
+                    )
+                )
     if as_json:
-        print_json(
+        documents = [
             {
                 **run.record.to_dict(),
                 "computed_now": run.computed,
                 "publish_tx": run.published_tx,
                 "claims": [_claim_dict(c) for c in run.claims],
             }
-        )
+            for run in runs
+        ]
+        print_json(documents[0] if through is None else documents)
         return
-    if not run.computed:
-        stdout.print(f"epoch {epoch} was already recorded: nothing recomputed")
-    _print_record(run.record)
-    if run.claims:
-        stdout.print(f"{sum(1 for c in run.claims if c.tx)} claim(s) sent")
+    for run in runs:
+        if not run.computed:
+            stdout.print(f"epoch {run.record.epoch} was already recorded: nothing recomputed")
+        _print_record(run.record)
+        if run.claims:
+            stdout.print(f"{sum(1 for c in run.claims if c.tx)} claim(s) sent")
 
 
 @app.command()
@@ -198,41 +251,49 @@ def claim(
 
 @app.command()
 def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Leaderboard over every recorded epoch: contribution, earned, claimed, unclaimed."""
+    """Leaderboard over every recorded epoch: standing, verdict, group, earned, claimed, carried."""
     from rich.table import Table
 
-    from agent.rewards.ledger import leaderboard, list_epochs
+    from agent.rewards.ledger import leaderboard, list_epochs, totals
 
     settings = settings_for(ctx, config)
     with open_store(settings) as store:
-        rows, epochs = leaderboard(store), list_epochs(store)
+        rows, epochs, books = leaderboard(store), list_epochs(store), totals(store)
     if as_json:
         amounts = ("earned", "claimed", "unclaimed")
         print_json(
             {
                 "epochs": epochs,
+                **{k: str(v) for k, v in books.items()},
                 "contributors": [
                     {k: (str(v) if k in amounts else v) for k, v in row.items()} for row in rows
                 ],
             }
         )
         return
-    stdout.print(f"{len(epochs)} epoch(s) recorded")
-    table = Table(
-        "strategy",
-        "account",
-        "epochs",
-        "contribution",
-        "earned AGR",
-        "claimed AGR",
-        "unclaimed AGR",
+    stdout.print(
+        f"{len(epochs)} epoch(s) recorded: {format_units(books['emitted'])} AGR emitted = "
+        f"{format_units(books['paid'])} paid + {format_units(books['carried'])} carried"
     )
+    table = Table(
+        "strategy", "account", "epochs", "accumulated ± se", "z", "verdict", "group",
+        "earned AGR", "claimed AGR", "unclaimed AGR",
+    )  # fmt: skip
     for row in rows:
+        standing = (
+            f"{row['accumulated']:+.6f} ± {row['accumulated_se']:.6f}"
+            if row["accumulated"] is not None
+            else ""
+        )
+        group = row["group"]
         table.add_row(
             row["strategy"],
             row["account"],
             str(row["epochs"]),
-            f"{row['contribution']:+.6f}",
+            standing,
+            "" if row["z"] is None else f"{row['z']:+.2f}",
+            row["verdict"] or "",
+            "" if group in (None, row["strategy"]) else f"with {group}",
             format_units(row["earned"]),
             format_units(row["claimed"]),
             format_units(row["unclaimed"]),

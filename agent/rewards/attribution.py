@@ -1,23 +1,23 @@
-"""Shapley values of strategies: how much each one's signal is worth to the agent in an epoch.
+"""Shapley values of players, per bar, with a block-bootstrap standard error.
 
-The game: players are strategies, and v(S) is the agent's net result over the epoch when only
-the signals of the strategies in S are real; every other strategy's signal is replaced by its
-**null** (`null_signals`): the strategy's own median value, with its real availability mask.
-The policy is memoryless (an MLP over one bar's observation), so the null shows it only inputs
-it saw in training, whatever it was trained with: each strategy's most typical value, available
-where it really was; what the null removes is the signal's variation with the market, which is
-the strategy's information. (Zeroing the signal and its mask instead, as before, shows the
-policy an input it never saw unless it was trained with strategy dropout, and dropout costs the
-agent its edge: docs/learning.md.)
-A strategy's Shapley value is its marginal contribution v(S ∪ {i}) - v(S)
-averaged over every order in which strategies could join, so the values always sum to
-v(all) - v(∅) (efficiency), identical strategies get the same (symmetry) and a strategy that
-never changes the agent's actions gets 0 (null player).
+A game maps a coalition (a set of player indexes) to a value, or to a series of per-bar values
+whose sum is the value (the reward epoch's game, `agent.rewards.game`, returns the agent's
+per-bar log returns). A player's Shapley value is its marginal contribution v(S ∪ {i}) - v(S)
+averaged over every order in which players could join, so the values always sum to
+v(all) - v(∅) (efficiency), interchangeable players get the same (symmetry) and a player that
+never changes the game's value gets 0 (null player).
+
+Because the Shapley value is linear in the game, applying it to every bar's value separately
+gives each player a per-bar contribution series that sums to its value, bar by bar efficient.
+The uncertainty of a value is the uncertainty of that sum: `block_bootstrap_se` resamples
+blocks of consecutive bars (circularly, with a seed), keeping short-range dependence, and takes
+the spread of the resampled sums. An exact Shapley value over a few trades is then no longer
+reported as certain: its error is what the bars it was earned on could have been.
 
 Up to `exact_max_players` players every one of the 2^n coalitions is evaluated and the values
-are exact; beyond, seeded Monte-Carlo permutation sampling estimates them and reports each
-player's standard error. Evaluations are memoised by coalition and run on several processes
-(forked with the game in place, so the game need not be picklable on Linux).
+are exact; beyond, seeded Monte-Carlo permutation sampling estimates them, and its sampling
+error is added to the bootstrap's. Evaluations are memoised by coalition and run on several
+processes (forked with the game in place, so the game need not be picklable on Linux).
 """
 
 from __future__ import annotations
@@ -27,25 +27,24 @@ import multiprocessing
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
 
-from agent.env.rollout import ModelPolicy, rollout
-from agent.env.trading_env import EnvConfig, MarketData
-
 Coalition = frozenset[int]
 """A set of players, by index into the attribution's player list."""
-Game = Callable[[Coalition], float]
-"""A characteristic function: coalition -> the agent's result with only those players."""
+Game = Callable[[Coalition], Any]
+"""A characteristic function: coalition -> its value, or its per-bar values (a 1-D array)."""
 Progress = Callable[[int, int], None]
 """Called with (evaluations done, evaluations to do) while a batch runs."""
-Metric = Literal["log_return", "value_change"]
 Method = Literal["exact", "monte_carlo"]
 
 DEFAULT_EXACT_MAX_PLAYERS = 10
 DEFAULT_SAMPLES = 200
+DEFAULT_BOOTSTRAP_SAMPLES = 1000
+DEFAULT_BOOTSTRAP_BLOCK = 24
 MIN_PARALLEL_EVALUATIONS = 16
 """Batches smaller than this run in-process: starting workers would cost more than it saves."""
 
@@ -59,13 +58,17 @@ class Attribution:
     Attributes:
         players: player names, in index order.
         values: Shapley value per player (exact, or the Monte-Carlo mean).
-        std_errors: standard error per player (0 when exact).
+        std_errors: standard error per player: the block bootstrap's over the bars, plus the
+            Monte-Carlo sampling error when sampled (0 for a one-value game solved exactly).
         method: "exact" or "monte_carlo".
         permutations: permutations sampled (0 when exact).
         seed: the sampling seed (None when exact).
         v_all: v(every player).
         v_empty: v(no player).
         evaluations: distinct coalitions evaluated.
+        per_bar: [players, bars] each player's contribution at each bar (rows sum to `values`).
+        bootstrap: how the standard errors were estimated (samples, block, seed).
+        groups: the group structure the values were computed under (players' names).
     """
 
     players: tuple[str, ...]
@@ -77,10 +80,17 @@ class Attribution:
     v_all: float
     v_empty: float
     evaluations: int
+    per_bar: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), compare=False)
+    bootstrap: dict[str, Any] = field(default_factory=dict, compare=False)
+    groups: tuple[tuple[str, ...], ...] = ()
 
     def by_name(self) -> dict[str, float]:
         """Return player name -> Shapley value."""
         return dict(zip(self.players, self.values, strict=True))
+
+    def errors_by_name(self) -> dict[str, float]:
+        """Return player name -> standard error."""
+        return dict(zip(self.players, self.std_errors, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready description (for the store and `--json`)."""
@@ -91,6 +101,8 @@ class Attribution:
             "v_all": self.v_all,
             "v_empty": self.v_empty,
             "evaluations": self.evaluations,
+            "bootstrap": dict(self.bootstrap),
+            "groups_played": [list(g) for g in self.groups],
             "players": [
                 {"name": n, "value": v, "std_error": s}
                 for n, v, s in zip(self.players, self.values, self.std_errors, strict=True)
@@ -100,6 +112,9 @@ class Attribution:
 
 class CachedGame:
     """A game whose values are memoised by coalition and computed in batches, in parallel.
+
+    Each coalition's result is kept as its per-bar series (a one-value game: one bar) and as
+    its value, the exact sum of the series.
 
     Args:
         game: the characteristic function; pure (same coalition, same value).
@@ -114,12 +129,18 @@ class CachedGame:
         self.workers = max(1, int(workers))
         self.min_parallel = min_parallel
         self.values: dict[Coalition, float] = {}
+        self.series: dict[Coalition, np.ndarray] = {}
 
     def __call__(self, coalition: Iterable[int]) -> float:
         key = frozenset(coalition)
         if key not in self.values:
-            self.values[key] = _checked(key, self.game(key))
+            self._store(key, self.game(key))
         return self.values[key]
+
+    def _store(self, coalition: Coalition, result: Any) -> None:
+        series = _checked(coalition, result)
+        self.series[coalition] = series
+        self.values[coalition] = math.fsum(series.tolist())
 
     @property
     def evaluations(self) -> int:
@@ -147,7 +168,7 @@ class CachedGame:
         ) as pool:
             results = pool.map(_evaluate_installed, todo, chunksize=chunksize)
             for done, (coalition, value) in enumerate(zip(todo, results, strict=True), start=1):
-                self.values[coalition] = _checked(coalition, value)
+                self._store(coalition, value)
                 if progress is not None:
                     progress(done, len(todo))
 
@@ -166,16 +187,19 @@ def _install_game(game: Game) -> None:
         torch.set_num_threads(1)
 
 
-def _evaluate_installed(coalition: Coalition) -> float:
+def _evaluate_installed(coalition: Coalition) -> Any:
     assert _worker_game is not None, "worker started without a game"
-    return float(_worker_game(coalition))
+    return _worker_game(coalition)
 
 
-def _checked(coalition: Coalition, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value):
+def _checked(coalition: Coalition, value: Any) -> np.ndarray:
+    """Return a game's result as a 1-D float64 series (a number: a series of one)."""
+    series = np.atleast_1d(np.asarray(value, dtype="float64"))
+    if series.ndim != 1:
+        raise ValueError(f"v({sorted(coalition)}) has shape {series.shape}: expected a series")
+    if not np.isfinite(series).all():
         raise ValueError(f"v({sorted(coalition)}) is {value}: a game must return finite values")
-    return value
+    return series
 
 
 # --- Shapley values from evaluated coalitions (pure) -------------------------------------------
@@ -220,37 +244,132 @@ def sample_permutations(n_players: int, samples: int, seed: int) -> np.ndarray:
     )
 
 
-def permutation_prefixes(permutations: np.ndarray) -> list[Coalition]:
-    """Return every coalition the permutations pass through (∅ included), without repeats."""
-    needed: dict[Coalition, None] = {frozenset(): None}
-    for order in permutations.tolist():
-        for k in range(1, len(order) + 1):
-            needed[frozenset(order[:k])] = None
+Groups = Sequence[Sequence[int]]
+"""A partition of the players into groups, each group's members in priority order."""
+
+
+def singletons(n_players: int) -> list[list[int]]:
+    """Return the partition where every player is its own group (the plain Shapley value)."""
+    return [[i] for i in range(n_players)]
+
+
+def grouped_coalitions(groups: Groups) -> list[Coalition]:
+    """Return every coalition the exact grouped value needs (see `grouped_exact`)."""
+    needed: dict[Coalition, None] = {}
+    for index, group in enumerate(groups):
+        others = [j for j in range(len(groups)) if j != index]
+        for size in range(len(others) + 1):
+            for subset in combinations(others, size):
+                base = frozenset(m for j in subset for m in groups[j])
+                needed[base] = None
+                for k in range(1, len(group) + 1):
+                    needed[base | frozenset(group[:k])] = None
     return list(needed)
 
 
-def permutation_shapley(
-    values: Mapping[Coalition, float], permutations: np.ndarray
-) -> tuple[list[float], list[float]]:
-    """Return (mean marginal contribution, its standard error) per player over `permutations`.
+def grouped_exact(
+    values: Mapping[Coalition, float],
+    series: Mapping[Coalition, np.ndarray],
+    groups: Groups,
+    n_players: int,
+) -> tuple[list[float], np.ndarray]:
+    """Return every player's exact value and per-bar contributions under a group structure.
 
-    Each permutation's marginals sum to v(all) - v(∅), so the means keep efficiency exactly.
+    Groups play a Shapley game among themselves (a group joins with all its members); inside a
+    group, members join in priority order, each credited with what it adds to the members
+    before it. So a member's value is Σ over coalitions S of other groups of
+    w(|S|) · [v(S ∪ its prefix) - v(S ∪ the prefix before it)], with the Shapley weights over
+    the number of groups. With every player its own group, this is the Shapley value.
     """
-    samples, n = permutations.shape
-    marginals = np.zeros((samples, n))
-    for row, order in enumerate(permutations.tolist()):
-        members: set[int] = set()
-        previous = values[frozenset()]
-        for player in order:
-            members.add(player)
-            current = values[frozenset(members)]
-            marginals[row, player] = current - previous
-            previous = current
+    weights = shapley_weights(len(groups))
+    bars = len(series[frozenset()])
+    terms: list[list[float]] = [[] for _ in range(n_players)]
+    per_bar = np.zeros((n_players, bars))
+    for index, group in enumerate(groups):
+        others = [j for j in range(len(groups)) if j != index]
+        for size in range(len(others) + 1):
+            weight = weights[size]
+            for subset in combinations(others, size):
+                before = frozenset(m for j in subset for m in groups[j])
+                for member in group:
+                    after = before | {member}
+                    terms[member].append(weight * (values[after] - values[before]))
+                    per_bar[member] += weight * (series[after] - series[before])
+                    before = after
+    return [math.fsum(t) for t in terms], per_bar
+
+
+def grouped_permutations(
+    values: Mapping[Coalition, float],
+    series: Mapping[Coalition, np.ndarray],
+    groups: Groups,
+    orders: np.ndarray,
+    n_players: int,
+) -> tuple[list[float], list[float], np.ndarray]:
+    """Return (mean value, its sampling error, mean per-bar contribution) over group orders.
+
+    Each row of `orders` is an order of the groups; members join in priority order inside.
+    """
+    samples = len(orders)
+    bars = len(series[frozenset()])
+    marginals = np.zeros((samples, n_players))
+    per_bar = np.zeros((n_players, bars))
+    for row, order in enumerate(orders.tolist()):
+        before: Coalition = frozenset()
+        for index in order:
+            for member in groups[index]:
+                after = before | {member}
+                marginals[row, member] = values[after] - values[before]
+                per_bar[member] += series[after] - series[before]
+                before = after
     means = marginals.mean(axis=0)
     errors = (
-        marginals.std(axis=0, ddof=1) / math.sqrt(samples) if samples > 1 else np.full(n, np.inf)
+        marginals.std(axis=0, ddof=1) / math.sqrt(samples)
+        if samples > 1
+        else np.full(n_players, np.inf)
     )
-    return means.tolist(), errors.tolist()
+    return means.tolist(), errors.tolist(), per_bar / max(samples, 1)
+
+
+def group_prefixes(groups: Groups, orders: np.ndarray) -> list[Coalition]:
+    """Return every coalition the group orders pass through, member by member (∅ included)."""
+    needed: dict[Coalition, None] = {frozenset(): None}
+    for order in orders.tolist():
+        before: Coalition = frozenset()
+        for index in order:
+            for member in groups[index]:
+                before = before | {member}
+                needed[before] = None
+    return list(needed)
+
+
+def block_bootstrap_se(per_bar: np.ndarray, *, block: int, samples: int, seed: int) -> np.ndarray:
+    """Return each row's standard error of its sum by a circular block bootstrap over the bars.
+
+    Each resample concatenates blocks of `block` consecutive bars, starting at seeded random
+    bars and wrapping around the end, until it has as many bars as the data; the standard error
+    is the standard deviation of the resampled sums. Blocks keep the dependence between nearby
+    bars (a position held over several bars, volatility clusters) inside each resample.
+
+    Args:
+        per_bar: [rows, bars] values to sum.
+        block: bars per block (clipped to the data's length).
+        samples: resamples (at least 2).
+        seed: the resampling seed (same seed, same errors).
+    """
+    per_bar = np.atleast_2d(np.asarray(per_bar, dtype="float64"))
+    rows, bars = per_bar.shape
+    if bars < 2 or rows == 0:
+        return np.zeros(rows)
+    if samples < 2:
+        raise ValueError(f"bootstrap samples is {samples}; expected at least 2")
+    block = max(1, min(int(block), bars))
+    blocks = -(-bars // block)
+    starts = np.random.default_rng(seed).integers(0, bars, size=(samples, blocks))
+    index = (starts[:, :, None] + np.arange(block)) % bars
+    index = index.reshape(samples, blocks * block)[:, :bars]
+    sums = np.stack([per_bar[r][index].sum(axis=1) for r in range(rows)])
+    return np.asarray(sums.std(axis=1, ddof=1))
 
 
 def shapley(
@@ -262,34 +381,55 @@ def shapley(
     seed: int = 0,
     workers: int = 1,
     progress: Progress | None = None,
+    bootstrap_samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    bootstrap_block: int = DEFAULT_BOOTSTRAP_BLOCK,
+    bootstrap_seed: int = 0,
+    groups: Groups | None = None,
 ) -> Attribution:
-    """Return the Shapley value of every player of `game`.
+    """Return the Shapley value of every player of `game`, per bar, with standard errors.
 
     Args:
-        game: v(coalition of player indexes); wrapped in a `CachedGame` unless it is one.
+        game: v(coalition of player indexes), a number or a per-bar series; wrapped in a
+            `CachedGame` unless it is one.
         players: player names; player i is `players[i]`.
         exact_max_players: enumerate every coalition up to this many players.
         samples: permutations sampled beyond that (at least 2, for a standard error).
         seed: the sampling seed (same seed, same estimate).
         workers: processes evaluating coalitions.
         progress: called with (done, total) evaluations.
+        bootstrap_samples: block-bootstrap resamples for the standard errors.
+        bootstrap_block: bars per bootstrap block.
+        bootstrap_seed: the resampling seed.
+        groups: a partition of the players (each group in priority order): groups play the
+            Shapley game, members join their group in order (`grouped_exact`); default: every
+            player its own group, the plain Shapley value.
 
     Raises:
         ValueError: `samples` below 2 when sampling is needed, or a non-finite v.
     """
     cached = game if isinstance(game, CachedGame) else CachedGame(game, workers=workers)
     n = len(players)
-    if n <= exact_max_players:
-        cached.evaluate(all_coalitions(n), progress)
-        values = exact_shapley(cached.values, n)
-        errors, method, permutations, used_seed = [0.0] * n, "exact", 0, None
+    partition = singletons(n) if groups is None else [list(g) for g in groups]
+    if sorted(m for g in partition for m in g) != list(range(n)):
+        raise ValueError(f"groups {partition} are not a partition of the {n} players")
+    if len(partition) <= exact_max_players:
+        cached.evaluate([*grouped_coalitions(partition), frozenset(range(n))], progress)
+        values, per_bar = grouped_exact(cached.values, cached.series, partition, n)
+        sampling = [0.0] * n
+        method, permutations, used_seed = "exact", 0, None
     else:
         if samples < 2:
             raise ValueError(f"shapley samples is {samples}; Monte Carlo needs at least 2")
-        orders = sample_permutations(n, samples, seed)
-        cached.evaluate([*permutation_prefixes(orders), frozenset(range(n))], progress)
-        values, errors = permutation_shapley(cached.values, orders)
+        orders = sample_permutations(len(partition), samples, seed)
+        cached.evaluate([*group_prefixes(partition, orders), frozenset(range(n))], progress)
+        values, sampling, per_bar = grouped_permutations(
+            cached.values, cached.series, partition, orders, n
+        )
         method, permutations, used_seed = "monte_carlo", samples, seed
+    over_bars = block_bootstrap_se(
+        per_bar, block=bootstrap_block, samples=bootstrap_samples, seed=bootstrap_seed
+    )
+    errors = [math.hypot(b, m) for b, m in zip(over_bars.tolist(), sampling, strict=True)]
     return Attribution(
         players=tuple(players),
         values=tuple(values),
@@ -300,156 +440,12 @@ def shapley(
         v_all=cached(frozenset(range(n))),
         v_empty=cached(frozenset()),
         evaluations=cached.evaluations,
-    )
-
-
-# --- the epoch game: the policy re-run with strategies masked --------------------------------
-
-
-@dataclass(frozen=True)
-class EpisodeOutcome:
-    """Portfolio value at the first decision and after the last one, in quote currency."""
-
-    value_start: float
-    value_end: float
-    decisions: int
-
-
-@dataclass(frozen=True)
-class EpochGame:
-    """v(S) for one epoch: the policy run over the epoch with only the strategies in S real.
-
-    Picklable when `predict` is. Every other strategy shows its null (`null_signals`);
-    strategies of the data that are not players show their null in every evaluation.
-
-    Attributes:
-        data: the market, cut to the epoch plus the policy's look-back.
-        predict: observation -> action (deterministic).
-        env_config: the environment the policy expects (no dropout).
-        start: first decision bar in `data`.
-        end: final valuation bar in `data` (decisions at start..end-1).
-        columns: the data column of each player.
-        names: player names.
-        metric: "log_return" (log of end / start value) or "value_change" (in quote).
-    """
-
-    data: MarketData
-    predict: Callable[[np.ndarray], Any]
-    env_config: EnvConfig
-    start: int
-    end: int
-    columns: tuple[int, ...]
-    names: tuple[str, ...]
-    metric: Metric = "log_return"
-    null: MarketData | None = None
-    """The data with every strategy shown as its null (`null_signals` over the whole history;
-    computed over the epoch's window alone when not given)."""
-
-    def __post_init__(self) -> None:
-        if self.null is None:
-            object.__setattr__(self, "null", null_signals(self.data))
-
-    def __call__(self, coalition: Coalition) -> float:
-        outcome = self.outcome(coalition)
-        if self.metric == "value_change":
-            return outcome.value_end - outcome.value_start
-        if outcome.value_end <= 0:
-            return math.log(1e-12)
-        return math.log(outcome.value_end / outcome.value_start)
-
-    def real(self, coalition: Coalition) -> np.ndarray:
-        """Return which strategies of the data show their real signal for a coalition."""
-        mask = np.zeros(self.data.n_strategies, dtype=bool)
-        for player in coalition:
-            mask[self.columns[player]] = True
-        return mask
-
-    def data_for(self, coalition: Coalition) -> MarketData:
-        """Return the epoch's data with every strategy outside the coalition shown as its null."""
-        real = self.real(coalition)
-        if real.all():
-            return self.data
-        assert self.null is not None
-        return replace(
-            self.data,
-            signals=np.where(real, self.data.signals, self.null.signals),
-            mask=np.where(real, self.data.mask, self.null.mask),
-        )
-
-    def outcome(self, coalition: Coalition) -> EpisodeOutcome:
-        """Run the policy over the epoch with the coalition real (the one rollout)."""
-        policy = ModelPolicy("epoch", self.predict, self.env_config)
-        result = rollout(self.data_for(coalition), policy, self.env_config, self.start, self.end)
-        return EpisodeOutcome(float(result.equity[0]), float(result.equity[-1]), result.decisions)
-
-
-def null_signals(data: MarketData) -> MarketData:
-    """Return `data` with every strategy's signal replaced by its null: its own median.
-
-    For each strategy, every bar where its signal is available shows the median of its
-    available values over the whole data; the mask is unchanged (a warm-up stays a warm-up).
-    The policy is memoryless (it sees one bar's signals at a time), so each observation it is
-    shown is one it could have been shown in training: the strategy's most typical value, with
-    its real availability. What is lost is the signal's variation with the market, which is
-    the strategy's information.
-    """
-    signals = np.array(data.signals, copy=True)
-    for column in range(data.n_strategies):
-        available = data.mask[:, column]
-        if available.any():
-            values = data.signals[available, column]
-            signals[available, column] = np.sort(values)[(len(values) - 1) // 2]
-    return replace(data, signals=signals)
-
-
-def evaluate_epoch(
-    policy: Any,
-    data: MarketData,
-    start: int,
-    end: int,
-    names: Sequence[str] | None = None,
-    *,
-    env_config: EnvConfig | None = None,
-    metric: Metric = "log_return",
-) -> EpochGame:
-    """Return the characteristic function of the epoch of decisions at bars [start, end).
-
-    Args:
-        policy: a callable observation -> action, or an object with `predict` and
-            `env_config` (a `ModelPolicy` or a loaded model).
-        data: the market with every strategy's signal (the columns the policy was trained on).
-        start: first decision bar.
-        end: the bar after the last decision; its close values the epoch.
-        names: the players (strategies of `data`); default: every strategy.
-        env_config: the environment to run in; default: the policy's, else `EnvConfig()`.
-        metric: what v measures (see `EpochGame`).
-
-    Raises:
-        ValueError: an unknown strategy name, or a window outside the data.
-    """
-    predict = policy.predict if hasattr(policy, "env_config") else policy
-    base = env_config or getattr(policy, "env_config", None) or EnvConfig()
-    names = tuple(data.strategy_names if names is None else names)
-    unknown = [n for n in names if n not in data.strategy_names]
-    if unknown:
-        raise ValueError(f"strategies {unknown} are not in the data ({list(data.strategy_names)})")
-    lookback = base.lookback_bars
-    if not (lookback - 1 <= start < end <= data.bars - 1):
-        raise ValueError(
-            f"epoch window [{start}, {end}) must lie within [{lookback - 1}, {data.bars - 1}] "
-            f"(look-back {lookback}, {data.bars} bars)"
-        )
-    offset = start - (lookback - 1)
-    window = data.window(offset, end + 1)
-    config = replace(base, first_bar=lookback - 1, strategy_dropout=0.0)
-    return EpochGame(
-        null=null_signals(data).window(offset, end + 1),
-        data=window,
-        predict=predict,
-        env_config=config,
-        start=start - offset,
-        end=end - offset,
-        columns=tuple(data.strategy_names.index(n) for n in names),
-        names=names,
-        metric=metric,
+        per_bar=per_bar,
+        groups=tuple(tuple(players[m] for m in g) for g in partition),
+        bootstrap={
+            "samples": bootstrap_samples,
+            "block_bars": bootstrap_block,
+            "seed": bootstrap_seed,
+            "bars": int(per_bar.shape[1]) if per_bar.ndim == 2 else 0,
+        },
     )

@@ -27,7 +27,8 @@ from agent.config import RewardsSettings, Settings
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import ChainError, DataError, StoreError, UsageError
 from agent.market.schema import SeriesKey
-from agent.rewards.attribution import Metric, Progress, evaluate_epoch, shapley
+from agent.rewards.attribution import Progress, shapley
+from agent.rewards.game import Metric, evaluate_epoch
 from agent.rewards.ledger import (
     COMPUTED,
     EMPTY,
@@ -41,15 +42,20 @@ from agent.rewards.ledger import (
     mark_claimed,
     mark_published,
     now,
+    previous_standings,
     read_epoch,
     require_epoch,
     write_epoch,
 )
 from agent.rewards.merkle import MerkleTree
 from agent.rewards.payout import Payout, epoch_pool, profit_share, quote_to_units, split
+from agent.rewards.scoring import Standing, evidence_weights, released, score_epoch
 from agent.store import Store
 
 _ZERO_ROOT = bytes(32)
+RECORDED, HISTORY = "recorded", "history"
+"""Where an epoch's signals came from: the live service's decision records, or recomputed
+from stored candles (look-ahead checked)."""
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,16 @@ def compute_epoch(
     progress: Progress | None = None,
     baseline: str | None = None,
     quarantined: Collection[str] = (),
+    previous: Mapping[str, Standing] | None = None,
+    source: str = HISTORY,
+    first_bar: int | None = None,
 ) -> EpochRecord:
     """Measure every strategy's contribution to an epoch and split its pool; write nothing.
+
+    The contributions are Shapley values of the epoch's game (`agent.rewards.game`: later
+    strategies neutralised against earlier ones), with block-bootstrap standard errors; they
+    accumulate with the strategies' `previous` standings, and the pool is split by the evidence
+    (`agent.rewards.scoring`). What is not paid is carried (or goes to the treasury).
 
     An epoch traded by a baseline policy (`baseline`: no model passed the gate) is not
     attributed: no agent, no attribution. Its whole pool is carried to the next epoch.
@@ -182,28 +196,34 @@ def compute_epoch(
     Strategies with no available signal anywhere in the epoch cannot change an action: they
     get 0 without being part of the game (halving its size each). Quarantined strategies
     (caught looking ahead, see `agent.plugins.lookahead`) are never part of the game and are
-    never paid, whatever their signal: their signal is masked, and they are excluded here too.
+    never paid, whatever their signal: their signal is masked, their standing is forfeited.
 
     Args:
         epoch: the epoch number.
         policy: observation -> action, or an object with `predict` and `env_config`.
         data: the market and every strategy's signal, bar 0 being bar 0 of the epochs.
-        rewards: emission, profit share, remainder policy, Shapley settings.
+        rewards: emission, profit share, remainder policy, Shapley and scoring settings.
         accounts: the payout account of every strategy in `names`.
         treasury: paid the remainder under the `treasury` policy.
-        carry_in: units carried from the previous epoch.
+        carry_in: units carried from the previous epoch (the reserve).
         model_id: the model measured, for the record.
-        names: the strategies competing (default: every strategy of `data`).
+        names: the strategies competing, in registration order, the earliest first
+            (default: every strategy of `data`, in column order).
         env_config: the environment to run the policy in (default: the policy's).
         metric: what a coalition's value measures.
         progress: called with (evaluations done, to do).
         baseline: the baseline policy that traded the epoch (its pool is carried).
         quarantined: strategies caught looking ahead: contribution 0, amount 0.
+        previous: each strategy's standing after the earlier epochs.
+        source: where the signals came from: `recorded` (the live service's decision records)
+            or `history` (recomputed from stored candles, look-ahead checked).
+        first_bar: the first bar that may be decided (default: the environment's).
     """
     if baseline is not None:
-        return _baseline_epoch(epoch, data, rewards, names, carry_in, model_id, baseline)
+        return _baseline_epoch(epoch, data, rewards, names, carry_in, model_id, baseline, source)
     base = env_config or getattr(policy, "env_config", None) or EnvConfig()
-    window = epoch_window(epoch, rewards.epoch_bars, data.bars, base.first_bar)
+    start_bar = base.first_bar if first_bar is None else max(base.first_bar, first_bar)
+    window = epoch_window(epoch, rewards.epoch_bars, data.bars, start_bar)
     names = tuple(data.strategy_names if names is None else names)
     unknown = [n for n in names if n not in data.strategy_names]
     if unknown:
@@ -218,7 +238,15 @@ def compute_epoch(
         if n not in quarantined and in_window[:, data.strategy_names.index(n)].any()
     ]
     game = evaluate_epoch(
-        policy, data, window.start, window.end, active, env_config=base, metric=metric
+        policy,
+        data,
+        window.start,
+        window.end,
+        active,
+        env_config=base,
+        metric=metric,
+        group_r2=rewards.group_r2,
+        lags=rewards.neutralise_lags,
     )
     attribution = shapley(
         game,
@@ -228,26 +256,55 @@ def compute_epoch(
         seed=rewards.shapley_seed,
         workers=rewards.workers,
         progress=progress,
+        bootstrap_samples=rewards.bootstrap_samples,
+        bootstrap_block=rewards.bootstrap_block_bars,
+        bootstrap_seed=rewards.shapley_seed + epoch,
+        groups=game.partition(),
     )
-    values, errors = attribution.by_name(), dict(zip(active, attribution.std_errors, strict=True))
-    contributions = [values.get(n, 0.0) for n in names]
+    groups = {n: (g["group"], g["r2"]) for n, g in game.groups().items()}
+    scores = score_epoch(
+        epoch,
+        names,
+        attribution.by_name(),
+        attribution.errors_by_name(),
+        previous or {},
+        significance=rewards.significance,
+        half_life_epochs=rewards.decay_half_life_epochs,
+        groups=groups,
+        inactive=[n for n in names if n not in active and n not in quarantined],
+        quarantined=[n for n in names if n in quarantined],
+    )
     profit = 0
     if rewards.profit_share_bps:
         outcome = game.outcome(frozenset(range(len(active))))
         profit = quote_to_units(outcome.value_end - outcome.value_start)
-    pool = epoch_pool(rewards.emission_per_epoch, carry_in, profit, rewards.profit_share_bps)
-    payout = split(pool, contributions, rewards.remainder_policy)
+    release = released(carry_in, rewards.carry_release)
+    pool = epoch_pool(rewards.emission_per_epoch, release, profit, rewards.profit_share_bps)
+    weights, denominator = evidence_weights(scores, rewards.significance)
+    payout = split(pool, weights, rewards.remainder_policy, denominator)
     rows = [
-        Allocation(i, n, accounts[n].address, accounts[n].source, c, errors.get(n, 0.0), a)
-        for i, (n, c, a) in enumerate(zip(names, contributions, payout.amounts, strict=True))
-    ]
+        Allocation(
+            i, s.name, accounts[s.name].address, accounts[s.name].source, s.contribution,
+            s.std_error, a,
+        )
+        for i, (s, a) in enumerate(zip(scores, payout.amounts, strict=True))
+    ]  # fmt: skip
     if payout.treasury_amount:
         address = to_checksum_address(treasury)
         rows.append(Allocation(len(rows), None, address, TREASURY, None, None, payout.remainder))
     rows, root = _with_leaves(epoch, rows)
     summary = attribution.to_dict()
-    summary["inactive"] = [n for n in names if n not in active]
-    summary["quarantined"] = [n for n in names if n in quarantined]
+    summary.update(
+        source=source,
+        inactive=[n for n in names if n not in active and n not in quarantined],
+        quarantined=[n for n in names if n in quarantined],
+        groups=game.groups(),
+        scores=[s.to_dict() for s in scores],
+        significance=rewards.significance,
+        decay_half_life_epochs=rewards.decay_half_life_epochs,
+        released=release,
+        evidence_denominator=float(denominator),
+    )
     return _epoch_record(
         epoch,
         window,
@@ -262,6 +319,7 @@ def compute_epoch(
         root,
         summary,
         tuple(rows),
+        reserve=carry_in - release,
     )
 
 
@@ -279,7 +337,9 @@ def _epoch_record(
     root: str | None,
     summary: dict[str, Any],
     allocations: tuple[Allocation, ...],
+    reserve: int = 0,
 ) -> EpochRecord:
+    """Return the record; `reserve` is the carried reserve not released into this pool."""
     return EpochRecord(
         epoch=epoch,
         start_bar=window.start,
@@ -297,7 +357,7 @@ def _epoch_record(
         total=payout.paid,
         remainder=payout.remainder,
         remainder_policy=payout.remainder_policy,
-        carry_out=payout.carry_out,
+        carry_out=payout.carry_out + reserve,
         root=root,
         status=COMPUTED if payout.paid else EMPTY,
         attribution=summary,
@@ -314,6 +374,7 @@ def _baseline_epoch(
     carry_in: int,
     model_id: str | None,
     baseline: str,
+    source: str,
 ) -> EpochRecord:
     """Return the record of an epoch a baseline traded: nothing attributed, everything carried."""
     window = epoch_window(epoch, rewards.epoch_bars, data.bars, EnvConfig().first_bar)
@@ -321,6 +382,7 @@ def _baseline_epoch(
     names = tuple(data.strategy_names if names is None else names)
     summary = {
         "method": "none",
+        "source": source,
         "baseline": baseline,
         "reason": f"traded by the baseline policy {baseline}: no agent, no attribution; "
         "the pool is carried",
@@ -450,6 +512,8 @@ def run_epoch(
     progress: Progress | None = None,
     baseline: str | None = None,
     quarantined: Collection[str] = (),
+    source: str = HISTORY,
+    first_bar: int | None = None,
 ) -> EpochRun:
     """Compute (if not recorded), record, publish and optionally claim one epoch.
 
@@ -488,6 +552,9 @@ def run_epoch(
             progress=progress,
             baseline=baseline,
             quarantined=quarantined,
+            previous=previous_standings(store, epoch),
+            source=source,
+            first_bar=first_bar,
         )
         try:
             write_epoch(store, record)
@@ -519,6 +586,9 @@ class EpochInputs:
         model_id: the model's id.
         env_config: the environment the model observes, with the configured costs.
         quarantined: columns whose strategy is quarantined (caught looking ahead): unpaid.
+        names: the columns in registration order, the earliest first (`registration_order`).
+        source: where the signals came from (`recorded` or `history`).
+        first_bar: the first bar the agent decided on (recorded epochs), else None.
     """
 
     policy: Any
@@ -528,6 +598,54 @@ class EpochInputs:
     model_id: str
     env_config: EnvConfig
     quarantined: frozenset[str] = frozenset()
+    names: tuple[str, ...] = ()
+    source: str = HISTORY
+    first_bar: int | None = None
+
+    def run_arguments(self) -> dict[str, Any]:
+        """Return these inputs as `run_epoch`'s keyword arguments."""
+        return {
+            "policy": self.policy,
+            "data": self.data,
+            "metadata": self.metadata,
+            "registry_names": self.registry_names,
+            "model_id": self.model_id,
+            "env_config": self.env_config,
+            "quarantined": self.quarantined,
+            "names": self.names or None,
+            "source": self.source,
+            "first_bar": self.first_bar,
+        }
+
+
+def registration_order(store: Store, items: Sequence[Any]) -> tuple[str, ...]:
+    """Return the strategy columns in the order their strategies were registered.
+
+    Shipped strategies (and test fixtures) come first, in the given order; then registered
+    plugins, by the time their name was first registered in this store; then plugins never
+    registered here. A later strategy is credited only for what the earlier ones cannot
+    predict (`agent.rewards.game`), so the order decides who owns a shared signal.
+    """
+    from agent.plugins.signals import as_discovered
+
+    first: dict[str, int] = {}
+    for name, created in store.db.execute(
+        "SELECT name, MIN(created_ms) FROM strategy_registrations "
+        "WHERE status IN ('registered', 'installed') GROUP BY name"
+    ).fetchall():
+        first[str(name)] = int(created)
+
+    def key(position: int) -> tuple[int, int, int]:
+        item = items[position]
+        found = as_discovered(item)
+        plugin = item.info.name if getattr(item, "info", None) else found.name
+        if found.trusted and plugin not in first:
+            return (0, 0, position)
+        if plugin in first:
+            return (1, first[plugin], position)
+        return (2, 0, position)
+
+    return tuple(items[i].name for i in sorted(range(len(items)), key=key))
 
 
 def load_inputs(
@@ -580,7 +698,16 @@ def load_inputs(
         model_id=loaded.model_id,
         env_config=EnvConfig.from_settings(settings).for_spec(loaded.spec),
         quarantined=frozenset(quarantined),
+        names=registration_order(store, items),
     )
+
+
+def inputs_for_epoch(inputs: EpochInputs, store: Store, epoch: int) -> EpochInputs:
+    """Return the inputs to measure `epoch` on: recorded signals where the service decided it.
+
+    Placeholder until the recorded source lands: the history inputs unchanged.
+    """
+    return inputs
 
 
 # --- helpers -----------------------------------------------------------------------------------

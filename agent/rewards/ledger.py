@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.errors import StoreError, UsageError
+from agent.rewards.scoring import Standing
 from agent.store import Store
 
 COMPUTED, PUBLISHED, EMPTY = "computed", "published", "empty"
@@ -176,14 +177,20 @@ def carry_into(store: Store, epoch: int) -> int:
 
 
 def leaderboard(store: Store) -> list[dict[str, Any]]:
-    """Return, per strategy (and the treasury's remainders), contribution and token totals.
+    """Return, per strategy (and the treasury's remainders), its standing and token totals.
 
-    Amounts are ints; `claimed` counts claims Agora sent or saw on-chain.
+    Each strategy's row has its summed per-epoch contributions, its latest standing
+    (`accumulated` ± `accumulated_se`, `z`, `verdict`, `group`: see `agent.rewards.scoring`)
+    and the tokens it earned, claimed (by Agora or seen claimed on-chain) and left unclaimed;
+    amounts are ints.
     """
     board: dict[tuple[str | None, str], dict[str, Any]] = {}
+    latest: dict[str, dict[str, Any]] = {}
     for epoch in list_epochs(store):
         record = read_epoch(store, epoch)
         assert record is not None
+        for score in record.attribution.get("scores", []):
+            latest[score["name"]] = {**score, "epoch": epoch}
         for a in record.allocations:
             entry = board.setdefault(
                 (a.strategy, a.account),
@@ -203,7 +210,45 @@ def leaderboard(store: Store) -> list[dict[str, Any]]:
     rows = sorted(board.values(), key=lambda e: (-e["earned"], -e["contribution"], e["strategy"]))
     for row in rows:
         row["unclaimed"] = row["earned"] - row["claimed"]
+        standing = latest.get(row["strategy"], {})
+        row["accumulated"] = standing.get("accumulated")
+        row["accumulated_se"] = standing.get("accumulated_se")
+        row["z"] = standing.get("z")
+        row["verdict"] = standing.get("verdict")
+        row["group"] = standing.get("group")
     return rows
+
+
+def totals(store: Store) -> dict[str, int]:
+    """Return the books over every recorded epoch: emitted, paid (minted), carried now.
+
+    `emitted` counts each epoch's emission and profit share; `paid` the published totals, all
+    minted into the distributor; `carried` what the latest epoch carried on. Conservation:
+    emitted == paid + carried.
+    """
+    emitted = paid = carried = 0
+    for epoch in list_epochs(store):
+        record = read_epoch(store, epoch)
+        assert record is not None
+        emitted += record.emission + record.profit_share
+        paid += record.total
+        carried = record.carry_out
+    return {"emitted": emitted, "paid": paid, "carried": carried}
+
+
+def previous_standings(store: Store, epoch: int) -> dict[str, Standing]:
+    """Return each strategy's latest standing recorded before `epoch` (see `scoring`)."""
+    found: dict[str, Standing] = {}
+    rows = store.db.execute(
+        "SELECT epoch, attribution FROM reward_epochs WHERE epoch < ? ORDER BY epoch DESC",
+        [epoch],
+    ).fetchall()
+    for number, attribution in rows:
+        for score in json.loads(attribution).get("scores", []):
+            if score["name"] not in found:
+                se = float(score["accumulated_se"])
+                found[score["name"]] = Standing(float(score["accumulated"]), se * se, int(number))
+    return found
 
 
 def mark_published(store: Store, epoch: int, chain_key: str, tx: str | None) -> None:

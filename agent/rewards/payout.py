@@ -83,15 +83,22 @@ def epoch_pool(
     return emission + carry_in + profit_share(profit_units, profit_share_bps)
 
 
-def proportional_amounts(pool: int, weights: Sequence[Fraction]) -> tuple[list[int], int]:
-    """Return (floor(pool * w_i / W) for every weight, remainder); W is the sum of weights.
+def proportional_amounts(
+    pool: int, weights: Sequence[Fraction], total: Fraction | None = None
+) -> tuple[list[int], int]:
+    """Return (floor(pool * w_i / W) for every weight, remainder).
 
-    Weights must be >= 0; with no positive weight, everything is remainder.
+    W is `total` when given (at least the sum of the weights: the rest of the pool is
+    remainder), else the sum of the weights. Weights must be >= 0; with no positive weight,
+    everything is remainder.
     """
     _check_units("pool", pool)
     if any(w < 0 for w in weights):
         raise ValueError("proportional weights must be >= 0")
-    total = sum(weights, Fraction(0))
+    if total is None:
+        total = sum(weights, Fraction(0))
+    elif total < sum(weights, Fraction(0)):
+        raise ValueError(f"the split's denominator {total} is below the sum of its weights")
     if total == 0:
         return [0] * len(weights), pool
     amounts = [math.floor(pool * w / total) for w in weights]
@@ -113,14 +120,19 @@ def contribution_weights(contributions: Sequence[float]) -> list[Fraction]:
 
 
 def split(
-    pool: int, contributions: Sequence[float], remainder_policy: RemainderPolicy = "carry"
+    pool: int,
+    contributions: Sequence[float] | Sequence[Fraction],
+    remainder_policy: RemainderPolicy = "carry",
+    total: Fraction | None = None,
 ) -> Payout:
     """Split `pool` over positive contributions in proportion to them.
 
     Args:
         pool: integer token units to distribute.
-        contributions: one per contributor (Shapley values); <= 0 earns nothing.
+        contributions: one per contributor; <= 0 earns nothing. Fractions are used exactly.
         remainder_policy: `carry` the remainder to the next epoch, or pay it to the `treasury`.
+        total: the split's denominator (default: the sum of the positive contributions, which
+            pays the whole pool); a larger one leaves the rest of the pool as remainder.
 
     Raises:
         ValueError: a negative pool, a non-finite contribution or an unknown policy.
@@ -129,7 +141,11 @@ def split(
         raise ValueError(
             f"remainder policy {remainder_policy!r}: expected one of {REMAINDER_POLICIES}"
         )
-    amounts, remainder = proportional_amounts(pool, contribution_weights(contributions))
+    weights = [
+        max(c, Fraction(0)) if isinstance(c, Fraction) else contribution_weights([c])[0]
+        for c in contributions
+    ]
+    amounts, remainder = proportional_amounts(pool, weights, total)
     to_treasury = remainder if remainder_policy == "treasury" else 0
     return Payout(
         pool=pool,

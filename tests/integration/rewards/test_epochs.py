@@ -140,7 +140,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def settings(**rewards: Any) -> Settings:
-    values = {"epoch_bars": EPOCH_BARS, "workers": 1, "emission_per_epoch": 1_000 * AGR + 7}
+    """The ledger's mechanics with every positive contribution paid in part: no significance
+    bar and no grouping (`scoring_settings` keeps the shipped scoring rule)."""
+    values = {
+        "epoch_bars": EPOCH_BARS,
+        "workers": 1,
+        "emission_per_epoch": 1_000 * AGR + 7,
+        "significance": 0.0,
+        "group_r2": 1.0,
+    }
     return Settings(rewards=RewardsSettings(**{**values, **rewards}))
 
 
@@ -183,6 +191,7 @@ def test_an_epoch_is_published_and_claiming_all_keeps_the_books(chain: Chain, st
     assert chain.distributor.functions.epochTotal(1).call() == record.total
     assert sum(leaf_amounts(record).values()) == record.total
     assert record.total + record.carry_out == record.pool == record.emission
+    assert record.attribution["source"] == "history"
     by_name = {a.strategy: a for a in record.allocations}
     assert by_name["oracle"].amount > by_name["echo"].amount > 0
     assert (by_name["oracle"].account, by_name["echo"].account) == (chain.alice, chain.bob)
@@ -312,6 +321,7 @@ def test_the_treasury_policy_pays_the_remainder_now(chain: Chain, store: Store) 
     record = run(chain, store, config=config).record
     remainder = [a for a in record.allocations if a.strategy is None]
     assert record.carry_out == 0 and record.total == record.pool
+    assert record.remainder > 0  # the evidence split leaves part of the pool unpaid
     if record.remainder:
         assert remainder[0].account == chain.carol and remainder[0].amount == record.remainder
 
@@ -322,7 +332,9 @@ def test_an_epoch_nobody_earned_is_carried_without_publishing(chain: Chain, stor
     assert record.carry_out == record.pool
     assert chain.distributor.functions.epochRoot(1).call() == bytes(32)
     nxt = run(chain, store, 2).record
-    assert nxt.carry_in == record.pool and nxt.pool == record.pool + nxt.emission
+    released = record.pool // 10  # rewards.carry_release: a tenth of the reserve
+    assert nxt.carry_in == record.pool and nxt.pool == released + nxt.emission
+    assert nxt.total + nxt.carry_out == nxt.carry_in + nxt.emission
 
 
 def test_a_profit_share_adds_to_the_pool(chain: Chain, store: Store) -> None:
@@ -330,6 +342,7 @@ def test_a_profit_share_adds_to_the_pool(chain: Chain, store: Store) -> None:
     if record.v_all > 0:
         assert record.profit_share > 0
     assert record.pool == record.emission + record.profit_share
+    assert record.total + record.carry_out == record.pool
     assert math.isfinite(record.v_all)
 
 
@@ -369,3 +382,115 @@ def test_many_strategies_are_sampled_with_standard_errors_on_record(
     assert any(a.std_error for a in active)
     total = sum(a.contribution or 0.0 for a in record.allocations)
     assert total == pytest.approx(record.v_all - record.v_empty, abs=1e-12)
+
+
+# --- the shipped scoring rule: significance, copies ---------------------------------------------
+
+
+class Weighted:
+    """Fully invested when a weighted sum of signals exceeds 0.2, else flat."""
+
+    def __init__(self, weights: dict[int, float]) -> None:
+        self.columns = np.array(list(weights)) + SIGNALS_AT
+        self.weights = np.array(list(weights.values()))
+
+    def __call__(self, observation: np.ndarray) -> int:
+        full = len(CONFIG.exposure_levels) - 1
+        return full if observation[self.columns] @ self.weights > 0.2 else 0
+
+
+def scoring_settings() -> Settings:
+    """The shipped scoring rule (significance 2, grouping at R² 0.5) on one 300-bar epoch."""
+    return Settings(rewards=RewardsSettings(epoch_bars=300, workers=1))
+
+
+def with_columns(data: MarketData, columns: dict[str, np.ndarray]) -> MarketData:
+    values = np.column_stack(list(columns.values())).astype("float32")
+    mask = np.ones(values.shape, dtype=bool)
+    return MarketData(data.open_time, data.close, data.features, values, mask, tuple(columns))
+
+
+def copy_of(oracle: np.ndarray, kind: str) -> tuple[np.ndarray, float]:
+    """Return a copy of the oracle and the weight that makes the agent use it as the original."""
+    if kind == "exact":
+        return oracle.copy(), 1.0
+    if kind == "scaled-noisy":
+        noise = np.random.default_rng(9).normal(0.0, 0.05, len(oracle))
+        return 0.9 * oracle + noise, 1 / 0.9
+    lagged = np.concatenate([[0.0], oracle[:-1]])
+    return lagged, 1.0
+
+
+@pytest.mark.parametrize("kind", ["exact", "scaled-noisy", "lagged"])
+def test_a_copy_registered_later_earns_nothing_and_takes_nothing_from_the_original(
+    chain: Chain, tmp_path: Path, kind: str
+) -> None:
+    """The attack: register a copy after the original, and let the agent use both.
+
+    Alone, the agent reads 2 x the original (its only informative signal) plus noise. With the
+    copy, it reads original + copy (scaled back) plus noise: the same agent for an exact or a
+    scaled noisy copy. The copy is grouped with the original, earns at most 5 % of the original's
+    pay, and the original's pay moves by at most 5 %.
+    """
+    base = market_data()
+    oracle, noise = base.signals[:, 0].astype("float64"), base.signals[:, 2].astype("float64")
+    copy, weight = copy_of(oracle, kind)
+    alone_data = with_columns(base, {"oracle": oracle, "noise": noise})
+    both_data = with_columns(base, {"oracle": oracle, "noise": noise, "copy": copy})
+    paid = {}
+    for label, data, policy in (
+        ("alone", alone_data, Weighted({0: 2.0, 1: 0.5})),
+        ("both", both_data, Weighted({0: 1.0, 1: 0.5, 2: weight})),
+    ):
+        make_request = chain.backend.w3.provider.make_request  # type: ignore[attr-defined]
+        snapshot = make_request("evm_snapshot", [])["result"]
+        try:
+            with Store(tmp_path / f"{label}.db") as store:
+                record = run_epoch(
+                    0,
+                    store=store,
+                    backend=chain.backend,
+                    deployment=chain.deployment,
+                    settings=scoring_settings(),
+                    policy=policy,
+                    data=data,
+                    metadata={"oracle": chain.alice, "noise": chain.bob, "copy": chain.carol},
+                ).record
+        finally:
+            make_request("evm_revert", [snapshot])
+        paid[label] = {a.strategy: a.amount for a in record.allocations}
+        if label == "both":
+            group = record.attribution["groups"]["copy"]
+            assert group["group"] == "oracle" and group["r2"] > 0.8
+            scores = {s["name"]: s for s in record.attribution["scores"]}
+            assert scores["copy"]["group"] == "oracle"
+    original = paid["alone"]["oracle"]
+    assert original > 0.05 * scoring_settings().rewards.emission_per_epoch  # it really earns
+    assert paid["both"]["copy"] <= 0.05 * paid["both"]["oracle"]
+    if kind != "lagged":  # the same agent: the original's pay must not move
+        assert abs(paid["both"]["oracle"] - original) <= 0.05 * original
+    else:  # another agent (it reads yesterday's value too): the pair's pay is the original's
+        assert paid["both"]["oracle"] >= 0.95 * (paid["both"]["oracle"] + paid["both"]["copy"])
+
+
+def test_a_noise_strategy_is_not_paid_under_the_shipped_rule(chain: Chain, store: Store) -> None:
+    """Noise the agent reacts to changes its result, but not distinguishably from zero."""
+    base = market_data()
+    noise = base.signals[:, 2].astype("float64")
+    data = with_columns(base, {"noise": noise, "oracle": base.signals[:, 0]})
+    record = run_epoch(
+        0,
+        store=store,
+        backend=chain.backend,
+        deployment=chain.deployment,
+        settings=scoring_settings(),
+        policy=Weighted({0: 0.5, 1: 2.0}),
+        data=data,
+        metadata={"noise": chain.bob, "oracle": chain.alice},
+    ).record
+    scores = {s["name"]: s for s in record.attribution["scores"]}
+    by_name = {a.strategy: a for a in record.allocations}
+    assert scores["noise"]["verdict"] != "significant" and by_name["noise"].amount == 0
+    assert scores["oracle"]["verdict"] == "significant" and by_name["oracle"].amount > 0
+    assert all(a.std_error and a.std_error > 0 for a in record.allocations)  # exact, yet uncertain
+    assert record.total + record.carry_out == record.pool

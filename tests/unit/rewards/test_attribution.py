@@ -17,12 +17,11 @@ from agent.rewards.attribution import (
     CachedGame,
     Coalition,
     all_coalitions,
-    evaluate_epoch,
     exact_shapley,
-    null_signals,
     shapley,
     shapley_weights,
 )
+from agent.rewards.game import evaluate_epoch, null_signals
 
 CONFIG = EnvConfig()
 SIGNALS_AT = CONFIG.lookback_bars * len(FEATURE_NAMES)
@@ -193,7 +192,9 @@ def test_the_grand_coalition_is_the_agent_run_with_every_signal() -> None:
     while not done:
         obs, _, terminated, truncated, info = env.step(policy(obs))
         done = terminated or truncated
-    assert game(frozenset(range(4))) == pytest.approx(math.log(info["value_quote"] / start_value))
+    assert game.value(frozenset(range(4))) == pytest.approx(
+        math.log(info["value_quote"] / start_value)
+    )
     outcome = game.outcome(frozenset(range(4)))
     assert outcome.decisions == 200 and outcome.value_end == pytest.approx(info["value_quote"])
 
@@ -206,12 +207,22 @@ def test_efficiency_contributions_sum_to_the_gain_over_no_strategy() -> None:
     assert sum(result.values) == pytest.approx(result.v_all - result.v_empty, abs=1e-12)
 
 
-def test_symmetry_identical_strategies_get_the_same() -> None:
-    data = market()
-    result = shapley(evaluate_epoch(SumOfSignals(range(4)), data, 60, 340), data.strategy_names)
-    values = result.by_name()
-    assert values["oracle"] == pytest.approx(values["oracle-copy"], abs=1e-15)
-    assert values["oracle"] != 0
+def test_symmetry_strategies_that_swap_signals_swap_values() -> None:
+    """Two genuinely different signals (neither explains the other) are treated alike.
+
+    Swapping the two signals between the strategies swaps their values exactly: the rule
+    credits the signal, not the name or the column.
+    """
+    base = market()
+    rng = np.random.default_rng(3)
+    first, second = base.signals[:, 0], rng.uniform(-1, 1, base.bars).astype("float32")
+    one = market({"a": first, "b": second, "noise": base.signals[:, 3]})
+    two = market({"a": second, "b": first, "noise": base.signals[:, 3]})
+    values_one = shapley(evaluate_epoch(SumOfSignals(range(3)), one, 60, 340), ["a", "b", "noise"])
+    values_two = shapley(evaluate_epoch(SumOfSignals(range(3)), two, 60, 340), ["a", "b", "noise"])
+    assert values_one.by_name()["a"] == pytest.approx(values_two.by_name()["b"], abs=1e-15)
+    assert values_one.by_name()["b"] == pytest.approx(values_two.by_name()["a"], abs=1e-15)
+    assert values_one.by_name()["a"] != values_one.by_name()["b"]
 
 
 def test_null_player_a_strategy_that_never_changes_an_action_gets_zero() -> None:
@@ -221,7 +232,9 @@ def test_null_player_a_strategy_that_never_changes_an_action_gets_zero() -> None
     ignored = evaluate_epoch(SumOfSignals([0]), data, 60, 340)  # reads the oracle only
     result = shapley(ignored, data.strategy_names).by_name()
     assert result["oracle-copy"] == result["silent"] == result["noise"] == 0.0
-    assert result["oracle"] == pytest.approx(ignored(frozenset(range(4))) - ignored(frozenset()))
+    assert result["oracle"] == pytest.approx(
+        ignored.value(frozenset(range(4))) - ignored.value(frozenset())
+    )
 
 
 def test_non_players_always_show_their_null() -> None:
