@@ -50,6 +50,52 @@ def exposure(base: int, quote: int, price: float) -> float:
 
 
 @dataclass(frozen=True)
+class ObservationParts:
+    """One observation taken apart (the layout of the module docstring).
+
+    Attributes:
+        window: float32 [lookback, features]: the look-back window, oldest bar first.
+        signals: float32 [strategies]: each signal, 0 where it was not visible.
+        visible: bool [strategies]: which signals were visible.
+        exposure: the portfolio's exposure before the decision.
+    """
+
+    window: np.ndarray
+    signals: np.ndarray
+    visible: np.ndarray
+    exposure: float
+
+
+def observation_parts(observation: Any, n_strategies: int) -> ObservationParts:
+    """Take apart an observation of a policy that saw `n_strategies` signals (`observe` undone).
+
+    The look-back follows from the size, so an observation of another spec (a model with
+    another look-back) comes apart as well.
+
+    Raises:
+        ModelError: the size fits no look-back with `n_strategies` signals, or a visibility
+            value is not 0 or 1.
+    """
+    values = np.asarray(observation, dtype=np.float32).reshape(-1)
+    n_features = len(FEATURE_NAMES)
+    rest = values.size - 2 * n_strategies - 1
+    if rest < n_features or rest % n_features:
+        raise ModelError(
+            f"an observation of {values.size} values does not fit {n_strategies} strategies: "
+            f"expected {n_features} x lookback + {2 * n_strategies + 1} values"
+        )
+    shown = values[rest + n_strategies : rest + 2 * n_strategies]
+    if not np.isin(shown, (0.0, 1.0)).all():
+        raise ModelError(f"an observation's visibility values {shown.tolist()} are not all 0 or 1")
+    return ObservationParts(
+        window=values[:rest].reshape(rest // n_features, n_features),
+        signals=values[rest : rest + n_strategies],
+        visible=shown == 1.0,
+        exposure=float(values[-1]),
+    )
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """What a policy observes and how its action maps to a target exposure.
 

@@ -216,6 +216,9 @@ class BarOutcome:
         exposure_before: the trader's exposure before the trade, at `price` (what the model
             observed).
         fields: the decision record (`decision_fields`); None until the service attaches it.
+        observation: the float32 observation the model decided on, as Python floats (stored
+            under "observation" only when present; rows of older versions have none). Reward
+            epochs of the service are attributed on it (`agent.rewards.recorded`).
     """
 
     price: float
@@ -232,6 +235,7 @@ class BarOutcome:
     exposure_after: float
     exposure_before: float
     fields: DecisionFields | None = None
+    observation: tuple[float, ...] | None = None
 
     def to_json_data(self) -> dict[str, Any]:
         """Return the outcome as JSON data (pool states and pairs as lists, exact integers)."""
@@ -252,12 +256,15 @@ class BarOutcome:
         }
         if self.fields is not None:
             data["fields"] = fields_to_json(self.fields)
+        if self.observation is not None:
+            data["observation"] = list(self.observation)
         return data
 
     @classmethod
     def from_json_data(cls, data: Mapping[str, Any]) -> BarOutcome:
         """Rebuild the outcome from `to_json_data` output (a stored intent)."""
         arbitrage, fields = data["arbitrage"], data.get("fields")
+        observation = data.get("observation")
         return cls(
             price=float(data["price"]),
             target=float(data["target"]),
@@ -273,6 +280,7 @@ class BarOutcome:
             exposure_after=float(data["exposure_after"]),
             exposure_before=float(data["exposure_before"]),
             fields=None if fields is None else fields_from_json(fields),
+            observation=None if observation is None else tuple(float(v) for v in observation),
         )
 
 

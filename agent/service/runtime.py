@@ -504,7 +504,9 @@ class ServiceRuntime:
             fee_bps=pool.config.fee_bps,
             gas_per_swap=pool.config.gas_per_swap,
         )
-        outcome = dataclasses.replace(outcome, fields=fields)
+        outcome = dataclasses.replace(
+            outcome, fields=fields, observation=tuple(observation.tolist())
+        )
         ledger.record_intent(store, self.market, bar_ms, outcome)
         record = append_decision(store, fields)
         ledger.mark_decided(store, self.market, bar_ms, record.seq)

@@ -14,7 +14,7 @@ import pytest
 
 from agent.config import Settings, SyntheticSettings
 from agent.env.features import FEATURE_NAMES
-from agent.env.spec import PolicySpec, exposure
+from agent.env.spec import PolicySpec, exposure, observation_parts
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
 from agent.errors import ConfigError, ModelError
 from agent.market.synthetic import generate
@@ -70,6 +70,28 @@ def test_the_spec_observes_and_maps_actions_exactly_as_the_env(
         assert 0.0 <= info["target_exposure"] <= 1.0
         if terminated or truncated:
             break
+
+
+@pytest.mark.parametrize("lookback", [1, 4, 16])
+def test_an_observation_comes_apart_into_what_observe_put_in(
+    data: MarketData, lookback: int
+) -> None:
+    spec = PolicySpec(SPECS, lookback)
+    visible = np.array([True, False, True])
+    t = 120
+    observation = spec.observe(data.features, data.signals, data.mask, t, 0.375, visible)
+    parts = observation_parts(observation, len(SPECS))
+    np.testing.assert_array_equal(parts.window, data.features[t - lookback + 1 : t + 1])
+    shown = data.mask[t] & visible
+    np.testing.assert_array_equal(parts.visible, shown)
+    np.testing.assert_array_equal(parts.signals, np.where(shown, data.signals[t], 0))
+    assert parts.exposure == 0.375
+    with pytest.raises(ModelError, match="does not fit 2 strategies"):
+        observation_parts(observation, 2)
+    broken = observation.copy()
+    broken[-2] = 0.5
+    with pytest.raises(ModelError, match="not all 0 or 1"):
+        observation_parts(broken, len(SPECS))
 
 
 def test_the_spec_round_trips_through_model_metadata() -> None:

@@ -202,6 +202,26 @@ def test_the_intent_is_stored_byte_for_byte_as_existing_rows_and_read_back_equal
     assert _dumps(data) == SOLD_OUTCOME
 
 
+def test_an_outcome_round_trips_with_and_without_the_observation(tmp_path: Path) -> None:
+    outcome = decided_row()
+    assert outcome.observation is None and "observation" not in outcome.to_json_data()
+    observation = np.linspace(-1, 1, 55, dtype=np.float32) / np.float32(3)
+    seen = dataclasses.replace(outcome, observation=tuple(observation.tolist()))
+    data = json.loads(_dumps(seen.to_json_data()))
+    assert data["observation"] == observation.tolist()
+    back = BarOutcome.from_json_data(data)
+    assert back == seen
+    assert np.asarray(back.observation, dtype=np.float32).tobytes() == observation.tobytes()
+    del data["observation"]
+    assert _dumps(data) == STORED_ROW  # everything else as before
+    assert BarOutcome.from_json_data(data) == outcome
+    with Store(tmp_path / "agora.db") as store:
+        ledger.record_intent(store, "m", 1_000, seen)
+        ledger.record_intent(store, "m", 2_000, outcome)
+        rows = ledger.decisions_after(store, "m", None)
+    assert [r.outcome for r in rows] == [seen, outcome]
+
+
 def test_a_stored_row_parses_to_typed_values_and_dumps_to_the_same_bytes() -> None:
     outcome = BarOutcome.from_json_data(json.loads(STORED_ROW))
     assert _dumps(outcome.to_json_data()) == STORED_ROW
