@@ -220,7 +220,7 @@ class RewardsSettings(Section):
     auto_claim: bool = False
     workers: int = Field(2, ge=1, le=256)
     significance: float = Field(2.0, ge=0.0, le=100.0)
-    decay_half_life_epochs: float = Field(4.0, gt=0.0, le=10_000.0)
+    decay_half_life_epochs: float = Field(8.0, gt=0.0, le=10_000.0)
     carry_release: float = Field(0.1, gt=0.0, le=1.0)
     bootstrap_samples: int = Field(1000, ge=2, le=1_000_000)
     bootstrap_block_bars: int = Field(24, ge=1, le=100_000)

@@ -157,7 +157,11 @@ def run_epoch(
         for number in range(epoch, last + 1):
             if read_epoch(store, number) is None and inputs is None:
                 inputs = epochs.load_inputs(settings, store, model)
-            chosen = None if inputs is None else epochs.inputs_for_epoch(inputs, store, number)
+            chosen = (
+                None
+                if inputs is None or read_epoch(store, number) is not None
+                else epochs.inputs_for_epoch(inputs, store, number, settings.rewards.epoch_bars)
+            )
             with ProgressBar(f"epoch {number}: coalitions") as progress:
                 runs.append(
                     epochs.run_epoch(

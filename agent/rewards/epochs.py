@@ -182,6 +182,7 @@ def compute_epoch(
     previous: Mapping[str, Standing] | None = None,
     source: str = HISTORY,
     first_bar: int | None = None,
+    source_detail: Mapping[str, Any] | None = None,
 ) -> EpochRecord:
     """Measure every strategy's contribution to an epoch and split its pool; write nothing.
 
@@ -218,6 +219,8 @@ def compute_epoch(
         source: where the signals came from: `recorded` (the live service's decision records)
             or `history` (recomputed from stored candles, look-ahead checked).
         first_bar: the first bar that may be decided (default: the environment's).
+        source_detail: what the source says about itself (recorded: bars decided, skipped,
+            verified), kept in the record.
     """
     if baseline is not None:
         return _baseline_epoch(epoch, data, rewards, names, carry_in, model_id, baseline, source)
@@ -296,6 +299,7 @@ def compute_epoch(
     summary = attribution.to_dict()
     summary.update(
         source=source,
+        source_detail=dict(source_detail or {}),
         inactive=[n for n in names if n not in active and n not in quarantined],
         quarantined=[n for n in names if n in quarantined],
         groups=game.groups(),
@@ -514,6 +518,7 @@ def run_epoch(
     quarantined: Collection[str] = (),
     source: str = HISTORY,
     first_bar: int | None = None,
+    source_detail: Mapping[str, Any] | None = None,
 ) -> EpochRun:
     """Compute (if not recorded), record, publish and optionally claim one epoch.
 
@@ -555,6 +560,7 @@ def run_epoch(
             previous=previous_standings(store, epoch),
             source=source,
             first_bar=first_bar,
+            source_detail=source_detail,
         )
         try:
             write_epoch(store, record)
@@ -589,6 +595,9 @@ class EpochInputs:
         names: the columns in registration order, the earliest first (`registration_order`).
         source: where the signals came from (`recorded` or `history`).
         first_bar: the first bar the agent decided on (recorded epochs), else None.
+        spec: the model's policy spec (what it observes).
+        key: the series the market is.
+        source_detail: for recorded signals: bars decided, skipped and verified.
     """
 
     policy: Any
@@ -601,6 +610,9 @@ class EpochInputs:
     names: tuple[str, ...] = ()
     source: str = HISTORY
     first_bar: int | None = None
+    spec: Any = None
+    key: SeriesKey | None = None
+    source_detail: Mapping[str, Any] | None = None
 
     def run_arguments(self) -> dict[str, Any]:
         """Return these inputs as `run_epoch`'s keyword arguments."""
@@ -615,6 +627,7 @@ class EpochInputs:
             "names": self.names or None,
             "source": self.source,
             "first_bar": self.first_bar,
+            "source_detail": self.source_detail,
         }
 
 
@@ -699,15 +712,45 @@ def load_inputs(
         env_config=EnvConfig.from_settings(settings).for_spec(loaded.spec),
         quarantined=frozenset(quarantined),
         names=registration_order(store, items),
+        spec=loaded.spec,
+        key=key,
     )
 
 
-def inputs_for_epoch(inputs: EpochInputs, store: Store, epoch: int) -> EpochInputs:
-    """Return the inputs to measure `epoch` on: recorded signals where the service decided it.
+def inputs_for_epoch(inputs: EpochInputs, store: Store, epoch: int, epoch_bars: int) -> EpochInputs:
+    """Return the inputs to measure `epoch` on: what the agent saw, where the service decided it.
 
-    Placeholder until the recorded source lands: the history inputs unchanged.
+    When the live service decided bars of this epoch, the market is rebuilt from its recorded
+    observations and prices (`agent.rewards.recorded`), each checked against its decision
+    record: later changes to the stored candles or to a plugin's code change nothing. Otherwise
+    (a backtest-only epoch) the inputs are the history, recomputed and look-ahead checked.
+
+    Raises:
+        AuditError: a recorded observation differs from its decision record.
     """
-    return inputs
+    from agent.rewards.recorded import recorded_market
+
+    end = (epoch + 1) * epoch_bars
+    if inputs.spec is None or inputs.key is None or end > inputs.data.bars - 1:
+        return inputs  # an incomplete epoch: `compute_epoch` says so
+    recorded = recorded_market(
+        store, str(inputs.key), inputs.data.open_time, end, inputs.spec, inputs.data.strategy_names
+    )
+    if recorded is None:
+        return inputs
+    detail = {
+        "decided": recorded.decided,
+        "skipped": list(recorded.skipped),
+        "verified": recorded.verified,
+        "first_bar": recorded.first_bar,
+    }
+    return replace(
+        inputs,
+        data=recorded.data,
+        source=RECORDED,
+        first_bar=recorded.first_bar,
+        source_detail=detail,
+    )
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -301,7 +301,7 @@ def reward_epoch(runtime: ServiceRuntime) -> JobResult:
         if not complete:
             return JobResult("reward_epoch", "idle", f"epoch {epoch} is not complete yet")
         started = time.perf_counter()
-        inputs = epoch_inputs(runtime)
+        inputs = epoch_inputs(runtime, epoch)
         run = run_epoch(
             epoch,
             store=runtime.require_store(),
@@ -327,26 +327,23 @@ def reward_epoch(runtime: ServiceRuntime) -> JobResult:
     return JobResult("reward_epoch", "ok", f"epoch {epoch}: {record.status}", 1)
 
 
-def epoch_inputs(runtime: ServiceRuntime) -> dict[str, Any]:
-    """Return `run_epoch`'s inputs: the live policy on the revealed market (under the lock).
+def epoch_inputs(runtime: ServiceRuntime, epoch: int) -> dict[str, Any]:
+    """Return `run_epoch`'s inputs for `epoch`: the live policy on what it saw (under the lock).
 
-    While the service trades a baseline policy, the epoch is marked as the baseline's, so its
-    pool is carried rather than paid.
+    The epoch's signals are the ones the decision records hold (`inputs_for_epoch`). While the
+    service trades a baseline policy, the epoch is marked as the baseline's, so its pool is
+    carried rather than paid.
     """
-    from dataclasses import fields
-
-    from agent.rewards.epochs import load_inputs
+    from agent.rewards.epochs import inputs_for_epoch, load_inputs
 
     policy = runtime.policy
     assert policy is not None
+    store = runtime.require_store()
     inputs = load_inputs(
-        runtime.settings,
-        runtime.require_store(),
-        policy=policy,
-        strategies=runtime.strategies,
-        key=runtime.key,
+        runtime.settings, store, policy=policy, strategies=runtime.strategies, key=runtime.key
     )
-    values = {f.name: getattr(inputs, f.name) for f in fields(inputs)}
+    inputs = inputs_for_epoch(inputs, store, epoch, runtime.settings.rewards.epoch_bars)
+    values = inputs.run_arguments()
     # an epoch traded by a baseline is carried, not attributed (no agent, no attribution)
     values["baseline"] = policy.name if policy.is_baseline else None
     return values

@@ -28,6 +28,7 @@ from agent.plugins.resolve import resolve_strategies
 from agent.rewards.recorded import RecordedMarket, recorded_market
 from agent.service import jobs, ledger
 from agent.service.feeds import ReplayFeed, replay_source
+from agent.service.policy import policy_cache_dir
 from agent.service.runtime import ServiceRuntime
 from agent.service.telemetry import ServiceLog
 from agent.store import Store
@@ -257,3 +258,62 @@ def test_a_store_without_service_decisions_gives_none(store: Store, run: Run) ->
     with store.transaction() as conn:
         conn.execute("DELETE FROM service_ticks")
     assert recorded_market(store, run.market, times, BARS - 1, FIRST, STRATEGIES) is None
+
+
+def test_a_service_epoch_is_paid_on_what_was_recorded_not_on_what_is_stored_now(
+    store: Store, run: Run, tmp_path: Path
+) -> None:
+    """The epoch's payout comes from the recorded signals: rewriting the stored candles, or a
+    plugin now computing something else, changes nothing; on history it would."""
+    from dataclasses import replace
+
+    from agent.rewards.epochs import PayoutAccount, compute_epoch, inputs_for_epoch, load_inputs
+
+    settings = service_settings(run.database.parent, bars=BARS)  # the run's models
+    rewards = settings.rewards.model_copy(update={"significance": 0.0, "group_r2": 1.0})
+    epoch = SWITCH // rewards.epoch_bars + 1  # bars 360-379, decided by the second model
+
+    def pay(inputs):  # type: ignore[no-untyped-def]
+        accounts = {
+            n: PayoutAccount("0x" + f"{i + 1:040x}", "test")
+            for i, n in enumerate(inputs.data.strategy_names)
+        }
+        arguments = inputs.run_arguments()
+        for key in ("metadata", "registry_names"):
+            arguments.pop(key)
+        return compute_epoch(
+            epoch, data=arguments.pop("data"), policy=arguments.pop("policy"),
+            rewards=rewards, accounts=accounts, treasury="0x" + "ee" * 20, **arguments,
+        )  # fmt: skip
+
+    from agent.learn.policy import load_policy
+
+    loaded = load_policy(store, "live", cache_dir=policy_cache_dir(settings))
+    history = load_inputs(settings, store, policy=loaded)
+    assert history.spec == SECOND and history.source == "history"
+    live = inputs_for_epoch(history, store, epoch, rewards.epoch_bars)
+    assert live.source == "recorded" and live.source_detail is not None
+    assert live.source_detail["verified"] >= rewards.epoch_bars
+    before = pay(live)
+    assert before.attribution["source"] == "recorded"
+    on_history = pay(history)
+
+    with store.transaction() as conn:
+        conn.execute("UPDATE candles SET close = close * 1.5, volume = volume * 3")
+    rewritten = load_inputs(settings, store, policy=loaded)
+    changed_code = replace(
+        rewritten,
+        data=replace(
+            rewritten.data,
+            signals=np.random.default_rng(0).uniform(-1, 1, rewritten.data.signals.shape),
+        ),
+    )  # a plugin that now returns something else
+    after = pay(inputs_for_epoch(changed_code, store, epoch, rewards.epoch_bars))
+    assert after.attribution["scores"] == before.attribution["scores"]
+    assert [a.amount for a in after.allocations] == [a.amount for a in before.allocations]
+    assert (after.v_all, after.v_empty) == (before.v_all, before.v_empty)
+    again_on_history = pay(changed_code)
+    assert (again_on_history.v_all, again_on_history.attribution["scores"]) != (
+        on_history.v_all,
+        on_history.attribution["scores"],
+    )
