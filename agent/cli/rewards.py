@@ -40,6 +40,11 @@ def format_units(amount: int, decimals: int = TOKEN_DECIMALS) -> str:
     return f"{whole:,}.{digits}" if digits else f"{whole:,}"
 
 
+def format_amount(amount: int, decimals: int = TOKEN_DECIMALS) -> str:
+    """Return token units as tokens rounded to 2 decimals, for tables (`format_units` is exact)."""
+    return f"{int(amount) / 10**decimals:,.2f}"
+
+
 @contextmanager
 def _chain(settings: Any, store: Any) -> Iterator[tuple[Any, Any]]:
     from agent.chain.backends import connect
@@ -87,24 +92,16 @@ def _print_record(record: Any) -> None:
             f"paid only beyond {significance:g} standard errors of the accumulated contribution "
             f"(half-life {summary.get('decay_half_life_epochs', 0):g} epochs)"
         )
-    table = Table(
-        "strategy", "contribution ± se", "accumulated ± se", "z", "verdict", "group", "AGR",
-        "account", "source", "claimed",
-    )  # fmt: skip
+    table = Table("strategy", "contribution ± se", "accumulated ± se", "z", "verdict", "AGR")
     for a in record.allocations:
         score = scores.get(a.strategy or "", {})
-        group = score.get("group")
         table.add_row(
             a.strategy or "(remainder)",
-            "" if a.contribution is None else f"{a.contribution:+.6f} ± {a.std_error or 0:.6f}",
-            f"{score['accumulated']:+.6f} ± {score['accumulated_se']:.6f}" if score else "",
+            "" if a.contribution is None else f"{a.contribution:+.4f} ± {a.std_error or 0:.4f}",
+            f"{score['accumulated']:+.4f} ± {score['accumulated_se']:.4f}" if score else "",
             f"{score['z']:+.2f}" if score else "",
             score.get("verdict", ""),
-            "" if group in (None, a.strategy) else f"with {group}",
-            format_units(a.amount),
-            a.account,
-            a.account_source,
-            "yes" if a.claimed else ("-" if a.leaf_index is None else "no"),
+            format_amount(a.amount),
         )
     stdout.print(table)
     grouped = summary.get("groups") or {}
@@ -114,6 +111,13 @@ def _print_record(record: Any) -> None:
             f"{name}: {info['r2']:.0%} of its signal is explained by earlier strategies ({by}); "
             "credited only for the rest"
         )
+    for a in record.allocations:
+        if a.amount:
+            claimed = "claimed" if a.claimed else "unclaimed"
+            stdout.print(
+                f"{a.strategy or '(remainder)'}: {format_units(a.amount)} AGR to {a.account} "
+                f"({a.account_source}), leaf {a.leaf_index}, {claimed}"
+            )
     if record.root:
         stdout.print(f"Merkle root {record.root}")
 
@@ -279,28 +283,23 @@ def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption 
         f"{len(epochs)} epoch(s) recorded: {format_units(books['emitted'])} AGR emitted = "
         f"{format_units(books['paid'])} paid + {format_units(books['carried'])} carried"
     )
-    table = Table(
-        "strategy", "account", "epochs", "accumulated ± se", "z", "verdict", "group",
-        "earned AGR", "claimed AGR", "unclaimed AGR",
-    )  # fmt: skip
+    stdout.print("standing: the decayed sum of each strategy's contributions, ± its error")
+    table = Table("strategy", "accumulated ± se", "z", "verdict", "group", "earned", "unclaimed")
     for row in rows:
         standing = (
-            f"{row['accumulated']:+.6f} ± {row['accumulated_se']:.6f}"
+            f"{row['accumulated']:+.4f} ± {row['accumulated_se']:.4f}"
             if row["accumulated"] is not None
             else ""
         )
         group = row["group"]
         table.add_row(
             row["strategy"],
-            row["account"],
-            str(row["epochs"]),
             standing,
             "" if row["z"] is None else f"{row['z']:+.2f}",
             row["verdict"] or "",
-            "" if group in (None, row["strategy"]) else f"with {group}",
-            format_units(row["earned"]),
-            format_units(row["claimed"]),
-            format_units(row["unclaimed"]),
+            "" if group in (None, row["strategy"]) else group,
+            format_amount(row["earned"]),
+            format_amount(row["unclaimed"]),
         )
     stdout.print(table)
 

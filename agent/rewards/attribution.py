@@ -353,7 +353,7 @@ def block_bootstrap_se(per_bar: np.ndarray, *, block: int, samples: int, seed: i
 
     Args:
         per_bar: [rows, bars] values to sum.
-        block: bars per block (clipped to the data's length).
+        block: bars per block (clipped to a quarter of the bars, so that resamples vary).
         samples: resamples (at least 2).
         seed: the resampling seed (same seed, same errors).
     """
@@ -363,7 +363,7 @@ def block_bootstrap_se(per_bar: np.ndarray, *, block: int, samples: int, seed: i
         return np.zeros(rows)
     if samples < 2:
         raise ValueError(f"bootstrap samples is {samples}; expected at least 2")
-    block = max(1, min(int(block), bars))
+    block = max(1, min(int(block), bars // 4))  # at least 4 blocks: a resample must vary
     blocks = -(-bars // block)
     starts = np.random.default_rng(seed).integers(0, bars, size=(samples, blocks))
     index = (starts[:, :, None] + np.arange(block)) % bars

@@ -107,7 +107,13 @@ def test_the_informative_strategy_earns_the_epoch_and_noise_next_to_nothing(
 def test_rewards_commands_explain_what_is_missing(agora: Run) -> None:
     status = agora("rewards", "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout) == {"epochs": [], "contributors": []}
+    assert json.loads(status.stdout) == {
+        "epochs": [],
+        "contributors": [],
+        "emitted": "0",
+        "paid": "0",
+        "carried": "0",
+    }
     shown = agora("rewards", "show", "3")
     assert shown.returncode == 2 and "reward epoch 3 is not recorded" in shown.stderr
     claim = agora("rewards", "claim", "3")

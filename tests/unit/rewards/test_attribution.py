@@ -283,3 +283,96 @@ def test_two_workers_give_the_same_values_as_one() -> None:
     )
     assert parallel == serial
     assert progress[-1] == (16, 16)
+
+
+# --- groups: copies grouped with their original, credited in registration order -------------
+
+
+def random_game(n: int, bars: int = 7, seed: int = 0) -> dict[Coalition, np.ndarray]:
+    """A game with a random per-bar series for every coalition (∅ included)."""
+    rng = np.random.default_rng(seed)
+    return {c: rng.normal(size=bars) for c in all_coalitions(n)}
+
+
+def test_with_every_player_its_own_group_the_value_is_the_shapley_value() -> None:
+    table = random_game(5)
+    scalar = {c: float(s.sum()) for c, s in table.items()}
+    result = shapley(lambda c: table[c], list("abcde"))
+    assert result.values == pytest.approx(exact_shapley(scalar, 5), abs=1e-12)
+    assert result.per_bar.sum(axis=1) == pytest.approx(result.values, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "groups", [[[0, 2], [1], [3, 4]], [[4, 0, 1, 2, 3]], [[1], [0, 3], [2, 4]]]
+)
+def test_efficiency_holds_under_any_group_structure_bar_by_bar(groups: list[list[int]]) -> None:
+    table = random_game(5, seed=3)
+    result = shapley(lambda c: table[c], list("abcde"), groups=groups)
+    gain = table[frozenset(range(5))] - table[frozenset()]
+    assert sum(result.values) == pytest.approx(float(gain.sum()), abs=1e-12)
+    assert result.per_bar.sum(axis=0) == pytest.approx(gain, abs=1e-12)  # every bar
+
+
+def test_a_copy_in_the_original_s_group_gets_nothing_and_the_original_everything() -> None:
+    """v = 1 as soon as the signal is there (from the original or its copy).
+
+    Plain Shapley splits it 1/2 - 1/2 (the attack); grouped, in registration order, the
+    original keeps all of it, and what the group earns does not depend on the copy.
+    """
+
+    def game(coalition: Coalition) -> float:
+        return 1.0 if coalition & {0, 2} else 0.0
+
+    plain = shapley(game, ["original", "other", "copy"]).by_name()
+    assert plain["original"] == pytest.approx(0.5) and plain["copy"] == pytest.approx(0.5)
+    grouped = shapley(game, ["original", "other", "copy"], groups=[[0, 2], [1]]).by_name()
+    assert grouped == {"original": 1.0, "other": 0.0, "copy": 0.0}
+
+
+def test_symmetry_between_groups_and_the_null_player_inside_one() -> None:
+    def game(coalition: Coalition) -> float:  # 0 and 1 interchangeable; 2 never matters
+        return float(len(coalition & {0, 1}) ** 2)
+
+    values = shapley(game, ["a", "b", "null"], groups=[[0], [1, 2]]).by_name()
+    assert values["a"] == values["b"] == pytest.approx(2.0)
+    assert values["null"] == 0.0
+
+
+def test_monte_carlo_over_groups_is_close_to_exact_and_keeps_efficiency() -> None:
+    table = random_game(6, seed=5)
+    groups = [[0, 3], [1], [2, 4], [5]]
+    exact = shapley(lambda c: table[c], list("abcdef"), groups=groups)
+    sampled = shapley(
+        lambda c: table[c], list("abcdef"), groups=groups, exact_max_players=3, samples=400, seed=2
+    )
+    assert sampled.method == "monte_carlo" and exact.method == "exact"
+    assert sum(sampled.values) == pytest.approx(sum(exact.values), abs=1e-12)
+    for mc, se, truth in zip(sampled.values, sampled.std_errors, exact.values, strict=True):
+        assert abs(mc - truth) <= 3 * se + 1e-12
+
+
+def test_a_later_copy_is_grouped_with_its_original_in_the_epoch_game() -> None:
+    base = market()
+    oracle = base.signals[:, 0]
+    rng = np.random.default_rng(4)
+    data = market(
+        {
+            "oracle": oracle,
+            "noise": base.signals[:, 3],
+            "lagged": np.concatenate([[0.0], oracle[:-1]]).astype("float32"),
+            "scaled": (0.9 * oracle + rng.normal(0, 0.05, base.bars)).astype("float32"),
+            "other": rng.uniform(-1, 1, base.bars).astype("float32"),
+        }
+    )
+    game = evaluate_epoch(SumOfSignals(range(5)), data, 60, 340)
+    assert game.partition() == [[0, 2, 3], [1], [4]]
+    groups = game.groups()
+    assert set(groups) == {"lagged", "scaled"}
+    assert groups["lagged"]["group"] == "oracle" and groups["lagged"]["r2"] > 0.99
+    assert groups["scaled"]["explained_by"][0][0] == "oracle"
+    everything = game.data_for(frozenset(range(5)))
+    assert everything is game.data  # v(all) is the agent's own run, every signal real
+    result = shapley(game, game.names, groups=game.partition())
+    values = result.by_name()
+    assert abs(values["lagged"]) + abs(values["scaled"]) <= 0.05 * abs(values["oracle"])
+    assert sum(result.values) == pytest.approx(result.v_all - result.v_empty, abs=1e-12)

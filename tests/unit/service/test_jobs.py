@@ -104,7 +104,9 @@ def test_retrain_is_idle_when_switched_off(settings: Settings, start_runtime: St
 def test_reward_epoch_waits_for_complete_bars_then_pays_and_publishes(
     settings: Settings, start_runtime: StartRuntime
 ) -> None:
-    runtime = start_runtime(settings).runtime
+    # every positive contribution paid in part (the scoring rule is tested in tests/*/rewards)
+    rewards = settings.rewards.model_copy(update={"significance": 0.0, "group_r2": 1.0})
+    runtime = start_runtime(settings.model_copy(update={"rewards": rewards})).runtime
     # history ends at bar 299: the first epoch is 15 (bars 300-319), valued at bar 320's close
     jobs.tick(runtime, max_bars=20)
     waiting = jobs.reward_epoch(runtime)
@@ -116,10 +118,19 @@ def test_reward_epoch_waits_for_complete_bars_then_pays_and_publishes(
     store = runtime.require_store()
     assert list_epochs(store) == [15]
     record = read_epoch(store, 15)
-    assert record is not None and record.status == PUBLISHED
-    assert (record.start_bar, record.end_bar) == (300, 320)
-    assert record.chain_key == runtime.replica.key  # type: ignore[union-attr]
+    assert record is not None and (record.start_bar, record.end_bar) == (300, 320)
+    assert record.attribution["source"] == "recorded"  # the decisions it made, as recorded
+    assert record.attribution["source_detail"]["verified"] >= 20
+    # in epoch 15 no strategy changes an action of this policy (v(all) = v(none)): nothing paid
+    assert record.v_all == record.v_empty and record.total == 0 and record.root is None
     assert jobs.reward_epoch(runtime).status == "idle"  # epoch 16 is not complete
+    jobs.tick(runtime, max_bars=20)
+    assert jobs.reward_epoch(runtime).status == "ok"
+    record = read_epoch(store, 16)
+    assert record is not None and record.v_all != record.v_empty
+    assert record.status == PUBLISHED and record.total > 0
+    assert record.chain_key == runtime.replica.key  # type: ignore[union-attr]
+    assert record.carry_in == read_epoch(store, 15).carry_out  # type: ignore[union-attr]
 
 
 def test_a_fatal_error_stops_the_service_and_later_runs_do_nothing(
