@@ -200,7 +200,8 @@ class StrategiesSettings(Section):
     wall_seconds: float = Field(60.0, gt=0.0, le=3_600.0)
     file_size_mb: int = Field(16, ge=1, le=1_048_576)
     speed_budget_s_per_10k_bars: float = Field(2.0, gt=0.0, le=3_600.0)
-    originality_max_correlation: float = Field(0.95, gt=0.0, le=1.0)
+    originality_max_r2: float = Field(0.8, gt=0.0, le=1.0)
+    originality_lags: int = Field(3, ge=0, le=24)
     causality_cut_points: int = Field(20, ge=1, le=1_000)
     reference_bars: int = Field(3_000, ge=200, le=1_000_000)
     reference_seed: int = Field(20_240_101, ge=0)
@@ -278,12 +279,22 @@ class Settings(Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+REPLACED_KEYS = {
+    "strategies.originality_max_correlation": (
+        "it was replaced by strategies.originality_max_r2, the share of a new signal's variance "
+        "the registered signals and their lags may explain (default 0.8)"
+    ),
+}
+"""Keys that no longer exist, with what replaced them (named in the unknown-key error)."""
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{path}' (check the spelling; see docs/config.md)")
+            hint = REPLACED_KEYS.get(path, "check the spelling")
+            lines.append(f"{source}: unknown key '{path}' ({hint}; see docs/config.md)")
             continue
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {path} = {item.get('input')!r}: {message}")

@@ -26,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from eth_utils import is_checksum_address, to_checksum_address
 
 from agent.config import Settings
@@ -68,7 +67,7 @@ from agent.plugins.onchain_registry import (
     update_row,
 )
 from agent.plugins.sandbox import SandboxLimits
-from agent.plugins.validation import Check, ValidationReport, reference_signals, validate
+from agent.plugins.validation import Check, ValidationReport, validate
 from agent.store import Store
 
 if TYPE_CHECKING:
@@ -325,9 +324,9 @@ def validate_strategy(
     """Validate a plugin file or a discovered strategy (by name) against the registered ones.
 
     The originality check compares it with the shipped strategies and every discovered one
-    that is registered: recorded in the store, or (with `backend`) known to its chain. A
-    shipped or packaged strategy with the same name counts as another strategy, not as an
-    earlier version.
+    that is registered: recorded in the store, or (with `backend`) known to its chain, on the
+    reference data set and on the store's market. A shipped or packaged strategy with the same
+    name counts as another strategy, not as an earlier version.
     """
     found = discover(settings)
     item = _resolve(target, settings, found)
@@ -341,7 +340,7 @@ def validate_strategy(
             registry = recorded_registry(backend, store)
             if registry is not None:
                 names |= {d.name for d in found if d.ok and status_of(registry, d.name)}
-        registered = _registered_signals(settings, found, names, item)
+        registered = _registered_pool(found, names)
         return validate(item, settings, registered=registered, store=store)
 
 
@@ -374,28 +373,15 @@ def _load_failure(name: str, message: str) -> ValidationReport:
     return ValidationReport(name, "?", None, (Check("load", False, message),))
 
 
-def _registered_signals(
-    settings: Settings,
-    found: Sequence[DiscoveredStrategy],
-    names: set[str],
-    target: DiscoveredStrategy | Path,
-) -> dict[str, np.ndarray]:
-    """Return the reference signals the target must not copy, keyed by what to call them."""
-    pool = [d for d in found if d.ok and (d.origin == "shipped" or d.name in names)]
-    if isinstance(target, DiscoveredStrategy):
-        pool = [d for d in pool if d.origin != target.origin or d.name != target.name]
-    signals = reference_signals(pool, settings) if pool else {}
-    if not isinstance(target, DiscoveredStrategy):
-        return signals
-    keyed = {}
-    for item in pool:
-        if item.name not in signals:
-            continue
-        other = item.origin == "shipped" or item.origin.startswith("package:")
-        same_name_elsewhere = item.name == target.name and other
-        key = f"{item.name} ({item.origin})" if same_name_elsewhere else item.name
-        keyed[key] = signals[item.name]
-    return keyed
+def _registered_pool(
+    found: Sequence[DiscoveredStrategy], names: set[str]
+) -> list[DiscoveredStrategy]:
+    """Return the strategies a new one must not copy: the shipped ones and the registered ones.
+
+    `validate` leaves out the target's own earlier version and names a shipped or packaged
+    strategy that shares its name with its origin.
+    """
+    return [d for d in found if d.ok and (d.origin == "shipped" or d.name in names)]
 
 
 # --- submit ---------------------------------------------------------------------------------
@@ -446,7 +432,7 @@ def submit(
         names = registered_names(db) | {
             d.name for d in found if d.ok and status_of(registry, d.name)
         }
-        registered = _registered_signals(settings, found, names, item)
+        registered = _registered_pool(found, names)
         report = validate(item, settings, registered=registered, store=db)
         if not report.passed:
             lines = [f"  {check.name}: {check.message}" for check in report.failures]

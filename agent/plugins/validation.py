@@ -17,6 +17,13 @@ check also runs the look-ahead check of the paid paths (`agent.plugins.lookahead
 synthetic market from the operating system's randomness, longer than any stored series, and on
 the stored market where one exists: the signal at random bars, recomputed from the candles up to
 each, must be the same. Shipped (trusted) strategies skip that part.
+
+The originality check regresses the signal on every registered signal and its lags
+(`agent.env.neutral.explain`) and refuses it when they explain `strategies.originality_max_r2`
+of its variance or more, on the reference data set and on the stored market (where the store
+holds the configured market's candles), so a copy that behaves differently on the reference
+data alone is still caught. Shipped strategies were registered before any submission: their R²
+is reported, never refused.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from agent.config import Settings, StrategiesSettings, SyntheticSettings
+from agent.env.neutral import MIN_ROWS, Explanation, explain
 from agent.errors import PluginError
-from agent.market.schema import CANDLE_COLUMNS
+from agent.market.schema import CANDLE_COLUMNS, SeriesKey
 from agent.market.synthetic import PLANTED_SERIES_NAME, generate
 from agent.plugins.discovery import DiscoveredStrategy, discover, discover_file, find
 from agent.plugins.interface import HIDDEN_ATTR, as_signal
@@ -42,9 +50,12 @@ from agent.plugins.signals import StrategyLike, as_discovered, compute_signals, 
 from agent.store import Store
 
 REFERENCE_TIMEFRAME = "1h"
+REFERENCE_LABEL = "the reference data"
 _AFTER_SHAPE = ("determinism", "causality", "speed", "originality")
-MIN_OVERLAP_BARS = 30
-"""Fewest bars where both signals exist for a correlation to count in the originality check."""
+EXPLAINER_FLOOR = 0.1
+"""Smallest R² of its own for a registered strategy to be named in the originality message."""
+MAX_NAMED = 3
+"""Most registered strategies the originality message names."""
 
 
 @dataclass(frozen=True)
@@ -265,27 +276,45 @@ def _causality_check(
     )
 
 
-def _fresh_markets(
+@dataclass(frozen=True)
+class _StoredMarket:
+    """The configured market's candles in the store, and the candidate's signal on them."""
+
+    label: str
+    key: SeriesKey
+    frame: pd.DataFrame
+    run: SignalResult
+
+
+def _stored_market(
+    item: DiscoveredStrategy,
+    settings: Settings | StrategiesSettings,
+    store: Store | None,
+    limits: SandboxLimits,
+) -> _StoredMarket | None:
+    """Run the candidate on the stored market (once, for look-ahead and originality alike)."""
+    if store is None or not isinstance(settings, Settings):
+        return None
+    from agent.market.data import default_key
+
+    key = default_key(settings)
+    candles = store.read_candles(key)
+    if len(candles) < 2:
+        return None
+    frame = candles[list(CANDLE_COLUMNS)].reset_index(drop=True)
+    return _StoredMarket(f"the stored market {key}", key, frame, _run(item, [frame], limits)[0])
+
+
+def _fresh_market(
     settings: Settings | StrategiesSettings, store: Store | None
-) -> list[tuple[str, pd.DataFrame]]:
-    """Return the data the random look-ahead check runs on: a fresh synthetic market longer
-    than any stored series (seed and extra length from OS randomness), and the stored market."""
+) -> tuple[str, pd.DataFrame]:
+    """Return a fresh synthetic market longer than any stored series (seed and extra length
+    from OS randomness), for the random look-ahead check."""
     config = _config(settings)
     longest = max([s.count for s in store.list_series()] if store is not None else [], default=0)
     bars = max(config.reference_bars, longest) + 1 + secrets.randbelow(1_000)
     market = generate(SyntheticSettings(seed=secrets.randbits(31), bars=bars), REFERENCE_TIMEFRAME)
-    markets = [
-        (f"fresh synthetic data of {bars} bars", _with_hidden(market.candles, market.planted))
-    ]
-    if store is not None and isinstance(settings, Settings):
-        from agent.market.data import default_key
-
-        key = default_key(settings)
-        candles = store.read_candles(key)
-        if len(candles) >= 2:
-            frame = candles[list(CANDLE_COLUMNS)].reset_index(drop=True)
-            markets.append((f"the stored market {key}", frame))
-    return markets
+    return f"fresh synthetic data of {bars} bars", _with_hidden(market.candles, market.planted)
 
 
 def _random_causality_check(
@@ -293,11 +322,15 @@ def _random_causality_check(
     settings: Settings | StrategiesSettings,
     limits: SandboxLimits,
     store: Store | None,
+    stored: _StoredMarket | None,
 ) -> Check | None:
     """Run the paid paths' look-ahead check; None when it passed on every data set."""
     config = _config(settings)
-    for label, frame in _fresh_markets(settings, store):
-        full = _run(item, [frame], limits)[0]
+    label, frame = _fresh_market(settings, store)
+    markets = [(label, frame, _run(item, [frame], limits)[0])]
+    if stored is not None:
+        markets.append((stored.label, stored.frame, stored.run))
+    for label, frame, full in markets:
         if not full.ok or full.values is None:
             return Check("causality", False, f"could not be checked on {label}: {full.reason}")
         verdict = check_lookahead(
@@ -325,37 +358,127 @@ def _speed_check(elapsed_s: float, bars: int, budget: float) -> tuple[Check, flo
     return Check("speed", True, message), per_10k
 
 
+@dataclass(frozen=True)
+class DataSet:
+    """One data set the originality check runs on.
+
+    Attributes:
+        label: how messages name it ("the reference data", "the stored market …").
+        signal: the candidate's signal there (NaN where it has no value).
+        registered: the registered strategies' signals there, by the name messages use.
+    """
+
+    label: str
+    signal: np.ndarray
+    registered: Mapping[str, np.ndarray]
+
+
+def _named(explanation: Explanation) -> str:
+    names = explanation.explained_by(EXPLAINER_FLOOR)[:MAX_NAMED] or [explanation.alone[0][0]]
+    alone = dict(explanation.alone)
+    return ", ".join(f"{name} ({alone[name]:.3f} alone)" for name in names)
+
+
 def _originality_check(
-    name: str, signal: np.ndarray, registered: Mapping[str, np.ndarray], limit: float
+    name: str, data_sets: Sequence[DataSet], limit: float, lags: int, *, shipped: bool = False
 ) -> Check:
-    best: tuple[float, str] | None = None
-    for other_name, other in registered.items():
-        if other_name == name or len(other) != len(signal):
-            continue
-        both = np.isfinite(signal) & np.isfinite(np.asarray(other, dtype="float64"))
-        if both.sum() < MIN_OVERLAP_BARS:
-            continue
-        a, b = signal[both], np.asarray(other, dtype="float64")[both]
-        if np.std(a) == 0.0 or np.std(b) == 0.0:
-            continue
-        corr = float(np.corrcoef(a, b)[0, 1])
-        if best is None or abs(corr) > abs(best[0]):
-            best = (corr, other_name)
-    if best is None:
+    """Refuse a signal that the registered signals and their lags explain with R² >= `limit`.
+
+    A registered signal under the candidate's own name (an earlier version) is left out. A
+    shipped strategy is measured but not refused (it was registered before any submission).
+    """
+    measured: list[tuple[str, Explanation]] = []
+    for data in data_sets:
+        others = {other: values for other, values in data.registered.items() if other != name}
+        explanation = explain(data.signal, others, lags)
+        if explanation.alone:
+            measured.append((data.label, explanation))
+    if not measured:
         return Check("originality", True, "no registered strategy to compare with")
-    corr, other_name = best
-    if abs(corr) > limit:
+    label, worst = max(measured, key=lambda item: item[1].r2)
+    over = [(lab, e) for lab, e in measured if e.r2 >= limit]
+    if over and not shipped:
+        where = " and ".join(f"{e.r2:.3f} on {lab}" for lab, e in over)
+        named = _named(worst) + (f" on {label}" if len(over) > 1 else "")
         return Check(
             "originality",
             False,
-            f"its signal correlates {corr:.3f} with registered strategy {other_name!r} "
-            f"(limit {limit:g}): refused as a copy",
+            f"its signal is explained by the registered strategies (R² {where}, limit {limit:g}, "
+            f"lags 0-{lags}): {named}: refused as a copy",
         )
-    return Check(
-        "originality",
-        True,
-        f"highest correlation {corr:.3f}, with {other_name!r} (limit {limit:g})",
+    message = f"highest R² {worst.r2:.3f}, on {label}, by {_named(worst)} (limit {limit:g})"
+    if over:
+        message += ": shipped with Agora, registered before any submission, so not refused"
+    return Check("originality", True, message)
+
+
+def _comparable(
+    item: DiscoveredStrategy, registered: Sequence[StrategyLike]
+) -> dict[str, DiscoveredStrategy]:
+    """Return the registered strategies `item` is compared with, by the name messages use.
+
+    One with the same name and origin is an earlier version of it and is left out; a shipped or
+    packaged strategy with the same name is another strategy, named with its origin.
+    """
+    comparable = {}
+    for other in map(as_discovered, registered):
+        if not other.ok:
+            continue
+        if other.name != item.name:
+            comparable[other.name] = other
+        elif other.origin != item.origin and (
+            other.origin == "shipped" or other.origin.startswith("package:")
+        ):
+            comparable[f"{other.name} ({other.origin})"] = other
+    return comparable
+
+
+def _originality_data(
+    item: DiscoveredStrategy,
+    signal: np.ndarray,
+    registered: Mapping[str, np.ndarray] | Sequence[StrategyLike],
+    config: StrategiesSettings,
+    store: Store | None,
+    stored: _StoredMarket | None,
+) -> list[DataSet] | Check:
+    """Return the data sets to measure originality on, or a failed check when the candidate
+    produced no signal on the stored market."""
+    assert item.info is not None
+    warmup = item.info.warmup_bars
+
+    def checked(values: np.ndarray) -> np.ndarray:
+        values = np.array(values, dtype="float64")
+        values[:warmup] = np.nan  # the warm-up is not checked (so cannot dilute a copy)
+        return values
+
+    if isinstance(registered, Mapping):
+        return [DataSet(REFERENCE_LABEL, checked(signal), registered)]
+    comparable = _comparable(item, registered)
+    if not comparable:
+        return []
+    names = reference_signals(list(comparable.values()), config)
+    reference = {label: names[o.name] for label, o in comparable.items() if o.name in names}
+    data_sets = [DataSet(REFERENCE_LABEL, checked(signal), reference)]
+    if stored is None or len(stored.frame) < MIN_ROWS + config.originality_lags:
+        return data_sets  # too short a market to fit anything on
+    if not stored.run.ok or stored.run.values is None:
+        message = f"could not be checked on {stored.label}: {stored.run.reason}"
+        return Check("originality", False, message)
+    matrix = compute_signals(
+        list(comparable.values()),
+        stored.frame,
+        key=stored.key,
+        store=store,
+        settings=config,
+        source="validation",
     )
+    on_market = {}
+    for label, other in comparable.items():
+        if other.name in matrix.available:
+            values, mask = matrix.column(other.name)
+            on_market[label] = np.where(mask, values, np.nan)
+    data_sets.append(DataSet(stored.label, checked(stored.run.values), on_market))
+    return data_sets
 
 
 def _resolve(
@@ -389,11 +512,13 @@ def validate(
     Args:
         target: a discovered strategy, a strategy class, a plugin file path, or a name.
         settings: the configuration (`strategies` section: limits, budget, threshold, data).
-        registered: the strategies already registered, as their signals on the reference data
-            set (see `reference_signals`) or as strategies to compute them from. One with the
-            target's own name (an earlier version) is not compared.
+        registered: the strategies already registered, as strategies (their signals are
+            computed on the reference data set and on the stored market) or as their signals
+            on the reference data set alone (see `reference_signals`). One with the target's
+            own name (an earlier version) is not compared.
         store: the store whose longest series the fresh look-ahead data must exceed, and whose
-            market (with full `Settings`) is checked too.
+            market (with full `Settings`) is checked too: for look-ahead and, when
+            `registered` are strategies, for originality.
     """
     config = _config(settings)
     item = _resolve(target, config)
@@ -428,8 +553,9 @@ def validate(
     runs = _run(item, frames, limits)
     checks.append(_determinism_check(signal, runs[0]))
     causality = _causality_check(signal, cuts, runs[1 : 1 + len(cuts)], runs[1 + len(cuts) :])
+    stored = _stored_market(item, settings, store, limits)
     if causality.passed and not item.trusted:
-        causality = _random_causality_check(item, settings, limits, store) or Check(
+        causality = _random_causality_check(item, settings, limits, store, stored) or Check(
             "causality",
             True,
             causality.message + f", and at {config.lookahead_samples} random bars of fresh data "
@@ -439,11 +565,17 @@ def validate(
     elapsed = min(first.elapsed_s, runs[0].elapsed_s) if runs[0].ok else first.elapsed_s
     speed, per_10k = _speed_check(elapsed, bars, config.speed_budget_s_per_10k_bars)
     checks.append(speed)
-    if registered is None:
-        registered = {}
-    elif not isinstance(registered, Mapping):
-        registered = reference_signals(registered, config)
-    checks.append(
-        _originality_check(item.name, signal, registered, config.originality_max_correlation)
-    )
+    data_sets = _originality_data(item, signal, registered or {}, config, store, stored)
+    if isinstance(data_sets, Check):
+        checks.append(data_sets)
+    else:
+        checks.append(
+            _originality_check(
+                item.name,
+                data_sets,
+                config.originality_max_r2,
+                config.originality_lags,
+                shipped=item.origin == "shipped",
+            )
+        )
     return ValidationReport(item.name, item.origin, item.code_hash, tuple(checks), signal, per_10k)

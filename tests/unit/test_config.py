@@ -49,6 +49,28 @@ def test_misspelled_key_is_named(tmp_path: Path) -> None:
     assert info.value.exit_code == 2
 
 
+def test_the_replaced_originality_key_names_its_replacement(tmp_path: Path) -> None:
+    path = write(tmp_path, "strategies:\n  originality_max_correlation: 0.9\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert str(info.value) == (
+        f"{path}: unknown key 'strategies.originality_max_correlation' (it was replaced by "
+        "strategies.originality_max_r2, the share of a new signal's variance the registered "
+        "signals and their lags may explain (default 0.8); see docs/config.md)"
+    )
+    assert info.value.exit_code == 2
+    settings = load_settings(
+        write(tmp_path, "strategies:\n  originality_max_r2: 0.9\n  originality_lags: 5\n"),
+        environ={},
+    )
+    assert (settings.strategies.originality_max_r2, settings.strategies.originality_lags) == (
+        0.9,
+        5,
+    )
+    with pytest.raises(ConfigError, match=r"strategies\.originality_lags = 25: .*less than or"):
+        load_settings(write(tmp_path, "strategies:\n  originality_lags: 25\n"), environ={})
+
+
 def test_wrong_type_names_path_value_and_expectation(tmp_path: Path) -> None:
     path = write(tmp_path, "rewards:\n  epoch_bars: lots\n")
     with pytest.raises(ConfigError, match=r"rewards\.epoch_bars = 'lots': .*integer"):

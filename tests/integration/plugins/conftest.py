@@ -25,7 +25,7 @@ WALL_S = 3.0
 MEMORY_MB = 768
 
 GOOD_PLUGIN = '''
-"""A well-behaved third-party plugin file."""
+"""A well-behaved third-party plugin file, original: no shipped strategy reads volume."""
 
 import numpy as np
 import pandas as pd
@@ -33,17 +33,17 @@ import pandas as pd
 from agent.plugins import Strategy
 
 
-class CloseMomentum(Strategy):
-    name = "close-momentum"
+class VolumeMomentum(Strategy):
+    name = "volume-momentum"
     version = "1.2.0"
     author = "Someone Else"
     payout_address = "0x00000000000000000000000000000000000000bb"
-    description = "Squashed 12-bar return."
+    description = "Squashed 12-bar change in log volume."
     params = {"window": 12}
     warmup_bars = 12
 
     def signal(self, candles: pd.DataFrame) -> pd.Series:
-        return np.tanh(candles["close"].pct_change(self.p["window"]) * 20.0)
+        return np.tanh(np.log1p(candles["volume"]).diff(self.p["window"]))
 '''
 
 
@@ -82,7 +82,7 @@ def corpus(hostile_settings: StrategiesSettings) -> dict[str, DiscoveredStrategy
 @pytest.fixture(scope="session")
 def good_plugin(tmp_path_factory: pytest.TempPathFactory) -> DiscoveredStrategy:
     """A benign third-party plugin file, discovered through the sandbox."""
-    path = tmp_path_factory.mktemp("good_plugin") / "close_momentum.py"
+    path = tmp_path_factory.mktemp("good_plugin") / "volume_momentum.py"
     path.write_text(GOOD_PLUGIN)
     (found,) = discover_file(path)
     assert found.ok, found.error

@@ -149,7 +149,7 @@ def test_plugin_directory_lists_each_strategy_with_status_origin_and_hash(
     files = [d for d in found if d.origin.startswith("file:")]
     summary = [(d.name, str(d.status), Path(d.origin[5:]).name) for d in files]
     assert summary == [
-        ("close-momentum", "OK", "a_good.py"),
+        ("volume-momentum", "OK", "a_good.py"),
         ("always-down", "OK", "b_two.py"),
         ("always-up", "OK", "b_two.py"),
         ("ma-crossover", "DUPLICATE", "c_copycat_name.py"),
@@ -186,7 +186,7 @@ def test_a_plugin_file_changed_after_discovery_is_refused(
     path.write_text(GOOD_PLUGIN)
     (item,) = discover_file(path)
     assert item.location is not None
-    path.write_text(GOOD_PLUGIN.replace("20.0", "-20.0"))
+    path.write_text(GOOD_PLUGIN.replace("np.tanh(", "-np.tanh("))
     (result,) = run_plugin(
         item.location, [candles], name=item.name, warmup_bars=12, expected_sha256=item.code_hash
     )
@@ -276,13 +276,15 @@ def test_an_installed_package_is_validated_registered_on_chain_and_its_signal_us
         deployment = deploy_all(backend, store, settings)
         registry = deployment.contract(backend.w3, "strategy_registry")
 
-        # validated against every shipped strategy: an original, not a copy
+        # validated against every shipped strategy: the shipped ones explain about half of it
         report = validate_strategy(settings, PACKAGE_STRATEGY, backend=backend, store=store)
         assert report.passed, [f"{c.name}: {c.message}" for c in report.failures]
-        originality = re.search(
-            r"highest correlation (-?[0-9.]+)", report.check("originality").message
+        originality = re.fullmatch(
+            r"highest R² ([0-9.]+), on the reference data, by .* \(limit 0\.8\)",
+            report.check("originality").message,
         )
-        assert originality is not None and abs(float(originality.group(1))) < 0.8
+        assert originality is not None, report.check("originality").message
+        assert 0.3 < float(originality.group(1)) < 0.7
 
         # registered on-chain with the package's code hash and its payout address
         result = submit(settings, PACKAGE_STRATEGY, payout, backend=backend, store=store)

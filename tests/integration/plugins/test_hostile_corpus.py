@@ -44,8 +44,8 @@ def run(
     matrix = compute_signals(
         [item.with_params(**params), good_plugin, MACrossover], candles, key=None, limits=limits
     )
-    assert set(matrix.available) >= {"close-momentum", "ma-crossover"}
-    for name in ("close-momentum", "ma-crossover"):
+    assert set(matrix.available) >= {"volume-momentum", "ma-crossover"}
+    for name in ("volume-momentum", "ma-crossover"):
         values, mask = matrix.column(name)
         assert mask[40:].all() and np.all(np.abs(values) <= 1.0)
     values, mask = matrix.column(item.name)
@@ -220,10 +220,12 @@ def test_renamed_copy_of_a_shipped_strategy_is_refused_as_a_copy(
 ) -> None:
     report = validate(corpus["totally-original-trend"], hostile_settings, registered=SHIPPED)
     assert [c.name for c in report.failures] == ["originality"]
-    assert report.check("originality").message == (
-        "its signal correlates 1.000 with registered strategy 'ma-crossover' (limit 0.95): "
-        "refused as a copy"
-    )
+    message = report.check("originality").message
+    assert message.startswith(
+        "its signal is explained by the registered strategies (R² 1.000 on the reference data, "
+        "limit 0.8, lags 0-3): ma-crossover (1.000 alone), "
+    ), message
+    assert message.endswith(": refused as a copy")
 
 
 def test_module_that_fails_to_import_is_listed_as_load_failed(
@@ -264,7 +266,7 @@ def test_a_mixed_batch_masks_every_hostile_strategy_and_keeps_the_good_ones(
     assert time.monotonic() - started < WALL_S + 8
     assert set(matrix.available) == {
         "ma-crossover",
-        "close-momentum",
+        "volume-momentum",
         "totally-original-trend",
     }
     assert set(matrix.reasons) == {item.name for item in hostile} - set(matrix.available)
@@ -274,6 +276,6 @@ def test_a_mixed_batch_masks_every_hostile_strategy_and_keeps_the_good_ones(
         values, mask = matrix.column(name)
         assert not mask.any() and not values.any()
     assert matrix.reasons["infinite-loop"] == f"timed out after {WALL_S:g} s"
-    good_values, good_mask = matrix.column("close-momentum")
+    good_values, good_mask = matrix.column("volume-momentum")
     assert good_mask[12:].all() and not good_mask[:12].any()
     assert np.all(np.abs(good_values) <= 1.0)

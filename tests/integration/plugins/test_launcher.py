@@ -160,11 +160,11 @@ def test_the_child_imports_numpy_and_pandas_from_the_read_only_environment(
     probe = _plugin(
         tmp_path,
         GOOD_PLUGIN.replace(
-            'return np.tanh(candles["close"].pct_change(self.p["window"]) * 20.0)',
+            'return np.tanh(np.log1p(candles["volume"]).diff(self.p["window"]))',
             "import os, sys\n"
             "        assert np.__file__.startswith(sys.prefix) or 'site-packages' in np.__file__\n"
             "        assert not os.access(os.path.dirname(pd.__file__), os.W_OK)\n"
-            '        return np.tanh(candles["close"].pct_change(self.p["window"]) * 20.0)',
+            '        return np.tanh(np.log1p(candles["volume"]).diff(self.p["window"]))',
         ),
         "probe.py",
     )

@@ -105,7 +105,7 @@ def test_signals_for_stored_candles_are_computed_once(
         started = time.monotonic()
         second = compute_signals(strategies, candles, key=KEY, store=store, settings=fixtures)
         assert time.monotonic() - started < 0.3  # no sandbox child was started
-        assert second.from_cache == {"ma-crossover", "close-momentum", "planted-oracle"}
+        assert second.from_cache == {"ma-crossover", "volume-momentum", "planted-oracle"}
         np.testing.assert_array_equal(first.values, second.values)
         np.testing.assert_array_equal(first.mask, second.mask)
         rows = store.db.execute("SELECT COUNT(*) FROM signal_cache").fetchone()[0]

@@ -46,7 +46,7 @@ from tests.integration.plugins.conftest import GOOD_PLUGIN, HOSTILE_DIR, MEMORY_
 ACTIVE = 1
 CONTRIBUTOR = to_checksum_address("0x" + "ab" * 20)
 OTHER_CONTRIBUTOR = to_checksum_address("0x" + "cd" * 20)
-NAME = "close-momentum"
+NAME = "volume-momentum"
 PACKAGE_STRATEGY = "strategies.testing.noise:NoiseStrategy"
 
 
@@ -97,8 +97,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture(scope="module")
 def original(env: Env) -> Submission:
-    """Version 1 of `close-momentum`, dropped into the plugin directory and submitted."""
-    path = env.plugin_dir / "close_momentum.py"
+    """Version 1 of `volume-momentum`, dropped into the plugin directory and submitted."""
+    path = env.plugin_dir / "volume_momentum.py"
     path.write_text(GOOD_PLUGIN)
     return env.submit(path)
 
@@ -106,7 +106,7 @@ def original(env: Env) -> Submission:
 def test_a_plugin_from_outside_is_listed_validated_submitted_and_its_signal_used(
     env: Env, original: Submission, candles: pd.DataFrame
 ) -> None:
-    path = env.plugin_dir / "close_momentum.py"
+    path = env.plugin_dir / "volume_momentum.py"
     code_hash = hashlib.sha256(path.read_bytes()).hexdigest()
     assert (original.name, original.version, original.code_hash) == (NAME, 1, code_hash)
     assert original.installed_path == path.resolve()
@@ -239,13 +239,14 @@ def test_a_copy_of_a_registered_strategy_under_a_new_name_is_refused(
         env.submit(path)
     message = str(caught.value)
     assert message.startswith("strategy 'fresh-momentum' was not submitted: 1 validation check")
-    assert f"with registered strategy '{NAME}'" in message
+    assert "originality: its signal is explained by the registered strategies (R² 1.000 " in message
+    assert f": {NAME} (1.000 alone)" in message  # the registered one it copies, named first
     assert env.registry.functions.statusOf(keccak(text="fresh-momentum")).call() == 0
     assert not (env.plugin_dir / "fresh_momentum.py").exists()
 
 
 def test_a_renamed_copy_of_a_shipped_strategy_is_refused_naming_it(env: Env) -> None:
-    with pytest.raises(PluginError, match="with registered strategy 'ma-crossover'"):
+    with pytest.raises(PluginError, match=r"\(R² 1\.000 .*\): ma-crossover \(1\.000 alone\)"):
         env.submit(HOSTILE_DIR / "renamed_ma_crossover.py")
     assert env.registry.functions.statusOf(keccak(text="totally-original-trend")).call() == 0
 

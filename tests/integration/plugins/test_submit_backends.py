@@ -96,9 +96,9 @@ def test_resubmissions_and_other_contributors_are_refused_on_every_backend(
     config = _config(tmp_path, backend_name)
     settings = Settings.model_validate(config)
     backend = request.getfixturevalue("anvil") if backend_name == "anvil" else None
-    path = tmp_path / "outside" / "close_momentum.py"
+    path = tmp_path / "outside" / "volume_momentum.py"
     path.write_text(GOOD_PLUGIN)
-    changed = tmp_path / "outside" / "close_momentum_v2.py"
+    changed = tmp_path / "outside" / "volume_momentum_v2.py"
     changed.write_text(GOOD_PLUGIN.replace('"window": 12', '"window": 30'))
 
     first = submit(settings, path, CONTRIBUTOR, backend=backend)

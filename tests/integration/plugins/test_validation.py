@@ -32,16 +32,18 @@ def test_a_good_third_party_file_passes_every_check_in_the_sandbox(
         "unchanged up to each of 20 cut points with later candles removed or altered, and at "
         "460 random bars of fresh data recomputed from the candles up to each"
     )
-    assert report.check("originality").message.startswith("highest correlation ")
+    originality = report.check("originality").message
+    assert originality.startswith("highest R² 0.0"), originality  # volume: no shipped one reads it
+    assert originality.endswith(" alone) (limit 0.8)"), originality
 
 
 def test_validate_accepts_a_path_or_a_name(tmp_path: Path) -> None:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    (plugins / "close_momentum.py").write_text(GOOD_PLUGIN)
+    (plugins / "volume_momentum.py").write_text(GOOD_PLUGIN)
     settings = strategies_settings(plugins)
-    by_path = validate(plugins / "close_momentum.py", settings)
-    by_name = validate("close-momentum", settings)
+    by_path = validate(plugins / "volume_momentum.py", settings)
+    by_name = validate("volume-momentum", settings)
     assert by_path.passed and by_name.passed
     assert by_path.code_hash == by_name.code_hash
     assert np.array_equal(by_path.signal, by_name.signal, equal_nan=True)  # type: ignore[arg-type]
@@ -58,13 +60,36 @@ def test_a_plugin_that_does_not_load_fails_the_load_check(tmp_path: Path) -> Non
     assert "No module named 'agora_missing_module'" in report.checks[0].message
 
 
-@pytest.mark.parametrize("strategy", [*SHIPPED, NoiseStrategy, PlantedOracle])
-def test_shipped_strategies_and_fixtures_pass_validation_against_each_other(
+@pytest.mark.parametrize("strategy", SHIPPED)
+def test_shipped_strategies_pass_validation_though_they_explain_each_other(
+    strategy: type[Strategy], hostile_settings: StrategiesSettings
+) -> None:
+    shipped = [DiscoveredStrategy.from_class(cls) for cls in SHIPPED]
+    (item,) = [d for d in shipped if d.name == strategy.name]
+    report = validate(item, hostile_settings, registered=[*shipped, NoiseStrategy])
+    assert report.passed, [f"{c.name}: {c.message}" for c in report.failures]
+    # measured, not refused: they were registered before any submission
+    message = report.check("originality").message
+    r2 = float(message.removeprefix("highest R² ").split(",")[0])
+    assert 0.7 < r2 < 1.0, message
+    if r2 >= 0.8:
+        assert message.endswith(
+            "shipped with Agora, registered before any submission, so not refused"
+        )
+    # the same signal submitted under a new name is refused when the others explain >= 0.8
+    others = [d for d in shipped if d.name != strategy.name]
+    newcomer = validate(strategy, hostile_settings, registered=[*others, NoiseStrategy])
+    assert newcomer.check("originality").passed == (r2 < 0.8), newcomer.check("originality")
+
+
+@pytest.mark.parametrize("strategy", [NoiseStrategy, PlantedOracle])
+def test_fixtures_pass_validation_against_the_shipped_strategies(
     strategy: type[Strategy], hostile_settings: StrategiesSettings
 ) -> None:
     registered = reference_signals([*SHIPPED, NoiseStrategy], hostile_settings)
     report = validate(strategy, hostile_settings, registered=registered)
     assert report.passed, [f"{c.name}: {c.message}" for c in report.failures]
+    assert report.check("originality").message.startswith(("highest R² 0.0", "highest R² 0.1"))
 
 
 class Unseeded(Strategy):

@@ -123,7 +123,7 @@ class Keyring(Strategy):
 
 def _run(path: Path, name: str, candles: pd.DataFrame, **params: object) -> SignalResult:
     location = PluginLocation("file", str(path), None)
-    warmup = 12 if name == "close-momentum" else 0
+    warmup = 12 if name == "volume-momentum" else 0
     (result,) = run_plugin(
         location, [candles], name=name, params=params, warmup_bars=warmup, limits=LIMITS
     )
@@ -153,14 +153,14 @@ def test_warm_calls_give_the_same_signals_as_cold_calls(
     location = PluginLocation("file", str(path), None)
     before = _zygotes()
     warm_results = [
-        run_plugin(location, [candles], name="close-momentum", warmup_bars=12, limits=LIMITS)[0]
+        run_plugin(location, [candles], name="volume-momentum", warmup_bars=12, limits=LIMITS)[0]
         for _ in range(3)
     ]
     started = _zygotes() - before
     assert len(started) == 1, "one zygote serves every call of the plugin"
     cold = SandboxLimits(**{**LIMITS.__dict__, "warm_start": False})
     (cold_result,) = run_plugin(
-        location, [candles], name="close-momentum", warmup_bars=12, limits=cold
+        location, [candles], name="volume-momentum", warmup_bars=12, limits=cold
     )
     assert cold_result.ok, cold_result.reason
     for result in warm_results:
@@ -254,13 +254,13 @@ def test_a_killed_zygote_is_replaced_transparently(tmp_path: Path, candles: pd.D
     path = tmp_path / "good.py"
     path.write_text(GOOD_PLUGIN)
     before = _zygotes()
-    first = _run(path, "close-momentum", candles)
+    first = _run(path, "volume-momentum", candles)
     (zygote,) = _zygotes() - before
     os.killpg(zygote, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while zygote in _zygotes() and time.monotonic() < deadline:  # until its death is seen
         time.sleep(0.01)
-    second = _run(path, "close-momentum", candles)
+    second = _run(path, "volume-momentum", candles)
     assert first.ok and second.ok, (first.reason, second.reason)
     assert first.values is not None and second.values is not None
     np.testing.assert_array_equal(first.values, second.values)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from agent.config import StrategiesSettings
 from agent.plugins.interface import HIDDEN_ATTR, Strategy
 from agent.plugins.validation import (
+    DataSet,
     _originality_check,
     altered_after,
     cut_points,
@@ -39,24 +42,81 @@ def test_altered_data_keeps_the_past_and_changes_only_the_future() -> None:
     assert frame.attrs[HIDDEN_ATTR]["planted"] is original  # the reference is not modified
 
 
-def test_originality_names_the_closest_registered_strategy() -> None:
+def reference(signal: np.ndarray, registered: dict[str, np.ndarray]) -> list[DataSet]:
+    return [DataSet("the reference data", signal, registered)]
+
+
+def test_originality_refuses_a_noisy_copy_naming_what_explains_it() -> None:
     rng = np.random.default_rng(0)
     base = rng.standard_normal(500) / 4
-    noisy = base + rng.standard_normal(500) / 100
+    noisy = base + rng.standard_normal(500) / 20  # noise of 1/25 the copy's variance: R² 0.96
     other = rng.standard_normal(500) / 4
-    registered = {"original": base, "unrelated": other, "candidate": base}
-    check = _originality_check("candidate", noisy, registered, 0.95)
+    registered = {"original": base, "unrelated": other, "candidate": other}
+    check = _originality_check("candidate", reference(noisy, registered), 0.8, 3)
     assert not check.passed
-    assert check.message.startswith("its signal correlates 0.99")
-    assert check.message.endswith(
-        "with registered strategy 'original' (limit 0.95): refused as a copy"
-    )
-    inverted = _originality_check("candidate", -noisy, {"original": base}, 0.95)
-    assert not inverted.passed and "correlates -0.99" in inverted.message
-    fresh = _originality_check("candidate", other, {"original": base}, 0.95)
-    assert fresh.passed and fresh.message.startswith("highest correlation ")
-    constant = _originality_check("candidate", np.zeros(500), {"original": base}, 0.95)
+    # "candidate" (its own earlier version) is left out, "unrelated" explains too little to name
+    assert re.fullmatch(
+        r"its signal is explained by the registered strategies \(R² 0\.96[0-9] on the reference "
+        r"data, limit 0\.8, lags 0-3\): original \(0\.96[0-9] alone\): refused as a copy",
+        check.message,
+    ), check.message
+    inverted = _originality_check("candidate", reference(-noisy, {"original": base}), 0.8, 3)
+    assert not inverted.passed and "(R² 0.96" in inverted.message
+    lenient = _originality_check("candidate", reference(noisy, registered), 0.97, 3)
+    assert lenient.passed and lenient.message.startswith("highest R² 0.96")
+
+
+def test_originality_refuses_what_several_strategies_explain_only_together() -> None:
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.standard_normal(800) for _ in range(3))
+    blend = (a + b + c) / 3 + rng.standard_normal(800) / 50
+    check = _originality_check("blend", reference(blend, {"a": a, "b": b, "c": c}), 0.8, 0)
+    assert not check.passed  # each explains about a third of it, all three nearly all of it
+    alone = [float(x) for x in re.findall(r"\(([0-9.]+) alone\)", check.message)]
+    assert len(alone) == 3 and all(0.2 < x < 0.5 for x in alone), check.message
+    assert "(R² 0.99" in check.message
+
+
+def test_originality_passes_an_independent_or_constant_signal_naming_the_closest() -> None:
+    rng = np.random.default_rng(2)
+    base, other = rng.standard_normal(500), rng.standard_normal(500)
+    fresh = _originality_check("candidate", reference(other, {"original": base}), 0.8, 3)
+    assert fresh.passed
+    assert re.fullmatch(
+        r"highest R² 0\.0[0-9]{2}, on the reference data, by original \(0\.0[0-9]{2} alone\) "
+        r"\(limit 0\.8\)",
+        fresh.message,
+    ), fresh.message
+    constant = _originality_check("candidate", reference(np.zeros(500), {"original": base}), 0.8, 3)
     assert constant.passed
+    nothing = _originality_check("candidate", reference(other, {"candidate": base}), 0.8, 3)
+    assert nothing.passed and nothing.message == "no registered strategy to compare with"
+
+
+def test_originality_fails_on_either_data_set_and_names_the_one_it_failed_on() -> None:
+    rng = np.random.default_rng(3)
+    base, other = rng.standard_normal(600), rng.standard_normal(600)
+    data_sets = [
+        DataSet("the reference data", other, {"original": base}),  # original there
+        DataSet("the stored market synthetic:SYN/USD:1h", base.copy(), {"original": base}),
+    ]
+    check = _originality_check("candidate", data_sets, 0.8, 3)
+    assert not check.passed
+    assert check.message.startswith(
+        "its signal is explained by the registered strategies (R² 1.000 on the stored market "
+        "synthetic:SYN/USD:1h, limit 0.8, lags 0-3): original (1.000 alone)"
+    ), check.message
+
+
+def test_a_shipped_strategy_is_measured_but_not_refused() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal(500)
+    check = _originality_check("shipped", reference(base, {"original": base}), 0.8, 3, shipped=True)
+    assert check.passed
+    assert check.message == (
+        "highest R² 1.000, on the reference data, by original (1.000 alone) (limit 0.8): "
+        "shipped with Agora, registered before any submission, so not refused"
+    )
 
 
 class PeeksTwoBars(Strategy):
