@@ -33,7 +33,7 @@ def lagged(columns: np.ndarray, lags: int) -> np.ndarray:
         columns = columns[:, None]
     bars, k = columns.shape
     out = np.full((bars, k * (lags + 1)), np.nan)
-    for lag in range(lags + 1):
+    for lag in range(min(lags, bars - 1) + 1):  # a lag longer than the data stays NaN
         out[lag:, lag * k : (lag + 1) * k] = columns[: bars - lag]
     return out
 
@@ -122,7 +122,7 @@ def explain(
     usable = {
         name: np.asarray(values, dtype="float64")
         for name, values in others.items()
-        if len(values) == len(target) and np.nanstd(np.asarray(values, dtype="float64")) > 0
+        if len(values) == len(target) and _varies(np.asarray(values, dtype="float64"))
     }
     if not usable:
         return Explanation(0.0, (), 0)
@@ -135,3 +135,11 @@ def explain(
     if joint is None:
         return Explanation(max((r2 for _, r2 in alone), default=0.0), tuple(alone), 0)
     return Explanation(max(joint.r2, alone[0][1]), tuple(alone), joint.rows)
+
+
+def _varies(values: np.ndarray) -> bool:
+    """Whether a signal takes more than one value where it has one (NaN: none)."""
+    finite = values[np.isfinite(values)]
+    return finite.size > 1 and float(finite.max() - finite.min()) > 1e-12 * max(
+        1.0, float(np.abs(finite).max())
+    )

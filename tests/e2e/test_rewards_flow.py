@@ -100,8 +100,6 @@ def test_the_informative_strategy_earns_the_epoch_and_noise_next_to_nothing(
         f"\nrewards flow: trained in {trained - started:.0f} s, "
         f"whole flow {time.perf_counter() - started:.0f} s; {message}"
     )
-    # TODO(lead): a near-copy of planted-oracle submitted later must be refused at submission
-    # with a message naming the original: that is the plugin validation's originality check.
 
 
 def test_rewards_commands_explain_what_is_missing(agora: Run) -> None:

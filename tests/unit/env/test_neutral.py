@@ -150,3 +150,12 @@ def test_r2_does_not_depend_on_the_scale_or_offset_of_a_regressor(
     moved = explain(target, {"r": regressor * scale + shift}, lags=1).r2
     assert 0.0 <= plain <= 1.0
     assert moved == pytest.approx(plain, abs=1e-9)
+
+
+def test_lags_longer_than_the_data_and_near_constants_explain_nothing() -> None:
+    short = np.array([0.1, 0.5, -0.2])
+    assert explain(short, {"other": np.array([0.3, 0.1, 0.2])}, lags=5).r2 == 0.0
+    target = np.random.default_rng(1).normal(size=200)
+    nearly_constant = np.full(200, 0.3) + np.r_[1e-17, np.zeros(199)]
+    result = explain(target, {"flat": nearly_constant, "missing": np.full(200, np.nan)})
+    assert result.alone == () and result.r2 == 0.0
