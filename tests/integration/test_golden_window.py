@@ -39,7 +39,7 @@ from agent.market.schema import format_time_ms
 from agent.market.synthetic import synth
 from agent.plugins.market_data import build_market_data
 from agent.plugins.resolve import resolve_strategies
-from agent.rewards.attribution import evaluate_epoch
+from agent.rewards.game import evaluate_epoch
 from agent.service.decision import BarOutcome, carried_state, decide_outcome
 from agent.store import Store
 
