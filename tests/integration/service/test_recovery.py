@@ -93,11 +93,16 @@ def test_a_lost_embedded_chain_is_refused_and_recover_replays_it_to_match_the_re
     tmp_path: Path, start_runtime: StartRuntime
 ) -> None:
     settings = service_settings(tmp_path / "data")
-    rewards = settings.rewards.model_copy(update={"auto_claim": True})
+    # every positive contribution paid in part: epoch 16 publishes and is claimed (in epoch 15
+    # no strategy changes an action of this policy, so it carries everything)
+    rewards = settings.rewards.model_copy(
+        update={"auto_claim": True, "significance": 0.0, "group_r2": 1.0}
+    )
     settings = settings.model_copy(update={"rewards": rewards})
     first = start_runtime(settings)
-    jobs.tick(first.runtime, max_bars=21)
-    assert jobs.reward_epoch(first.runtime).status == "ok"  # epoch 15: bars 300-319, claimed
+    jobs.tick(first.runtime, max_bars=41)
+    assert jobs.reward_epoch(first.runtime).status == "ok"  # epoch 15: bars 300-319, carried
+    assert jobs.reward_epoch(first.runtime).status == "ok"  # epoch 16: bars 320-339, claimed
     old_key = first.runtime.replica.key  # type: ignore[union-attr]
     first.runtime.close()
 
@@ -128,7 +133,7 @@ def test_a_lost_embedded_chain_is_refused_and_recover_replays_it_to_match_the_re
 
     report = recover(settings)
     assert report.reason == "missing" and report.chain_key != old_key
-    assert (report.bars_replayed, report.decisions_replayed, report.epochs_replayed) == (21, 21, 2)
+    assert (report.bars_replayed, report.decisions_replayed, report.epochs_replayed) == (41, 41, 2)
     assert "self-consistent" in report.cannot_prove
 
     second = start_runtime(settings, model=False)
@@ -140,15 +145,15 @@ def test_a_lost_embedded_chain_is_refused_and_recover_replays_it_to_match_the_re
     replica.verify()
     store = runtime.require_store()
     report = verify(store, replica.backend, replica.deployment.decision_log)
-    assert report.ok and report.onchain == 21
-    record = read_epoch(store, 15)
+    assert report.ok and report.onchain == 41
+    record = read_epoch(store, 16)
     assert record is not None and record.status == PUBLISHED and record.chain_key == replica.key
     distributor = replica.deployment.contract(replica.backend.w3, "reward_distributor")
     token = replica.deployment.contract(replica.backend.w3, "reward_token")
-    assert "0x" + bytes(distributor.functions.epochRoot(15).call()).hex() == record.root
+    assert "0x" + bytes(distributor.functions.epochRoot(16).call()).hex() == record.root
     for allocation in record.allocations:
         if allocation.leaf_index is not None:
-            assert distributor.functions.isClaimed(15, allocation.leaf_index).call()
+            assert distributor.functions.isClaimed(16, allocation.leaf_index).call()
             assert allocation.claimed_chain_key == replica.key
     paid = {a.account: 0 for a in record.allocations}
     for allocation in record.allocations:
@@ -156,9 +161,9 @@ def test_a_lost_embedded_chain_is_refused_and_recover_replays_it_to_match_the_re
     for account, amount in paid.items():
         assert token.functions.balanceOf(account).call() == amount
 
-    jobs.tick(runtime, max_bars=2)  # and it goes on from bar 321
+    jobs.tick(runtime, max_bars=2)  # and it goes on from bar 341
     assert_exactly_once(store, runtime.market)
-    assert stored_count(store) == 23
+    assert stored_count(store) == 43
 
 
 @pytest.mark.parametrize(
