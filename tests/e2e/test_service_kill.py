@@ -48,6 +48,8 @@ agent:
 rewards:
   epoch_bars: 20
   workers: 1
+  significance: 0.0    # every positive contribution paid in part: epochs publish under kills
+  group_r2: 1.0
 service:
   chain: anvil
   start_bar: {START}
