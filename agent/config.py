@@ -1,8 +1,9 @@
 """Typed, frozen settings loaded from config.yaml, with `AGORA__section__key` overrides.
 
-Unknown keys, wrong types and out-of-range values are refused with a message that names the
-key path, the value given and what is allowed. Secrets never live in the file: it names the
-environment variables that hold them.
+Unknown keys, wrong types and out-of-range values are refused with a message that names who
+set the value (the file, or the `AGORA__…` variable), the key path, the value given and what is
+allowed (`format_validation_error`, which command-line options use too). Secrets never live
+in the file: it names the environment variables that hold them.
 """
 
 from __future__ import annotations
@@ -144,9 +145,13 @@ DEFAULT_AGENT_STRATEGIES: tuple[str, ...] = (
 )
 
 
+MAX_TRAINING_SEED = 2**32 - 1
+"""The largest seed numpy, torch and stable-baselines3 all accept."""
+
+
 class AgentSettings(Section):
     algorithm: Literal["ppo", "a2c", "dqn", "sac"] = "ppo"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_TRAINING_SEED)
     seeds: int = Field(1, ge=1, le=100)
     timesteps: int = Field(100_000, ge=1, le=1_000_000_000)
     eval_every_steps: int = Field(10_000, ge=1)
@@ -170,6 +175,14 @@ class AgentSettings(Section):
     buffer_size: int = Field(100_000, ge=1)
     learning_starts: int = Field(1_000, ge=0)
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_in_range(cls, seeds: int, info: Any) -> int:
+        last = info.data.get("seed", 0) + seeds - 1
+        if last > MAX_TRAINING_SEED:
+            raise ValueError(f"the last seed, seed + seeds - 1 = {last}, exceeds 2**32 - 1")
+        return seeds
+
     @field_validator("exposure_levels")
     @classmethod
     def _levels_in_range(cls, levels: list[float]) -> list[float]:
@@ -189,7 +202,42 @@ class AgentSettings(Section):
     def _unique_strategies(cls, names: list[str]) -> list[str]:
         if len(set(names)) != len(names):
             raise ValueError("the same strategy is listed twice")
+        for spec in names:
+            try:
+                parse_strategy_spec(spec)
+            except ConfigError as e:
+                raise ValueError(str(e).removeprefix("agent.strategies ")) from e
         return names
+
+
+def parse_strategy_spec(
+    spec: str, *, where: str = "agent.strategies"
+) -> tuple[str, dict[str, Any]]:
+    """Split `name:param=value,...` into the name and its parameter overrides.
+
+    Args:
+        spec: the strategy spec.
+        where: the setting the spec comes from, for messages.
+
+    Raises:
+        ConfigError: the spec is malformed.
+    """
+    name, _, rest = spec.partition(":")
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where} entry {spec!r}: expected name:param=value[,param=value]")
+        try:
+            params[key.strip()] = yaml.safe_load(value.strip())
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"{where} entry {spec!r}: {key.strip()}={value.strip()} is not a value "
+                "(numbers, true/false or text)"
+            ) from e
+    if not name.strip():
+        raise ConfigError(f"{where} entry {spec!r} has no strategy name")
+    return name.strip(), params
 
 
 class StrategiesSettings(Section):
@@ -288,16 +336,86 @@ REPLACED_KEYS = {
 """Keys that no longer exist, with what replaced them (named in the unknown-key error)."""
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
+RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+Location = tuple[str | int, ...]
+_SIGNS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def _field_at(model: type[BaseModel], loc: Location) -> Any:
+    """Return the pydantic field that `loc` (an error's location) points at, if any."""
+    field = None
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not isinstance(part, str) or not fields or part not in fields:
+            return None
+        field = fields[part]
+        current = field.annotation
+    return field
+
+
+def allowed_range(model: type[BaseModel], loc: Location) -> str | None:
+    """Describe the numeric range a field allows (`2 to 10000000`, `> 0 and <= 10`)."""
+    field = _field_at(model, loc)
+    if field is None:
+        return None
+    bounds = {
+        name: getattr(item, name)
+        for item in field.metadata
+        for name in ("ge", "gt", "le", "lt")
+        if getattr(item, name, None) is not None
+    }
+    if "ge" in bounds and "le" in bounds:
+        return f"{bounds['ge']} to {bounds['le']}"
+    parts = [f"{sign} {bounds[name]}" for name, sign in _SIGNS if name in bounds]
+    return " and ".join(parts) or None
+
+
+def _culprit(loc: Location, origins: Mapping[Location, str], default: str) -> str:
+    """Return who set the value at `loc`: the origin of its longest prefix, else `default`."""
+    for size in range(len(loc), 0, -1):
+        if loc[:size] in origins:
+            return origins[loc[:size]]
+    return default
+
+
+def format_validation_error(
+    error: ValidationError,
+    source: str,
+    *,
+    model: type[BaseModel] | None = None,
+    origins: Mapping[Location, str] | None = None,
+    prefix: str = "",
+    docs: str = "docs/config.md",
+) -> str:
+    """Render a pydantic error as one line per bad value, naming who set it and what is allowed.
+
+    Args:
+        error: the validation error.
+        source: who gave the values (a file name, "defaults").
+        model: the model validated, to name the allowed range of a number out of range.
+        origins: who set the values under some locations instead (an environment variable,
+            a command-line option), by location.
+        prefix: key path of the validated model inside the settings (`market.synthetic`).
+        docs: the page that lists the keys, named when a key is unknown.
+    """
     lines = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc: Location = tuple(item["loc"])
+        path = ".".join(str(part) for part in (prefix.split(".") if prefix else []) + list(loc))
+        path = path or "(top level)"
+        culprit = _culprit(loc, origins or {}, source)
         if item["type"] == "extra_forbidden":
             hint = REPLACED_KEYS.get(path, "check the spelling")
-            lines.append(f"{source}: unknown key '{path}' ({hint}; see docs/config.md)")
+            lines.append(f"{culprit}: unknown key '{path}' ({hint}; see {docs})")
             continue
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {path} = {item.get('input')!r}: {message}")
+        message = " ".join(item["msg"].removeprefix("Value error, ").split())
+        allowed = allowed_range(model, loc) if model and item["type"] in RANGE_ERRORS else None
+        if allowed:
+            message += f" (allowed: {allowed})"
+        given = item.get("input")
+        shown = "" if isinstance(given, dict) else f" = {given!r}"
+        lines.append(f"{culprit}: {path}{shown}: {message}")
     return "\n".join(lines)
 
 
@@ -308,15 +426,29 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+def _override_path(name: str) -> list[str]:
+    parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"environment override {name}: expected AGORA__section__key")
+    return parts
+
+
+def env_override_origins(environ: Mapping[str, str]) -> dict[Location, str]:
+    """Return the key path each `AGORA__…` variable sets, mapped to the variable's name."""
+    return {
+        tuple(_override_path(name)): f"environment variable {name}"
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX)
+    }
+
+
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Return `raw` with every `AGORA__section__key[__subkey]=value` applied."""
     merged = json.loads(json.dumps(raw))
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"environment override {name}: expected AGORA__section__key")
+        parts = _override_path(name)
         node = merged
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -371,7 +503,9 @@ def load_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from e
+        origins = env_override_origins(environ)
+        message = format_validation_error(e, source, model=Settings, origins=origins)
+        raise ConfigError(message) from e
     if path is not None:
         settings = _resolve_paths(settings, Path(path).resolve().parent)
     return settings

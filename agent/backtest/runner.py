@@ -31,7 +31,8 @@ from agent.backtest.scenario import Scenario
 from agent.config import DexSettings, Settings
 from agent.dex.pool import PoolConfig
 from agent.env.trading_env import EnvConfig, MarketData
-from agent.errors import ChainError, ConfigError, DataError, ModelError
+from agent.errors import ChainError, ConfigError, DataError, ModelError, UsageError
+from agent.market.data import check_time_range
 from agent.market.schema import (
     SeriesKey,
     bars_per_year,
@@ -112,8 +113,7 @@ def load_candles(
         key = default_key(settings)
     if store is None:
         raise ConfigError("data.source is store but no store was given")
-    end_ms = parse_time_ms(spec.end, what="data.end") if spec.end else None
-    candles = store.read_candles(key, end_ms=end_ms)
+    candles = store.read_candles(key)  # all of it: data.end may lie past it (named then)
     if candles.empty:
         raise DataError(
             f"no candles stored for {key}: run `agora data synth` or `agora data import`"
@@ -121,25 +121,48 @@ def load_candles(
     return candles, key, str(key), key.timeframe, hidden
 
 
-def _slice_window(
-    candles: pd.DataFrame, scenario: Scenario, warmup: int
-) -> tuple[pd.DataFrame, int, int]:
-    """Cut the candles to warm-up + traded range; return (candles, start, end) indexes."""
-    times = candles["open_time"].to_numpy(dtype="int64")
+DATE_NAMES = ("data.start", "data.end")
+"""What a scenario (and `agora backtest --start/--end`, which set them) calls its range."""
+
+
+def _date_range(scenario: Scenario) -> tuple[int | None, int | None]:
     spec = scenario.data
+    start_ms = parse_time_ms(spec.start, what="data.start") if spec.start else None
+    end_ms = parse_time_ms(spec.end, what="data.end") if spec.end else None
+    return start_ms, end_ms
+
+
+def _slice_window(
+    candles: pd.DataFrame, scenario: Scenario, warmup: int, label: str
+) -> tuple[pd.DataFrame, int, int]:
+    """Cut the candles to warm-up + traded range; return (candles, start, end) indexes.
+
+    Raises:
+        UsageError: data.start/data.end are reversed, miss the candles or leave too few bars
+            (naming the candles' range).
+        DataError: there are too few candles for the warm-up, with no range given.
+    """
+    times = candles["open_time"].to_numpy(dtype="int64")
+    start_ms, end_ms = _date_range(scenario)
+    first_ms, last_ms = int(times[0]), int(times[-1])
+    check_time_range(
+        start_ms, end_ms, first_ms=first_ms, last_ms=last_ms, series=label, names=DATE_NAMES
+    )
     first = warmup
-    if spec.start:
-        first = max(
-            warmup, int(np.searchsorted(times, parse_time_ms(spec.start, what="data.start")))
-        )
+    if start_ms is not None:
+        first = max(warmup, int(np.searchsorted(times, start_ms)))
     last = len(times) - 1
-    if spec.end:
-        last = int(np.searchsorted(times, parse_time_ms(spec.end, what="data.end"), "right")) - 1
+    if end_ms is not None:
+        last = int(np.searchsorted(times, end_ms, "right")) - 1
     if last - first < 2:
-        raise DataError(
+        message = (
             f"the data range leaves {max(0, last - first)} bars to trade after a warm-up of "
-            f"{warmup} bars ({len(times)} candles loaded); widen data.start/data.end"
+            f"{warmup} bars ({len(times)} candles loaded)"
         )
+        if start_ms is None and end_ms is None:
+            raise DataError(f"{message}: too few candles")
+        held = f"{format_time_ms(first_ms)} to {format_time_ms(last_ms)}"
+        raise UsageError(f"{message}: widen data.start/data.end; {label} holds candles from {held}")
     # The whole history before the first decision stays: a signal at bar t must be the same
     # number wherever it is computed (training computes it over the whole series too).
     frame = candles.iloc[: last + 1].reset_index(drop=True)
@@ -164,18 +187,21 @@ def prepare(
         min_warmup: bars the policy under test needs before its first decision.
     """
     from agent.plugins.market_data import build_market_data
-    from agent.plugins.resolve import resolve_strategies
+    from agent.plugins.resolve import check_params, resolve_strategies
     from agent.plugins.signals import as_discovered
 
     if strategies is not None:
         items = [as_discovered(s) for s in strategies]
     else:
-        items = resolve_strategies(scenario.strategies, settings)
+        items = resolve_strategies(scenario.strategies, settings, where="strategies")
+    for item in items:
+        given = scenario.strategy_params.get(item.name, {})
+        check_params(item, given, spec=item.name, where="strategy_params")
     items = [item.with_params(**scenario.strategy_params.get(item.name, {})) for item in items]
     candles, key, label, timeframe, hidden = load_candles(scenario, settings, store)
     needed = max([i.info.warmup_bars + 1 for i in items if i.info] + [0])
     warmup = scenario.data.warmup_bars or max(EnvConfig().first_bar, needed, min_warmup)
-    candles, start, end = _slice_window(candles, scenario, warmup)
+    candles, start, end = _slice_window(candles, scenario, warmup, label)
     data, reasons = build_market_data(
         candles,
         items,
@@ -501,15 +527,38 @@ class Outputs:
     report_path: Path | None
 
 
+def output_dir(scenario: Scenario, out_dir: Path | None = None) -> Path:
+    """Create and return the folder a run's outputs go under (`--out`, else report.dir).
+
+    Raises:
+        UsageError: it cannot be created.
+    """
+    folder = out_dir or scenario.report.dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the report folder {folder}: {e.strerror}") from e
+    return folder
+
+
 def write_outputs(
     run: BacktestRun, scenario: Scenario, store: Store | None, out_dir: Path | None = None
 ) -> Outputs:
-    """Write the results JSON and HTML report of a run, and record it in the store."""
-    folder = (out_dir or scenario.report.dir) / run.metadata.run_id
-    results_path = (
-        report.write_results(run, folder / "results.json") if scenario.report.json_ else None
-    )
-    report_path = report.write_report(run, folder / "report.html") if scenario.report.html else None
+    """Write the results JSON and HTML report of a run, and record it in the store.
+
+    Raises:
+        UsageError: the output folder cannot be written.
+    """
+    folder = output_dir(scenario, out_dir) / run.metadata.run_id
+    try:
+        results_path = (
+            report.write_results(run, folder / "results.json") if scenario.report.json_ else None
+        )
+        report_path = (
+            report.write_report(run, folder / "report.html") if scenario.report.html else None
+        )
+    except OSError as e:
+        raise UsageError(f"cannot write the backtest report in {folder}: {e.strerror}") from e
     if store is not None:
         report.record_run(store, run, results_path, report_path)
     return Outputs(results_path, report_path)

@@ -10,12 +10,23 @@ default scenario from the configuration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.config import DexSettings, Settings, SyntheticSettings, read_yaml
+from agent.config import (
+    MAX_TRAINING_SEED,
+    RANGE_ERRORS,
+    DexSettings,
+    Location,
+    Settings,
+    SyntheticSettings,
+    allowed_range,
+    format_validation_error,
+    read_yaml,
+)
 from agent.errors import ConfigError
 
 BaselineName = Literal["buy-and-hold", "flat", "random"]
@@ -64,7 +75,9 @@ class DataSpec(_Strict):
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"data.synthetic.{where}: {first['msg']}") from None
+                allowed = allowed_range(SyntheticSettings, tuple(first["loc"]))
+                bounds = f" (allowed: {allowed})" if first["type"] in RANGE_ERRORS else ""
+                raise ValueError(f"data.synthetic.{where}: {first['msg']}{bounds}") from None
         return self
 
 
@@ -164,7 +177,7 @@ class Scenario(_Strict):
     random: RandomSpec = RandomSpec()
     costs: CostsSpec = CostsSpec()
     initial_value_quote: float = Field(10_000.0, gt=0.0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_TRAINING_SEED)
     days_per_year: float = Field(365.0, gt=0.0, le=366.0)
     execution: Literal["offchain", "onchain"] = "offchain"
     walkforward: WalkForwardSpec | None = None
@@ -189,24 +202,20 @@ class Scenario(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
-    lines = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{path}' (see docs/backtesting.md)")
-            continue
-        message = item["msg"].removeprefix("Value error, ")
-        given = item.get("input")
-        shown = "" if isinstance(given, dict) else f" = {given!r}"
-        lines.append(f"{source}: {path}{shown}: {message}")
-    return "\n".join(lines)
-
-
 def parse_scenario(
-    raw: dict[str, Any], source: str = "scenario", base_dir: Path | None = None
+    raw: dict[str, Any],
+    source: str = "scenario",
+    base_dir: Path | None = None,
+    *,
+    origins: Mapping[Location, str] | None = None,
 ) -> Scenario:
     """Validate scenario data; relative paths (data.path) are resolved against `base_dir`.
+
+    Args:
+        raw: the scenario's data.
+        source: where it comes from (the file), for messages.
+        base_dir: the directory relative paths start from.
+        origins: who set some of the values instead (a command-line option), by key path.
 
     Raises:
         ConfigError: naming the file, the key path, the value and what is allowed.
@@ -214,7 +223,10 @@ def parse_scenario(
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from e
+        message = format_validation_error(
+            e, source, model=Scenario, origins=origins, docs="docs/backtesting.md"
+        )
+        raise ConfigError(message) from e
     path = scenario.data.path
     if base_dir is not None and path is not None and not path.is_absolute():
         data = scenario.data.model_copy(update={"path": base_dir / path})
@@ -257,7 +269,26 @@ def with_overrides(scenario: Scenario, **overrides: Any) -> Scenario:
     if "strategies" in given:
         raw["strategies"] = list(given.pop("strategies"))
     raw.update(given)
-    return parse_scenario(raw, "command line")
+    origins = {
+        location: option
+        for key, (location, option) in OVERRIDE_OPTIONS.items()
+        if overrides.get(key) is not None
+    }
+    return parse_scenario(raw, "command line", origins=origins)
+
+
+OVERRIDE_OPTIONS: dict[str, tuple[Location, str]] = {
+    "model": (("policy", "model"), "--model"),
+    "strategy": (("policy", "strategy"), "--strategy"),
+    "start": (("data", "start"), "--start"),
+    "end": (("data", "end"), "--end"),
+    "seed": (("seed",), "--seed"),
+    "execution": (("execution",), "--onchain"),
+    "fee_bps": (("costs", "fee_bps"), "--fee-bps"),
+    "liquidity_quote": (("costs", "liquidity_quote"), "--liquidity"),
+    "gas_price_gwei": (("costs", "gas_price_gwei"), "--gas-price"),
+}
+"""The `agora backtest` option behind each override of `with_overrides`, for messages."""
 
 
 def default_scenario(settings: Settings) -> Scenario:

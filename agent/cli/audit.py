@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.cli.common import (
+    MAX_STORED_INT,
     ConfigOption,
     JsonOption,
     open_store,
@@ -159,7 +160,9 @@ def verify_cmd(
 @app.command("show")
 def show_cmd(
     ctx: typer.Context,
-    seq: Annotated[int, typer.Argument(min=0, help="Sequence number of the decision.")],
+    seq: Annotated[
+        int, typer.Argument(min=0, max=MAX_STORED_INT, help="Sequence number of the decision.")
+    ],
     address: AddressOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from agent.cli.common import (
+    MAX_STORED_INT,
     ConfigOption,
     JsonOption,
     open_store,
@@ -97,9 +98,12 @@ def run(
         ),
     ] = False,
     start: Annotated[
-        str | None, typer.Option("--start", help="First traded bar (ISO 8601).")
+        str | None,
+        typer.Option("--start", help="First traded bar (ISO 8601), the scenario's data.start."),
     ] = None,
-    end: Annotated[str | None, typer.Option("--end", help="Last bar (ISO 8601).")] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Last bar (ISO 8601), the scenario's data.end.")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="Seed of the run.")] = None,
     fee_bps: Annotated[
         int | None, typer.Option("--fee-bps", min=0, max=1000, help="Pool fee (basis points).")
@@ -122,7 +126,7 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Run a backtest: the tested policy against every strategy alone and the baselines."""
-    from agent.backtest.runner import run_scenario, write_outputs
+    from agent.backtest.runner import output_dir, run_scenario, write_outputs
     from agent.backtest.scenario import default_scenario, load_scenario, with_overrides
     from agent.errors import UsageError
 
@@ -142,6 +146,8 @@ def run(
         liquidity_quote=liquidity,
         gas_price_gwei=gas_price,
     )
+    if not no_report:
+        output_dir(chosen, out)  # a folder that cannot be written fails now, not after the run
     with open_store(settings) as store, _StageBar() as progress:
         result = run_scenario(chosen, settings, store=store, progress=progress)
         outputs = None if no_report else write_outputs(result, chosen, store, out)
@@ -185,7 +191,9 @@ def run(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the last N runs.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_STORED_INT, help="Show the last N runs.")
+    ] = 20,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -35,9 +35,23 @@ def check(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Validate a configuration file; exit 2 naming every bad key or value."""
-    from agent.config import load_settings
+    """Validate a configuration file and its strategies; exit 2 naming what is wrong.
+
+    Every key is checked, then every `agent.strategies` entry is resolved: its name must be a
+    usable strategy and its parameters ones the strategy declares (a third-party plugin is
+    loaded in the sandbox to read them).
+    """
+    import os
+
+    from agent.config import env_override_origins, load_settings
+    from agent.errors import ConfigError
+    from agent.plugins.resolve import resolve_strategies
 
     target = path or config or (ctx.find_root().obj or {}).get("config") or Path("config.yaml")
     settings = load_settings(target)
+    culprit = env_override_origins(os.environ).get(("agent", "strategies"), str(target))
+    try:
+        resolve_strategies(settings.agent.strategies, settings)
+    except ConfigError as e:
+        raise ConfigError(f"{culprit}: {e}") from e
     stdout.print(f"{target}: OK (config hash {settings.config_hash()})", markup=False)

@@ -15,6 +15,7 @@ from agent.cli.common import (
     print_json,
     settings_for,
     stdout,
+    with_options,
 )
 
 app = typer.Typer(
@@ -78,20 +79,15 @@ def synth(
     from agent.market.synthetic import synth as run_synth
 
     settings = settings_for(ctx, config)
-    params = settings.market.synthetic
-    planted = params.planted.model_copy(
-        update={
-            k: v
-            for k, v in {"information_coefficient": ic, "half_life_bars": half_life}.items()
-            if v is not None
-        }
-    )
-    params = params.model_validate(
+    params = with_options(
+        settings.market.synthetic,
+        "market.synthetic",
         {
-            **params.model_dump(),
-            **{k: v for k, v in {"bars": bars, "seed": seed}.items() if v is not None},
-            "planted": planted.model_dump(),
-        }
+            "bars": ("--bars", bars),
+            "seed": ("--seed", seed),
+            "planted.information_coefficient": ("--ic", ic),
+            "planted.half_life_bars": ("--half-life", half_life),
+        },
     )
     with open_store(settings) as store:
         result = run_synth(
@@ -224,6 +220,7 @@ def show(
             start_ms=parse_time_ms(start, what="--start") if start else None,
             end_ms=parse_time_ms(end, what="--end") if end else None,
             limit=limit,
+            names=("--start", "--end"),
         )
     records = [
         {

@@ -1,7 +1,9 @@
 """The `agora` command: a thin layer over the library, one module per command group.
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error. Errors print one line;
-`--debug` shows the traceback.
+`--debug` shows the traceback. Agora's own errors carry their exit code; click's usage errors
+exit 2; an OS error that reaches this far names its path (exit 2 when the path is wrong, 1
+otherwise); anything else is reported as "unexpected", which is a bug to fix at its source.
 """
 
 from __future__ import annotations
@@ -95,10 +97,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:
+        if debug:
+            raise
+        stderr.print(f"error: {describe_os_error(e)}", markup=False, highlight=False)
+        sys.exit(2 if isinstance(e, PATH_ERRORS) else 1)
     except Exception as e:
         exit_code = getattr(e, "exit_code", None)
         if hasattr(e, "show") and isinstance(exit_code, int):
-            e.show()  # click's usage errors (typer vendors click): they print themselves, exit 2
+            _show_click_error(e)  # click's errors (typer vendors click): usage errors exit 2
             sys.exit(exit_code)
         if debug:
             raise
@@ -108,3 +115,26 @@ def main(argv: list[str] | None = None) -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+"""OS errors about a path that is wrong (exit 2); any other OS error is a runtime error (1)."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """Say what an OS error was about in one line: the path(s) and the system's reason."""
+    reason = " ".join((error.strerror or str(error)).split()) or type(error).__name__
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def _show_click_error(error: Exception) -> None:
+    """Print a click error as one line naming the command's help; a help page as it is."""
+    format_message = getattr(error, "format_message", None)
+    if type(error).__name__ == "NoArgsIsHelpError" or format_message is None:
+        error.show()  # type: ignore[attr-defined]
+        return
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    message = " ".join(str(format_message()).split())
+    stderr.print(f"error: {message}{hint}", markup=False, highlight=False)

@@ -13,7 +13,10 @@ HEADER = """# Command reference
 
 Generated from the CLI by `python -m agent.cli.reference > docs/cli.md`; a test keeps it
 in sync. Every command takes `--config PATH` (before or after the command name) and exits
-with 0 on success, 1 on a runtime error and 2 on a usage or configuration error.
+with 0 on success, 1 on a runtime error and 2 on a usage or configuration error. An error is
+one line on stderr, `error: …`, naming what is at fault (the option, the configuration key and
+the file or `AGORA__…` variable that set it, the path) and what is allowed; `--debug` adds the
+traceback.
 """
 
 

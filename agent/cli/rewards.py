@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.cli.common import (
+    MAX_STORED_INT,
     ConfigOption,
     JsonOption,
     ProgressBar,
@@ -29,7 +30,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-EpochArgument = Annotated[int, typer.Argument(min=0, help="Epoch number (bars k*epoch_bars …).")]
+EpochArgument = Annotated[
+    int, typer.Argument(min=0, max=MAX_STORED_INT, help="Epoch number (bars k*epoch_bars …).")
+]
 TOKEN_DECIMALS = 18
 
 
@@ -128,7 +131,9 @@ def run_epoch(
     epoch: EpochArgument,
     through: Annotated[
         int | None,
-        typer.Option("--through", min=0, help="Run every epoch from N through this one."),
+        typer.Option(
+            "--through", min=0, max=MAX_STORED_INT, help="Run every epoch from N through this one."
+        ),
     ] = None,
     model: Annotated[str, typer.Option("--model", help="Model id to measure.")] = "live",
     claim: Annotated[

@@ -14,6 +14,7 @@ from agent.cli.common import (
     settings_for,
     stderr,
     stdout,
+    with_options,
 )
 
 AlgoOption = Annotated[
@@ -28,6 +29,16 @@ TimestepsOption = Annotated[
     int | None,
     typer.Option("--timesteps", min=1, help="Environment steps per seed (default: config)."),
 ]
+AllowMaskedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-masked-strategies",
+        help=(
+            "Train even if a strategy of agent.strategies gives no signal (it fails, times out "
+            "or is quarantined): the agent then never sees it. Default: refuse, exit 2."
+        ),
+    ),
+]
 
 
 def train(
@@ -35,10 +46,14 @@ def train(
     algo: AlgoOption = None,
     seeds: SeedsOption = None,
     timesteps: TimestepsOption = None,
+    allow_masked_strategies: AllowMaskedOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train the agent (best checkpoint by validation; the test split is measured once)."""
+    """Train the agent (best checkpoint by validation; the test split is measured once).
+
+    Refuses (exit 2) when a strategy gives no signal, unless --allow-masked-strategies.
+    """
     from typing import get_args
 
     from agent.config import AgentSettings
@@ -48,11 +63,22 @@ def train(
     if algo is not None and algo.lower() not in known:
         raise UsageError(f"--algo {algo!r}: expected one of {', '.join(known)}")
     settings = settings_for(ctx, config)
+    with_options(  # the agent section's bounds: a huge --timesteps would never end
+        settings.agent,
+        "agent",
+        {"seeds": ("--seeds", seeds), "timesteps": ("--timesteps", timesteps)},
+    )
     from agent.learn.train import train as run_train
 
     with open_store(settings) as store:
         report = run_train(
-            settings, store, algorithm=algo, seeds=seeds, timesteps=timesteps, progress=True
+            settings,
+            store,
+            algorithm=algo,
+            seeds=seeds,
+            timesteps=timesteps,
+            progress=True,
+            allow_masked_strategies=allow_masked_strategies,
         )
     for name, reason in report.masked.items():
         stderr.print(f"warning: {name}: no signal (masked): {reason}", markup=False)

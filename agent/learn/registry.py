@@ -276,6 +276,7 @@ def export(store: Store, model_id: str, path: Path | str) -> Path:
 
     Raises:
         ModelError: the stored file is missing or no longer matches its id.
+        UsageError: `path` cannot be written.
     """
     record = show(store, model_id)
     source = Path(record.path)
@@ -286,8 +287,11 @@ def export(store: Store, model_id: str, path: Path | str) -> Path:
     target = Path(path)
     if target.is_dir():
         target = target / f"{record.id}{MODEL_SUFFIX}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    except OSError as e:
+        raise UsageError(f"cannot export model {record.id[:12]} to {target}: {e.strerror}") from e
     return target
 
 

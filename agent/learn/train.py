@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from agent.config import Settings
 from agent.env.features import FEATURE_NAMES
 from agent.env.rollout import ModelPolicy, RolloutResult, buy_and_hold, rollout
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
-from agent.errors import ModelError
+from agent.errors import ConfigError, ModelError
 from agent.learn import registry
 from agent.learn.dataset import Dataset, load_dataset
 from agent.learn.diagnostics import (
@@ -415,6 +415,7 @@ def train(
     seeds: int | None = None,
     timesteps: int | None = None,
     progress: bool = False,
+    allow_masked_strategies: bool = False,
 ) -> TrainReport:
     """Train `seeds` seeds (`agora train`), register each kept model, report mean and spread.
 
@@ -427,10 +428,13 @@ def train(
         seeds: how many seeds, from `agent.seed` on (default `agent.seeds`).
         timesteps: steps per seed (default `agent.timesteps`).
         progress: show a progress bar and one line per evaluation on stderr.
+        allow_masked_strategies: train even when a strategy gives no signal at all (it is
+            masked throughout, so the model never sees it); by default that is refused.
 
     Raises:
         ModelError: training failed.
         DataError: no candles, or too few for the split.
+        ConfigError: a strategy gives no signal and masking was not allowed.
     """
     algorithm = (algorithm or settings.agent.algorithm).lower()
     if algorithm not in ALGORITHMS:
@@ -441,6 +445,8 @@ def train(
         if store is None:
             raise ModelError("train needs a store or a dataset")
         dataset = load_dataset(store, settings)
+    if dataset.reasons and not allow_masked_strategies:
+        raise ConfigError(_masked_message(dataset.reasons))
     directory = registry.models_dir(settings)
     runs = []
     for offset in range(n_seeds):
@@ -466,6 +472,16 @@ def train(
         runs=runs,
         summary=summarise(runs),
         masked=dict(dataset.reasons or {}),
+    )
+
+
+def _masked_message(reasons: Mapping[str, str]) -> str:
+    """One line naming every strategy without a signal, why, and the ways out."""
+    failed = "; ".join(f"{name} ({' '.join(reason.split())})" for name, reason in reasons.items())
+    return (
+        f"agent.strategies: no signal from {failed}: the agent would train with "
+        f"{'it' if len(reasons) == 1 else 'them'} masked throughout; fix or remove "
+        f"{'it' if len(reasons) == 1 else 'them'}, or allow it with --allow-masked-strategies"
     )
 
 

@@ -40,6 +40,42 @@ def list_series(store: Store) -> list[SeriesSummary]:
     return store.list_series()
 
 
+def check_time_range(
+    start_ms: int | None,
+    end_ms: int | None,
+    *,
+    first_ms: int,
+    last_ms: int,
+    series: str,
+    names: tuple[str, str] = ("start", "end"),
+) -> None:
+    """Refuse a time range that is reversed or misses the data, naming the data's range.
+
+    Args:
+        start_ms: first time asked for, if any.
+        end_ms: last time asked for, if any.
+        first_ms: open time of the first candle there is.
+        last_ms: open time of the last candle there is.
+        series: what the candles are, for the message.
+        names: what the user called the start and the end (`--start`, `data.start`).
+
+    Raises:
+        UsageError: the start is after the end, the end before the first candle or the start
+            after the last one.
+    """
+    held = f"{series} holds candles from {format_time_ms(first_ms)} to {format_time_ms(last_ms)}"
+    start_name, end_name = names
+    if start_ms is not None and end_ms is not None and start_ms > end_ms:
+        raise UsageError(
+            f"{start_name} {format_time_ms(start_ms)} is after {end_name} "
+            f"{format_time_ms(end_ms)}; {held}"
+        )
+    if end_ms is not None and end_ms < first_ms:
+        raise UsageError(f"{end_name} {format_time_ms(end_ms)} is before the data: {held}")
+    if start_ms is not None and start_ms > last_ms:
+        raise UsageError(f"{start_name} {format_time_ms(start_ms)} is after the data: {held}")
+
+
 def show(
     store: Store,
     key: SeriesKey,
@@ -47,12 +83,24 @@ def show(
     start_ms: int | None = None,
     end_ms: int | None = None,
     limit: int | None = None,
+    names: tuple[str, str] = ("start", "end"),
 ) -> pd.DataFrame:
-    """Return stored candles of one series (the last `limit` of the range, if given)."""
-    frame = store.read_candles(key, start_ms=start_ms, end_ms=end_ms)
-    if frame.empty and store.last_open_time(key) is None:
+    """Return stored candles of one series (the last `limit` of the range, if given).
+
+    Raises:
+        UsageError: no such series, or the range is reversed or misses its candles
+            (`check_time_range`; `names` are what the caller calls the range's ends).
+    """
+    last_ms = store.last_open_time(key)
+    if last_ms is None:
         known = ", ".join(str(s.key) for s in store.list_series()) or "none"
         raise UsageError(f"no candles stored for {key} (stored series: {known})")
+    first_ms = store.first_open_time(key)
+    assert first_ms is not None
+    check_time_range(
+        start_ms, end_ms, first_ms=first_ms, last_ms=last_ms, series=str(key), names=names
+    )
+    frame = store.read_candles(key, start_ms=start_ms, end_ms=end_ms)
     return frame.tail(limit).reset_index(drop=True) if limit else frame
 
 

@@ -37,22 +37,45 @@ def bars_per_year(timeframe: str, days_per_year: float = 365.0) -> float:
     return days_per_year * 86_400_000 / timeframe_ms(timeframe)
 
 
+_MIN_MS = -(pd.Timestamp.min.value // -1_000_000)
+_MAX_MS = pd.Timestamp.max.value // 1_000_000
+"""The times pandas can hold (1677-09-21 to 2262-04-11), in epoch milliseconds."""
+
+
+def _out_of_range(text: object, what: str) -> UsageError:
+    return UsageError(
+        f"{what} {text!r} is out of range: use a time from {format_time_ms(_MIN_MS)} to "
+        f"{format_time_ms(_MAX_MS)}"
+    )
+
+
 def parse_time_ms(text: str | int | float | datetime, *, what: str = "time") -> int:
-    """Parse a user-given time (ISO 8601 date/time or epoch ms) into UTC milliseconds."""
-    if isinstance(text, datetime):
+    """Parse a user-given time (ISO 8601 date/time or epoch ms) into UTC milliseconds.
+
+    Raises:
+        UsageError: not a date, or a time outside the years 1677-2262 that pandas can hold.
+    """
+    if isinstance(text, int | float) or (isinstance(text, str) and text.strip().isdigit()):
+        ms = float(text) if isinstance(text, float) else int(text)
+        if not _MIN_MS <= ms <= _MAX_MS:  # NaN fails this too
+            raise _out_of_range(text, what)
+        return int(ms)
+    try:
         stamp = pd.Timestamp(text)
-    elif isinstance(text, int | float) or (isinstance(text, str) and text.strip().isdigit()):
-        return int(text)
-    else:
-        try:
-            stamp = pd.Timestamp(text)
-        except (ValueError, TypeError) as e:
-            raise UsageError(
-                f"{what} {text!r} is not a date: use ISO 8601 (2024-01-01 or 2024-01-01T12:00Z)"
-            ) from e
+    except OverflowError as e:  # pd.errors.OutOfBoundsDatetime is a ValueError
+        raise _out_of_range(text, what) from e
+    except (ValueError, TypeError) as e:
+        if isinstance(e, pd.errors.OutOfBoundsDatetime):
+            raise _out_of_range(text, what) from e
+        raise UsageError(
+            f"{what} {text!r} is not a date: use ISO 8601 (2024-01-01 or 2024-01-01T12:00Z)"
+        ) from e
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
-    return int(stamp.tz_convert("UTC").value // 1_000_000)
+    try:
+        return int(stamp.tz_convert("UTC").value // 1_000_000)
+    except OverflowError as e:  # a date pandas parses but cannot hold in nanoseconds
+        raise _out_of_range(text, what) from e
 
 
 def format_time_ms(ms: int) -> str:

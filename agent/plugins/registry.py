@@ -286,7 +286,7 @@ def new(name: str, directory: Path | str = ".") -> Scaffold:
 
     Raises:
         UsageError: the name is not a valid strategy name, would shadow an importable module,
-            or one of the two files exists already.
+            one of the two files exists already, or the folder cannot be written.
     """
     if not NAME_PATTERN.match(name):
         raise UsageError(
@@ -304,12 +304,17 @@ def new(name: str, directory: Path | str = ".") -> Scaffold:
     existing = [str(p) for p in paths if p.exists()]
     if existing:
         raise UsageError(f"refusing to overwrite {' and '.join(existing)}")
-    folder.mkdir(parents=True, exist_ok=True)
     values = {"name": name, "module": module, "class_name": class_name}
     templates = resources.files("agent.plugins").joinpath("templates")
-    for path, template in zip(paths, ("strategy.py.tmpl", "test_strategy.py.tmpl"), strict=True):
-        text = templates.joinpath(template).read_text(encoding="utf-8")
-        path.write_text(string.Template(text).substitute(values), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, template in zip(
+            paths, ("strategy.py.tmpl", "test_strategy.py.tmpl"), strict=True
+        ):
+            text = templates.joinpath(template).read_text(encoding="utf-8")
+            path.write_text(string.Template(text).substitute(values), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write the strategy {name!r} in {folder}: {e.strerror}") from e
     return Scaffold(name, paths[0], paths[1])
 
 

@@ -246,7 +246,10 @@ def retrain(runtime: ServiceRuntime) -> JobResult:
         with Store(runtime.settings.data.database_path) as own:
             candles = own.read_candles(key)
             dataset = dataset_from_candles(candles, runtime.settings, key=key, store=own)
-            report = train(runtime.settings, own, dataset=dataset, seeds=1)
+            # a quarantined or failing plugin is masked, never a reason to stop retraining
+            report = train(
+                runtime.settings, own, dataset=dataset, seeds=1, allow_masked_strategies=True
+            )
             model_id = report.runs[0].model_id
             result = promote(own, runtime.settings, model_id)
     finally:

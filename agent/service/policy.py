@@ -47,5 +47,7 @@ def bootstrap_model(
     from agent.learn.train import train
 
     dataset = dataset_from_candles(candles, settings, key=key, store=store)
-    report = train(settings, store, dataset=dataset, seeds=1, timesteps=timesteps)
+    report = train(  # the service masks a failing strategy rather than refusing to trade
+        settings, store, dataset=dataset, seeds=1, timesteps=timesteps, allow_masked_strategies=True
+    )
     return registry.promote(store, settings, report.runs[0].model_id)

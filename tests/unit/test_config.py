@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -163,3 +164,54 @@ def test_config_hash_changes_with_any_value() -> None:
     a = Settings()
     b = load_settings(None, environ={"AGORA__agent__seed": "1"})
     assert a.config_hash() != b.config_hash()
+
+
+def test_a_bad_environment_override_is_blamed_on_the_variable_not_the_file(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "market:\n  symbol: A/B\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={"AGORA__market__synthetic__bars": "abc"})
+    assert str(info.value).startswith(
+        "environment variable AGORA__market__synthetic__bars: market.synthetic.bars = 'abc': "
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={"AGORA__market__synthetic": "{bars: 1}"})
+    assert str(info.value).startswith("environment variable AGORA__market__synthetic: ")
+    with pytest.raises(ConfigError, match=r"^environment variable AGORA__market__colour: unknown"):
+        load_settings(path, environ={"AGORA__market__colour": "red"})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: market\.synthetic\.bars"):
+        load_settings(write(tmp_path, "market:\n  synthetic:\n    bars: 1\n"), environ={})
+
+
+def test_a_number_out_of_range_names_the_allowed_range_on_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "service:\n  poll_s: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert str(info.value) == (
+        f"{path}: service.poll_s = 0: Input should be greater than 0 (allowed: > 0.0 and <= 3600.0)"
+    )
+    with pytest.raises(ConfigError, match=r"\(allowed: 2 to 10000000\)$"):
+        load_settings(None, environ={"AGORA__market__synthetic__bars": "10000001"})
+
+
+def test_strategy_specs_are_checked_when_the_settings_load(tmp_path: Path) -> None:
+    for spec, expected in (
+        ("macd:fast", "expected name:param=value"),
+        (":fast=3", "has no strategy name"),
+        ("macd:fast=[", "fast=[ is not a value"),
+    ):
+        path = write(tmp_path, f"agent:\n  strategies: [{json.dumps(spec)}]\n")
+        with pytest.raises(ConfigError, match=re.escape(expected)) as info:
+            load_settings(path, environ={})
+        assert f"agent.strategies = ['{spec}']: entry '{spec}'" in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_training_seeds_stay_within_what_numpy_accepts() -> None:
+    with pytest.raises(ConfigError, match=r"agent\.seed = 4294967296: .*4294967295"):
+        load_settings(None, environ={"AGORA__agent__seed": str(2**32)})
+    with pytest.raises(ConfigError, match=r"seed \+ seeds - 1 = 4294967296, exceeds 2\*\*32 - 1"):
+        load_settings(
+            None, environ={"AGORA__agent__seed": str(2**32 - 1), "AGORA__agent__seeds": "2"}
+        )
