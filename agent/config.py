@@ -108,6 +108,9 @@ class ChainSettings(Section):
     private_key_env: str = "AGORA_PRIVATE_KEY"
     anvil_path: Path | None = None
     anvil_persist: bool = True
+    deadline_s: int = Field(300, ge=1, le=86_400)
+    """Seconds a swap stays valid after the latest of its decision's time, the wall clock and
+    the chain's latest block (the pool refuses it after that: `Pool: EXPIRED`)."""
 
 
 class DexSettings(Section):

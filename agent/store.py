@@ -287,6 +287,19 @@ def _m011_lookahead(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m012_failed_executions(db: sqlite_utils.Database) -> None:
+    """A bar whose swap the chain refused: `failed` with the reason until an attempt succeeds."""
+    # `status`: 'done' (replicated) or 'failed' (the last attempt reverted; the bar is still
+    # owed to the chain, the decision record stands); `attempts`: attempts made, the
+    # successful one included; `error`: the reason of the last failed attempt.
+    db.execute(
+        "ALTER TABLE service_executions ADD COLUMN status TEXT NOT NULL DEFAULT 'done' "
+        "CHECK (status IN ('done', 'failed'))"
+    )
+    db.execute("ALTER TABLE service_executions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+    db.execute("ALTER TABLE service_executions ADD COLUMN error TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -299,6 +312,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m009_service,
     _m010_backtest_decisions,
     _m011_lookahead,
+    _m012_failed_executions,
 )
 
 

@@ -24,6 +24,7 @@ from agent.errors import AuditError
 MismatchKind = Literal[
     "missing_record",
     "altered_record",
+    "chain_altered",
     "broken_link",
     "reordered",
     "missing_entry",
@@ -95,6 +96,7 @@ class OnchainLog:
         hashes: the hashes the events carry, in seq order (up to the first inconsistency).
         inconsistency: where the events stop reproducing the storage (kind
             "log_inconsistent"), or None.
+        entry_txs: the transaction that logged each of `hashes`.
     """
 
     address: str
@@ -103,6 +105,7 @@ class OnchainLog:
     head: str
     hashes: list[str]
     inconsistency: Mismatch | None
+    entry_txs: tuple[str, ...] = ()
 
 
 def read_decision_log(
@@ -133,8 +136,9 @@ def read_decision_log(
     count = int(read_chain(what, log.functions.count().call, block_identifier=block))
     head = _hex(read_chain(what, log.functions.head().call, block_identifier=block))
     interval = int(read_chain(what, log.functions.CHECKPOINT_INTERVAL().call))
-    batches = iter_batches(backend, log, from_block, block, page_blocks)
+    batches = list(iter_batches(backend, log, from_block, block, page_blocks))
     hashes, heads, inconsistency = _assemble(batches, interval)
+    entry_txs = tuple(batch.tx_hash for batch in batches for _ in batch.hashes)[: len(hashes)]
     if inconsistency is None:
         inconsistency = _check_storage(log, block, count, head, hashes, heads, interval)
     return OnchainLog(
@@ -144,6 +148,7 @@ def read_decision_log(
         head=head,
         hashes=hashes,
         inconsistency=inconsistency,
+        entry_txs=entry_txs,
     )
 
 

@@ -12,7 +12,9 @@ and sends only the decisions with `seq >= count`, after checking that the log's 
 running head of the stored hashes below `count` (so it never appends to a log that diverged
 from the store). It also waits while the operator has transactions in flight, so a send whose
 receipt was lost is never doubled by a resend. Chain errors are retried with exponential
-backoff; what cannot be sent stays `pending` in the store for the next flush.
+backoff; what cannot be sent stays `pending` in the store for the next flush. A dev chain whose
+head went stale is first brought up to the wall clock (`agent.chain.clock`), so the block that
+logs a decision bears the time it was sent.
 
 Errors: `ChainError` (the node failed; the decisions stay pending), `TransactionReverted` (a
 send reverted), `AuditError` (the store's chain is broken or the log diverged from it).
@@ -39,6 +41,7 @@ from agent.audit.record import (
     record_from_json,
 )
 from agent.chain.backends import ChainBackend
+from agent.chain.clock import catch_up_head
 from agent.chain.contracts import load_artifact
 from agent.errors import AuditError, ChainError, TransactionReverted
 from agent.store import Store
@@ -208,6 +211,7 @@ class DecisionOutbox:
         max_backoff_s: the longest wait between attempts.
         sleep: the wait function (tests pass a fake).
         clock: a monotonic clock, for the backoff of `try_flush`.
+        wall_clock: the wall clock (Unix seconds) a stale dev chain is brought up to.
     """
 
     def __init__(
@@ -222,6 +226,7 @@ class DecisionOutbox:
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise AuditError(f"batch_size = {batch_size}: expected 1 to {MAX_BATCH_SIZE}")
@@ -237,6 +242,7 @@ class DecisionOutbox:
         self.max_backoff_s = max_backoff_s
         self._sleep = sleep
         self._clock = clock
+        self._wall_clock = wall_clock
         self._writer_checked = False
         self._verified: tuple[int, str] = (0, ZERO_HASH)
         """(n, head): the log's first n entries are known to equal the stored hashes."""
@@ -336,6 +342,7 @@ class DecisionOutbox:
                 f"the stored decisions from seq {first} are not contiguous or the outbox is "
                 f"out of step with the log (at {self._onchain[0]}): run `agora audit verify`"
             )
+        catch_up_head(self.backend, self._wall_clock())
         self._mark(seqs, "sent", attempts=1)
         hashes = [bytes.fromhex(h[2:]) for _, h in batch]
         call = (

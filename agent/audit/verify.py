@@ -12,6 +12,10 @@ FIRST mismatch, by sequence number, and what it looks like:
 
     missing_record    there is no decision at this seq (a gap in the table or the list)
     altered_record    the record no longer hashes to what was stored / logged
+    chain_altered     the chain's entry differs from a record that is intact, and the evidence
+                      says the entry changed: the log's own next entry commits to this record's
+                      hash (as the next record's prev_hash), or the store recorded another
+                      transaction than the node's as the one that logged it
     broken_link       the record's prev_hash is not the hash of the record before it
     reordered         the decision at this seq is another seq's (store or chain order changed)
     missing_entry     the chain lacks this decision (later entries shifted, or never sent)
@@ -72,6 +76,11 @@ class TrailEntry(Protocol):
     @property
     def status(self) -> str:
         """The outbox status, or GIVEN."""
+        ...
+
+    @property
+    def tx_hash(self) -> str | None:
+        """The transaction the store recorded as logging it, if any."""
         ...
 
     def record(self) -> DecisionRecord:
@@ -172,6 +181,7 @@ class _GivenRecord:
     given: DecisionRecord
     hash: str
     status: str = GIVEN
+    tx_hash: str | None = None
 
     @property
     def seq(self) -> int:
@@ -237,11 +247,16 @@ def _verify_entries(
     source: str,
 ) -> VerifyReport:
     log = read_decision_log(backend, address, page_blocks=page_blocks, from_block=from_block)
+    txs = log.entry_txs
     if log.inconsistency is None:
-        mismatch, hashes = find_first_mismatch(entries, log.hashes, log.head, source=source)
+        mismatch, hashes = find_first_mismatch(
+            entries, log.hashes, log.head, source=source, onchain_txs=txs
+        )
     else:  # compare up to where the events stop making sense; report that if nothing earlier
         cut = log.inconsistency.seq
-        mismatch, _ = find_first_mismatch(entries[:cut], log.hashes[:cut], source=source)
+        mismatch, _ = find_first_mismatch(
+            entries[:cut], log.hashes[:cut], source=source, onchain_txs=txs[:cut]
+        )
         if mismatch is None or mismatch.seq >= cut:
             mismatch = log.inconsistency
         hashes = _effective_hashes(entries)
@@ -279,12 +294,14 @@ def find_first_mismatch(
     head_onchain: str | None = None,
     *,
     source: str = "the store",
+    onchain_txs: Sequence[str] = (),
 ) -> tuple[Mismatch | None, list[str]]:
     """Compare decisions (in seq order) with on-chain hashes; return the first mismatch.
 
     Also returns the recomputed hashes of the records (a record that does not parse counts
     with its stored hash, so the head can still be compared). `source` names where the
-    decisions come from, in the mismatch's detail.
+    decisions come from, in the mismatch's detail; `onchain_txs`, the transaction that logged
+    each on-chain hash (when known), is evidence for `chain_altered`.
     """
     recomputed = recompute_hashes(rows)
     hashes = [h if h is not None else row.hash for h, row in zip(recomputed, rows, strict=True)]
@@ -294,7 +311,7 @@ def find_first_mismatch(
             found = _store_mismatch(seq, rows, recomputed, onchain, source)
             if found is not None:
                 return found, hashes
-        found = _chain_mismatch(seq, rows, hashes, position, onchain, source)
+        found = _chain_mismatch(seq, rows, hashes, position, onchain, source, onchain_txs)
         if found is not None:
             return found, hashes
     if head_onchain is not None and chain_head(hashes) != head_onchain:
@@ -354,6 +371,7 @@ def _chain_mismatch(
     position: dict[str, int],
     onchain: Sequence[str],
     source: str,
+    onchain_txs: Sequence[str] = (),
 ) -> Mismatch | None:
     """Classify a difference between the record's hash and the on-chain entry at `seq`."""
     mine = hashes[seq] if seq < len(hashes) else None
@@ -387,8 +405,48 @@ def _chain_mismatch(
     if theirs in position:
         detail = f"the DecisionLog holds decision {position[theirs]} at seq {seq}"
         return Mismatch(seq, "reordered", detail, mine, theirs)
+    evidence = _entry_changed(seq, rows, hashes, onchain, onchain_txs)
+    if evidence is not None:
+        detail = (
+            f"the DecisionLog's entry at seq {seq} ({theirs}) differs from the record {source} "
+            f"holds, whose hash is intact ({mine}): {evidence}"
+        )
+        return Mismatch(seq, "chain_altered", detail, mine, theirs)
     detail = f"the record hashes to {mine} but the DecisionLog holds {theirs}"
     return Mismatch(seq, "altered_record", detail, mine, theirs)
+
+
+def _entry_changed(
+    seq: int,
+    rows: Sequence[TrailEntry],
+    hashes: Sequence[str],
+    onchain: Sequence[str],
+    onchain_txs: Sequence[str],
+) -> str | None:
+    """Return the evidence that the chain's entry at `seq` changed, not the record, or None.
+
+    Either the log's own next entry is the hash of the next record, whose prev_hash is this
+    record's hash (the chain itself vouches for the record), or the store recorded the
+    transaction that logged the record and the node's entry comes from another one.
+    """
+    after = seq + 1
+    if after < len(rows) and after < len(onchain) and hashes[after] == onchain[after]:
+        try:
+            linked = rows[after].record().prev_hash
+        except AuditError:
+            linked = None
+        if linked == hashes[seq]:
+            return (
+                f"the log's own entry {after} is the hash of decision {after}, whose prev_hash "
+                "is this record's hash"
+            )
+    logged_by = rows[seq].tx_hash
+    if logged_by and seq < len(onchain_txs) and onchain_txs[seq] != logged_by:
+        return (
+            f"the store recorded it as logged by transaction {logged_by}, the node's entry "
+            f"comes from transaction {onchain_txs[seq]}"
+        )
+    return None
 
 
 # --- one decision -----------------------------------------------------------------------------

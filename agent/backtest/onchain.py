@@ -8,6 +8,10 @@ that the chain paid exactly what the mirror computed) and writes the decision as
 are chained by `prev_hash`, their hashes appended to the run's own DecisionLog in batches, and
 returned, so `agora audit verify --run RUN` checks an on-chain backtest exactly as it checks the
 service's trail.
+
+The trader is the chain's second account; on a chain with one key (`rpc`) the operator trades
+too: it then arbitrages from a float minted once, and the run's accounting takes the
+arbitrage flows out of the account's balances before comparing them with the mirror's.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ class OnChainVenue:
         mint_quote: mints quote tokens to an account (the operator owns the market tokens).
         record_hashes: appends decision hashes to the DecisionLog; returns the on-chain head.
         log_address: the DecisionLog's address.
+        shared_account: whether the trader is the operator (one key), which also arbitrages.
     """
 
     executor: Any
     mint_quote: Callable[[str, int], None]
     record_hashes: Callable[[list[str]], str]
     log_address: str
+    shared_account: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ def run_onchain(
     names = data.strategy_names
     records: list[DecisionRecord] = []
     totals = {"gas_quote": 0, "gas_used": 0, "transactions": 0}
+    arbitrage_flow = [0, 0]  # (base, quote) the arbitrage moved: the trader's too when shared
     prev = ZERO_HASH
     state = {"pool": mirror.state, "base": 0, "quote": quote_units}
 
@@ -125,8 +132,13 @@ def run_onchain(
         nonlocal prev
         state.update(pool=step.fill.pool_after, base=step.base, quote=step.quote)
         price = float(data.close[step.t])
-        if executor.arbitrage_to_price(price) is not None:
+        arbitrage = executor.arbitrage_to_price(price)
+        if arbitrage is not None:
             totals["transactions"] += 1
+            if venue.shared_account:
+                paid, received = (0, 1) if arbitrage.token_in == "base" else (1, 0)
+                arbitrage_flow[paid] -= arbitrage.amount_in
+                arbitrage_flow[received] += arbitrage.amount_out
         _check_reserves(executor, step.fill.pool_coupled, f"at bar {step.t} after arbitrage")
         trade = step.fill.trade
         executed = ExecutedTrade()
@@ -165,7 +177,10 @@ def run_onchain(
     _check_reserves(executor, state["pool"], "at the end")
     chain_base, chain_quote = executor.balances()
     base, quote = state["base"], state["quote"]
-    held = (chain_base - base0, chain_quote - quote0 - totals["gas_quote"])
+    held = (
+        chain_base - base0 - arbitrage_flow[0],
+        chain_quote - quote0 - arbitrage_flow[1] - totals["gas_quote"],
+    )
     if held != (base, quote):
         raise ChainError(
             f"parity broken: the trader holds (base {held[0]}, quote {held[1]} after gas) "
@@ -207,28 +222,29 @@ def open_onchain_venue(backend: Any, deployment: Any, trader: str | None = None)
     Args:
         backend: the chain backend (`agent.chain.backends`).
         deployment: the contracts; the pool must be freshly seeded at the first bar's price.
-        trader: the trading account; default the backend's second account (the operator
-            arbitrages the pool and must not be the trader).
+        trader: the trading account; default the backend's second account, or the operator on
+            a chain with one key (`rpc`), which is then minted a float for its arbitrage.
     """
-    from agent.chain.executor import OnChainExecutor
+    from agent.chain.executor import OPERATOR_FLOAT, OnChainExecutor
 
     accounts = backend.accounts
     if trader is None:
-        if len(accounts) < 2:
-            raise ChainError(
-                f"an on-chain backtest needs a second account to trade with; {backend.name} "
-                "has only the operator"
-            )
-        trader = accounts[1]
+        trader = accounts[1] if len(accounts) > 1 else backend.operator
     w3 = backend.w3
     executor = OnChainExecutor(
         backend, deployment.pool, deployment.market_base, deployment.market_quote, trader
     )
+    shared = executor.trader == backend.operator
+    base_token = deployment.contract(w3, "market_base")
     quote_token = deployment.contract(w3, "market_quote")
     log = deployment.contract(w3, "decision_log")
 
     def mint_quote(account: str, amount: int) -> None:
         backend.transact(quote_token.functions.mint(account, amount))
+
+    if shared:  # the operator trades: its arbitrage must never draw on the portfolio
+        backend.transact(base_token.functions.mint(backend.operator, OPERATOR_FLOAT[0]))
+        mint_quote(backend.operator, OPERATOR_FLOAT[1])
 
     def record_hashes(hashes: list[str]) -> str:
         for i in range(0, len(hashes), LOG_BATCH):
@@ -236,4 +252,4 @@ def open_onchain_venue(backend: Any, deployment: Any, trader: str | None = None)
             backend.transact(log.functions.recordBatch(batch))
         return "0x" + bytes(log.functions.head().call()).hex()
 
-    return OnChainVenue(executor, mint_quote, record_hashes, deployment.decision_log)
+    return OnChainVenue(executor, mint_quote, record_hashes, deployment.decision_log, shared)

@@ -5,6 +5,12 @@ backtests use `agent.dex.amm` / `agent.dex.pool` instead. `execute` sends the tr
 computed and checks that the chain agrees with it to the wei (amount out and reserves after),
 so the two paths cannot drift apart unnoticed.
 
+Deadlines (`agent.chain.clock`): a swap expires `deadline_s` after the latest of its decision's
+time, the wall clock and the chain's latest block (stale on an idle dev chain, ahead of the
+clock on one that mines fast). Before each swap a stale dev-chain head is brought up to the
+clock. A swap the pool refuses as expired is sent once more with a fresh deadline (from the
+head as it is then); a second refusal is raised.
+
 Errors (all from the chain boundary):
 
     ChainError                  node failure, a receipt that does not match the request, or
@@ -16,6 +22,8 @@ Errors (all from the chain boundary):
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -28,6 +36,7 @@ from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
 
 from agent.chain.backends import ChainBackend, revert_reason
+from agent.chain.clock import catch_up_head, swap_deadline
 from agent.chain.contracts import load_artifact
 from agent.dex import amm
 from agent.dex.amm import PoolState, SwapResult, Token
@@ -38,6 +47,15 @@ MAX_UINT256 = 2**256 - 1
 SWAP_GAS_LIMIT = 200_000
 """Gas limit sent with every swap (a swap uses ~75k-110k). Sending a fixed limit skips
 `eth_estimateGas`, which costs as much as the swap itself (several times more on py-evm)."""
+
+OPERATOR_FLOAT = (10**36, 10**30)
+"""(base, quote) units minted once to an operator that also trades (one key), so its
+arbitrage never draws on the portfolio: 10**18 base tokens (18 decimals), 10**24 USD (6)."""
+
+DEFAULT_DEADLINE_S = 300
+"""Seconds a swap stays valid by default (`chain.deadline_s`)."""
+EXPIRED = "Pool: EXPIRED"
+"""The pool's revert reason for a swap mined after its deadline."""
 
 _UNLIMITED_ALLOWANCE = 2**255
 """An allowance at or above this is treated as unlimited (OpenZeppelin does not spend a max
@@ -82,6 +100,9 @@ class OnChainExecutor:
         trader: the account that trades; defaults to the backend's operator.
         gas_limit: gas limit sent with each swap; None estimates it (slower, but a reverting
             swap then fails before it is sent, which saves its gas on a real chain).
+        deadline_s: seconds a swap stays valid after the latest of its decision's time, the
+            clock and the chain's latest block (`chain.deadline_s`).
+        clock: the wall clock, Unix seconds (tests warp it).
 
     Raises:
         ChainError: if the pool does not trade exactly these two tokens, or the node fails.
@@ -96,10 +117,14 @@ class OnChainExecutor:
         trader: str | None = None,
         *,
         gas_limit: int | None = SWAP_GAS_LIMIT,
+        deadline_s: int = DEFAULT_DEADLINE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
         self.trader = Web3.to_checksum_address(trader or backend.operator)
         self.gas_limit = gas_limit
+        self.deadline_s = deadline_s
+        self.clock = clock
         w3 = backend.w3
         pool_abi = load_artifact("ConstantProductPool").abi
         token_abi = load_artifact("MarketToken").abi
@@ -172,19 +197,25 @@ class OnChainExecutor:
         token_in: Token,
         amount_in: int,
         min_amount_out: int,
-        deadline_s: int = 300,
+        deadline_s: int | None = None,
         *,
         sender: str | None = None,
+        not_before_s: float | None = None,
     ) -> SwapReceipt:
         """Swap exactly `amount_in` of `token_in` for the other token, paid to the sender.
+
+        A stale dev-chain head is first brought up to the clock (`clock.catch_up_head`). A
+        swap refused as expired is sent once more with a fresh deadline.
 
         Args:
             token_in: 'base' or 'quote'.
             amount_in: input in `token_in` units.
             min_amount_out: the swap reverts if it would pay out less.
-            deadline_s: seconds after the latest block's timestamp the swap stays valid; a
-                negative value gives an already expired deadline.
+            deadline_s: seconds the swap stays valid after the latest of `not_before_s`, the
+                clock and the chain's latest block (default: the executor's); negative gives an
+                expired one.
             sender: the account that pays and receives; defaults to the trader.
+            not_before_s: the decision's own time (the bar's close), Unix seconds.
 
         Returns:
             What the pool paid, the gas and the reserves after.
@@ -197,18 +228,34 @@ class OnChainExecutor:
         """
         token_address = self._address(token_in)
         account = Web3.to_checksum_address(sender or self.trader)
+        window = self.deadline_s if deadline_s is None else deadline_s
         self._ensure_allowance(account, token_in)
-        deadline = int(self.backend.w3.eth.get_block("latest")["timestamp"]) + deadline_s
-        call = self._pool.functions.swapExactIn(
-            token_address, amount_in, min_amount_out, deadline, account
-        )
-        try:
-            receipt = self._send(call, account, self.gas_limit)
-        except TransactionReverted as error:
-            if error.reason == "Pool: INSUFFICIENT_ALLOWANCE":  # revoked since: check again
-                self._approved.discard((account, token_in))
-            raise
-        return self._read_swap(receipt, account, token_in, amount_in, min_amount_out)
+        for attempt in (1, 2):
+            now = self.clock()
+            head = catch_up_head(self.backend, now)
+            deadline = swap_deadline(window, now_s=now, not_before_s=not_before_s, head_s=head)
+            call = self._pool.functions.swapExactIn(
+                token_address, amount_in, min_amount_out, deadline, account
+            )
+            try:
+                receipt = self._send(call, account, self.gas_limit)
+            except TransactionReverted as error:
+                if error.reason == "Pool: INSUFFICIENT_ALLOWANCE":  # revoked since: check again
+                    self._approved.discard((account, token_in))
+                if error.reason != EXPIRED:
+                    raise
+                if attempt == 2:
+                    raise TransactionReverted(
+                        f"swapExactIn reverted: {EXPIRED}, twice: the second swap's deadline "
+                        f"was {deadline}, {window} s (chain.deadline_s) after the latest of "
+                        f"this host's clock ({int(now)}), the decision's time and the chain's "
+                        f"latest block ({head}), and the node mined it later: does the node's "
+                        "clock jump ahead?",
+                        reason=EXPIRED,
+                    ) from error
+                continue
+            return self._read_swap(receipt, account, token_in, amount_in, min_amount_out)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def execute(
         self,
@@ -216,6 +263,7 @@ class OnChainExecutor:
         *,
         expected_reserves_after: PoolState | None = None,
         sender: str | None = None,
+        not_before_s: float | None = None,
     ) -> SwapReceipt | None:
         """Send the swap the off-chain mirror computed and check the chain agrees to the wei.
 
@@ -227,6 +275,8 @@ class OnChainExecutor:
             expected_reserves_after: the mirror's pool after the trade (base and quote are
                 compared); defaults to `trade.new_state` for a `SwapResult`.
             sender: the account that trades; defaults to the trader.
+            not_before_s: the decision's own time (the bar's close), Unix seconds: the
+                deadline is counted from it when it is later than the clock.
 
         Returns:
             The receipt, or None for a 'none' trade.
@@ -234,7 +284,8 @@ class OnChainExecutor:
         Raises:
             ChainError: "parity broken" if the chain pays a different amount or ends with
                 different reserves than the mirror (the swap, if mined, stays mined).
-            TransactionReverted: the swap reverted for another reason (balance, deadline).
+            TransactionReverted: the swap reverted for another reason (balance, a deadline
+                passed twice).
         """
         expected_after: PoolState | None
         if isinstance(trade, SwapResult):
@@ -248,7 +299,13 @@ class OnChainExecutor:
             token_in = "quote" if trade.side == "buy" else "base"
             expected_after = expected_reserves_after
         try:
-            receipt = self.swap_exact_in(token_in, trade.amount_in, trade.amount_out, sender=sender)
+            receipt = self.swap_exact_in(
+                token_in,
+                trade.amount_in,
+                trade.amount_out,
+                sender=sender,
+                not_before_s=not_before_s,
+            )
         except TransactionReverted as error:
             if error.reason != f"Pool: {amm.INSUFFICIENT_OUTPUT_AMOUNT}":
                 raise

@@ -87,6 +87,15 @@ def _print(state: dict[str, Any]) -> None:
         )
     for chain in state.get("chains", [])[:1]:
         rows.append(("chain", f"{chain['chain_key']}: replicated to {chain['synced_bar']}"))
+        failed = chain.get("failed_bar")
+        if failed:
+            rows.append(
+                (
+                    "failed bar",
+                    f"{failed['bar']} ({failed['attempts']} attempts, tried again with the "
+                    f"next bar): {failed['error']}",
+                )
+            )
     epoch = state.get("last_epoch")
     if epoch:
         rows.append(("last epoch", f"{epoch['epoch']} {epoch['status']}, {epoch['total']} units"))

@@ -278,6 +278,23 @@ def put_chain_genesis(store: Store, chain_key: str, genesis: dict[str, Any]) -> 
         )
 
 
+EXECUTED, FAILED = "done", "failed"
+"""Execution status: the bar is replicated on the chain; its last attempt reverted (`error`)."""
+
+_EXECUTION_COLUMNS = (
+    "chain_key, bar_time_ms, arbitrage_tx, swap_tx, gas_used, created_ms, status, attempts, error"
+)
+
+
+def _failed_before(conn: sqlite3.Connection, chain_key: str, bar_time_ms: int) -> Any:
+    """Return (arbitrage_tx, gas_used, attempts, error) of a bar's failed row, or None."""
+    return conn.execute(
+        "SELECT arbitrage_tx, gas_used, attempts, error FROM service_executions "
+        "WHERE chain_key = ? AND bar_time_ms = ? AND status = 'failed'",
+        [chain_key, bar_time_ms],
+    ).fetchone()
+
+
 def record_execution(
     store: Store,
     chain_key: str,
@@ -287,13 +304,22 @@ def record_execution(
     swap_tx: str | None,
     gas_used: int,
 ) -> None:
-    """Record that a bar is replicated on a chain (its transactions, when this run sent them)."""
+    """Record that a bar is replicated on a chain (its transactions, when this run sent them).
+
+    A bar that failed before keeps its count of attempts and its last error, and the
+    arbitrage an earlier attempt sent.
+    """
     now = now_ms()
     with writing(store, f"the execution of bar {bar_time_ms} on {chain_key}") as conn:
+        attempts, error = 1, None
+        failed = _failed_before(conn, chain_key, bar_time_ms)
+        if failed is not None:
+            arbitrage_tx = arbitrage_tx or failed[0]
+            gas_used, attempts, error = gas_used + int(failed[1]), int(failed[2]) + 1, failed[3]
         conn.execute(
-            "INSERT OR REPLACE INTO service_executions (chain_key, bar_time_ms, arbitrage_tx, "
-            "swap_tx, gas_used, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-            [chain_key, bar_time_ms, arbitrage_tx, swap_tx, gas_used, now],
+            f"INSERT OR REPLACE INTO service_executions ({_EXECUTION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?)",
+            [chain_key, bar_time_ms, arbitrage_tx, swap_tx, gas_used, now, attempts, error],
         )
         conn.execute(
             "UPDATE service_chains SET synced_bar_ms = ?, updated_ms = ? WHERE chain_key = ?",
@@ -301,16 +327,58 @@ def record_execution(
         )
 
 
+def record_failed_execution(
+    store: Store,
+    chain_key: str,
+    bar_time_ms: int,
+    *,
+    reason: str,
+    arbitrage_tx: str | None,
+    gas_used: int,
+) -> int:
+    """Record that an attempt to replicate a bar reverted; return the attempts made so far.
+
+    The bar stays owed to the chain (`synced_bar_ms` does not move past it); its decision
+    record is untouched.
+    """
+    now = now_ms()
+    with writing(store, f"the failed execution of bar {bar_time_ms} on {chain_key}") as conn:
+        attempts = 1
+        failed = _failed_before(conn, chain_key, bar_time_ms)
+        if failed is not None:
+            arbitrage_tx = arbitrage_tx or failed[0]
+            gas_used, attempts = gas_used + int(failed[1]), int(failed[2]) + 1
+        conn.execute(
+            f"INSERT OR REPLACE INTO service_executions ({_EXECUTION_COLUMNS}) "
+            "VALUES (?, ?, ?, NULL, ?, ?, 'failed', ?, ?)",
+            [chain_key, bar_time_ms, arbitrage_tx, gas_used, now, attempts, reason[:1000]],
+        )
+    return attempts
+
+
 def execution(store: Store, chain_key: str, bar_time_ms: int) -> dict[str, Any] | None:
-    """Return the transactions of one bar on one chain, or None."""
+    """Return what happened to one bar on one chain (transactions, status, attempts), or None."""
     row = store.db.execute(
-        "SELECT arbitrage_tx, swap_tx, gas_used, created_ms FROM service_executions "
-        "WHERE chain_key = ? AND bar_time_ms = ?",
+        "SELECT arbitrage_tx, swap_tx, gas_used, created_ms, status, attempts, error "
+        "FROM service_executions WHERE chain_key = ? AND bar_time_ms = ?",
         [chain_key, bar_time_ms],
     ).fetchone()
     if row is None:
         return None
-    return {"arbitrage_tx": row[0], "swap_tx": row[1], "gas_used": row[2], "at_ms": row[3]}
+    keys = ("arbitrage_tx", "swap_tx", "gas_used", "at_ms", "status", "attempts", "error")
+    return dict(zip(keys, row, strict=True))
+
+
+def failed_execution(store: Store, chain_key: str) -> dict[str, Any] | None:
+    """Return the bar whose execution failed on a chain and is still owed to it, or None."""
+    row = store.db.execute(
+        "SELECT bar_time_ms, attempts, error, created_ms FROM service_executions "
+        "WHERE chain_key = ? AND status = 'failed' ORDER BY bar_time_ms LIMIT 1",
+        [chain_key],
+    ).fetchone()
+    if row is None:
+        return None
+    return {"bar_time_ms": int(row[0]), "attempts": int(row[1]), "error": row[2], "at_ms": row[3]}
 
 
 # --- jobs -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from agent.chain.backends import ChainBackend, EmbeddedBackend, embedded_state_d
 from agent.chain.custody import CANNOT_PROVE, move_aside, require_chain_for_store
 from agent.chain.embedded import ChainLost, chain_file, chain_files
 from agent.config import Settings
-from agent.errors import UsageError
+from agent.errors import ChainError, UsageError
 from agent.store import Store
 
 
@@ -135,6 +135,12 @@ def _replay(
         )
         replica.ensure_genesis()
         report.bars_replayed = replica.sync()
+        failed = replica.failed_bar
+        if failed is not None:
+            raise ChainError(
+                f"replaying bar {failed['bar']} failed: {failed['error']}; run `agora chain "
+                "recover` again (it starts over)"
+            )
         replica.verify()
         say(f"replayed {report.bars_replayed} service bars (arbitrage and swaps)")
         flushed = replica.flush_decisions(force=True)

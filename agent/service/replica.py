@@ -11,6 +11,14 @@ chain that does not persist, or by the explicit `agora chain recover`.
 `flush_decisions` hands the audit outbox what the DecisionLog lacks; `replicate_rewards`
 publishes (and claims) recorded reward epochs the chain lacks.
 
+A swap the chain refuses (a revert: an expired deadline, retried once by the executor with a
+fresh one, or any other reason) is not fatal and changes no record: the bar is recorded as
+`failed` on that chain with the reason (`service_executions`), replication stops there, and
+the bar is tried again with the next decided bar or, failing that, after a backoff (30 s
+doubling to an hour), never in a loop. Its decision stands, so the chain still owes exactly
+that swap: the pool is Agora's own and moves only with the records, so a late swap pays what
+the mirror computed, to the wei, and the bars after it follow in order.
+
 Chain genesis. Before acting on a chain for the first time the service records the balances
 it finds there; it then mints the operator a float of both market tokens (so arbitrage never
 mints again) and funds the trader with the starting portfolio. Each step is recognised on the
@@ -20,8 +28,10 @@ chain afterwards by those balances, so it too happens exactly once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,18 +42,21 @@ from web3.exceptions import Web3Exception
 
 from agent.chain.backends import ChainBackend
 from agent.chain.deploy import Deployment, chain_key
+from agent.chain.executor import OPERATOR_FLOAT
 from agent.config import Settings
 from agent.dex.amm import PoolState, SwapResult, Token
-from agent.errors import ChainError
+from agent.errors import ChainError, TransactionReverted
+from agent.market.schema import format_time_ms, timeframe_ms
 from agent.service import ledger
 from agent.service.decision import BarOutcome
 from agent.store import Store
 
-PREFUND_BASE = 10**36
-"""Base units (18 decimals) minted to the operator once, for arbitrage: 10**18 tokens."""
-PREFUND_QUOTE = 10**30
-"""Quote units (6 decimals) minted to the operator once, for arbitrage: 10**24 USD."""
+PREFUND_BASE, PREFUND_QUOTE = OPERATOR_FLOAT
+"""Base and quote units minted to the operator once, for arbitrage (`OPERATOR_FLOAT`)."""
 Balances = tuple[int, int]
+FAILED_RETRY_S = 30.0
+"""Backoff before a failed bar is tried again without a newer bar (doubled per attempt)."""
+FAILED_RETRY_MAX_S = 3600.0
 
 
 class ChainDiverged(ChainError):
@@ -116,6 +129,7 @@ class ChainReplica:
         initial_quote: the starting portfolio, in quote units, funded to the trader.
         genesis_pool: the pool's reserves before the first decided bar (the fresh deployment).
         event: the structured log (`event(name, **fields)`).
+        clock: the wall clock, Unix seconds: swap deadlines and a stale dev chain's catch-up.
     """
 
     def __init__(
@@ -129,6 +143,7 @@ class ChainReplica:
         initial_quote: int,
         genesis_pool: Balances,
         event: Callable[..., None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         from agent.audit.outbox import DecisionOutbox
         from agent.chain.executor import OnChainExecutor
@@ -147,8 +162,15 @@ class ChainReplica:
         self.trader = Web3.to_checksum_address(accounts[1]) if len(accounts) > 1 else self.operator
         self.shared_account = self.trader == self.operator
         self.executor = OnChainExecutor(
-            backend, deployment.pool, deployment.market_base, deployment.market_quote, self.trader
+            backend,
+            deployment.pool,
+            deployment.market_base,
+            deployment.market_quote,
+            self.trader,
+            deadline_s=settings.chain.deadline_s,
+            clock=clock,
         )
+        self.timeframe_ms = timeframe_ms(market.rsplit(":", 1)[-1])
         self.outbox = DecisionOutbox(
             store,
             backend,
@@ -157,6 +179,7 @@ class ChainReplica:
             max_attempts=1,
             backoff_s=0.5,
             max_backoff_s=10.0,
+            wall_clock=clock,
         )
         self._tokens = {
             name: deployment.contract(backend.w3, name) for name in ("market_base", "market_quote")
@@ -166,6 +189,12 @@ class ChainReplica:
         self._synced_ms: int | None = None
         self._verified = False
         """Whether the chain is known to be at `_synced_ms` (checked, or synced by this object)."""
+        self._failed: dict[str, Any] | None = None
+        """The bar whose execution failed and is owed to the chain (`ledger.failed_execution`)."""
+        self._retry_after_bar: int | None = None
+        """A failed bar is tried again once a bar newer than this one is decided..."""
+        self._retry_at = 0.0
+        """... or once the monotonic clock passes this (the backoff)."""
 
     # --- reading ----------------------------------------------------------------------------
     def balances(self, account: str) -> Balances:
@@ -223,6 +252,7 @@ class ChainReplica:
             found = ledger.chain_genesis(self.store, self.key)
             assert found is not None
         self._genesis, self._synced_ms = found
+        self._load_failed()
         if self._synced_ms is not None:
             self._funded = True
             return
@@ -302,26 +332,34 @@ class ChainReplica:
             raise ChainError(f"replicating on {self.key} failed: {e}") from e
 
     def _sync(self, limit: int | None, stop: Callable[[], bool] | None) -> int:
+        if not self._retry_due():
+            return 0
         ticks = ledger.decisions_after(self.store, self.market, self._synced_ms, limit)
         if not ticks:
             return 0
-        previous = None
-        if self._synced_ms is not None:
-            rows = ledger.decisions_after(self.store, self.market, self._synced_ms - 1, 1)
-            if rows and rows[0].bar_time_ms == self._synced_ms and rows[0].outcome is not None:
-                previous = BarPlan.from_outcome(rows[0].bar_time_ms, rows[0].outcome)
+        previous = None if self._synced_ms is None else self._plan_at(self._synced_ms)
         done = 0
         for tick in ticks:
             if stop is not None and stop():
                 break
             assert tick.outcome is not None
             plan = BarPlan.from_outcome(tick.bar_time_ms, tick.outcome)
-            self._replicate(plan, previous)
+            if not self._replicate(plan, previous):
+                break
             previous = plan
             done += 1
         return done
 
-    def _replicate(self, plan: BarPlan, previous: BarPlan | None) -> None:
+    def _retry_due(self) -> bool:
+        """Whether a failed bar may be tried again: a newer bar was decided, or backoff passed."""
+        if self._failed is None or self._retry_after_bar is None:
+            return True
+        newest = ledger.last_decision(self.store, self.market)
+        newer = newest is not None and newest.bar_time_ms > self._retry_after_bar
+        return newer or time.monotonic() >= self._retry_at
+
+    def _replicate(self, plan: BarPlan, previous: BarPlan | None) -> bool:
+        """Bring the chain through one bar; False if a transaction reverted (bar failed)."""
         before, coupled, after = self._states(plan, previous)
         do_arbitrage = do_swap = True
         if not self._verified:
@@ -338,13 +376,17 @@ class ChainReplica:
                 )
         arbitrage_tx = swap_tx = None
         gas = 0
-        if do_arbitrage and plan.arbitrage is not None:
-            receipt = self._execute(plan.arbitrage, self.operator, plan)
-            arbitrage_tx, gas = receipt.tx_hash, gas + receipt.gas_used
         self._verified = False  # until the bar is recorded: a failure here needs a fresh look
-        if do_swap and plan.trade is not None:
-            receipt = self._execute(plan.trade, self.trader, plan)
-            swap_tx, gas = receipt.tx_hash, gas + receipt.gas_used
+        try:
+            if do_arbitrage and plan.arbitrage is not None:
+                receipt = self._execute(plan.arbitrage, self.operator, plan)
+                arbitrage_tx, gas = receipt.tx_hash, gas + receipt.gas_used
+            if do_swap and plan.trade is not None:
+                receipt = self._execute(plan.trade, self.trader, plan)
+                swap_tx, gas = receipt.tx_hash, gas + receipt.gas_used
+        except TransactionReverted as error:
+            self._bar_failed(plan, error, arbitrage_tx, gas)
+            return False
         ledger.record_execution(
             self.store,
             self.key,
@@ -355,10 +397,73 @@ class ChainReplica:
         )
         self._synced_ms = plan.bar_time_ms
         self._verified = True
+        if self._failed is not None and self._failed["bar_time_ms"] == plan.bar_time_ms:
+            done = ledger.execution(self.store, self.key, plan.bar_time_ms) or {}
+            self.event(
+                "bar_execution_recovered",
+                chain=self.key,
+                bar=format_time_ms(plan.bar_time_ms),
+                bar_time_ms=plan.bar_time_ms,
+                attempts=done.get("attempts"),
+            )
+            self._failed = self._retry_after_bar = None
+        return True
+
+    def _bar_failed(
+        self, plan: BarPlan, error: TransactionReverted, arbitrage_tx: str | None, gas: int
+    ) -> None:
+        """Record a bar whose transaction reverted; it is tried again later (not in a loop)."""
+        attempts = ledger.record_failed_execution(
+            self.store,
+            self.key,
+            plan.bar_time_ms,
+            reason=str(error),
+            arbitrage_tx=arbitrage_tx,
+            gas_used=gas,
+        )
+        newest = ledger.last_decision(self.store, self.market)
+        backoff = min(FAILED_RETRY_S * 2 ** (attempts - 1), FAILED_RETRY_MAX_S)
+        self._failed = {"bar_time_ms": plan.bar_time_ms, "attempts": attempts, "error": str(error)}
+        self._retry_after_bar = plan.bar_time_ms if newest is None else newest.bar_time_ms
+        self._retry_at = time.monotonic() + backoff
+        self.event(
+            "bar_execution_failed",
+            level=logging.WARNING,
+            chain=self.key,
+            bar=format_time_ms(plan.bar_time_ms),
+            bar_time_ms=plan.bar_time_ms,
+            reason=error.reason,
+            error=str(error)[:500],
+            attempts=attempts,
+            retry=f"with the next decided bar, or in {backoff:.0f} s",
+        )
+
+    def _load_failed(self) -> None:
+        """Take up a bar that failed in an earlier run (it is tried again at the first sync)."""
+        failed = ledger.failed_execution(self.store, self.key)
+        if failed is not None and (
+            self._synced_ms is None or failed["bar_time_ms"] > self._synced_ms
+        ):
+            self._failed = failed
+            self._retry_after_bar = None
+
+    @property
+    def failed_bar(self) -> dict[str, Any] | None:
+        """The bar whose execution failed and is still owed to this chain (bar, attempts, error)."""
+        if self._failed is None:
+            return None
+        bar_ms = int(self._failed["bar_time_ms"])
+        return {
+            "bar": format_time_ms(bar_ms),
+            "bar_time_ms": bar_ms,
+            "attempts": self._failed["attempts"],
+            "error": self._failed["error"],
+        }
 
     def _execute(self, swap: SwapResult, sender: str, plan: BarPlan) -> Any:
+        not_before_s = (plan.bar_time_ms + self.timeframe_ms) / 1000
         try:
-            receipt = self.executor.execute(swap, sender=sender)
+            receipt = self.executor.execute(swap, sender=sender, not_before_s=not_before_s)
         except ChainError as e:
             if str(e).startswith("parity broken"):
                 raise ChainDiverged(f"bar {plan.bar_time_ms} on {self.key}: {e}") from e
@@ -369,9 +474,14 @@ class ChainReplica:
     def verify(self) -> Snapshot:
         """Check that the chain holds exactly what the records imply now; return the snapshot.
 
+        With a failed bar owed to the chain, that is the state before the bar or after its
+        arbitrage (replication stopped there).
+
         Raises:
             ChainDiverged: it does not.
         """
+        if self._failed is not None:
+            return self._verify_before_failed(int(self._failed["bar_time_ms"]))
         last = ledger.last_decision(self.store, self.market)
         if last is None or last.outcome is None:
             expected = self._expected(self.genesis_pool, (0, self.initial_quote), (0, 0))
@@ -382,6 +492,27 @@ class ChainReplica:
         if now != expected:
             raise ChainDiverged(f"the chain {self.key} holds {now}, the records imply {expected}")
         return now
+
+    def _verify_before_failed(self, bar_ms: int) -> Snapshot:
+        plan = self._plan_at(bar_ms)
+        previous = None if self._synced_ms is None else self._plan_at(self._synced_ms)
+        if plan is None:
+            raise ChainDiverged(f"bar {bar_ms} failed on {self.key} but has no recorded decision")
+        before, coupled, _ = self._states(plan, previous)
+        now = self.snapshot()
+        if now not in (before, coupled):
+            raise ChainDiverged(
+                f"the chain {self.key} holds {now}; with bar {bar_ms} failed, the records imply "
+                f"{before} before it or {coupled} after its arbitrage"
+            )
+        return now
+
+    def _plan_at(self, bar_ms: int) -> BarPlan | None:
+        """Return the plan of the decided bar opening at `bar_ms`, or None."""
+        rows = ledger.decisions_after(self.store, self.market, bar_ms - 1, 1)
+        if not rows or rows[0].bar_time_ms != bar_ms or rows[0].outcome is None:
+            return None
+        return BarPlan.from_outcome(bar_ms, rows[0].outcome)
 
     @property
     def synced_ms(self) -> int | None:

@@ -71,6 +71,8 @@ class ServiceRuntime:
         exchange: a ccxt client for the exchange feed (tests pass one at a fake exchange).
         now_ms: the exchange feed's clock.
         sleep: the exchange retries' backoff sleep.
+        clock: the wall clock (Unix seconds) for the chain: swap deadlines and bringing a
+            stale dev chain up to the present (tests warp it).
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class ServiceRuntime:
         exchange: Any = None,
         now_ms: Any = None,
         sleep: Any = time.sleep,
+        clock: Any = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.data_dir = Path(settings.data.dir)
         self.log = log or ServiceLog.for_settings(settings)
         self.metrics = ServiceMetrics()
@@ -348,6 +352,7 @@ class ServiceRuntime:
                 initial_quote=self.genesis.initial_quote,
                 genesis_pool=(self.genesis.pool[0], self.genesis.pool[1]),
                 event=self.log.event,
+                clock=self.clock,
             )
             replica.ensure_genesis()
             started = time.perf_counter()
@@ -556,6 +561,8 @@ class ServiceRuntime:
             status = "degraded"
         elif self.replica is None:
             status = "starting"
+        elif self.replica.failed_bar is not None:
+            status = "degraded"  # a bar's swap reverted: the chain waits for it
         replica = self.replica
         return {
             "status": status,
@@ -573,6 +580,7 @@ class ServiceRuntime:
                 "synced_bar": None
                 if replica is None or replica.synced_ms is None
                 else format_time_ms(replica.synced_ms),
+                "failed_bar": None if replica is None else replica.failed_bar,
             },
             "live_model": None if self.policy is None else self.policy.model_id,
             "outbox_size": outbox,

@@ -36,6 +36,20 @@ def _when(ms: Any) -> str | None:
     return None if ms is None else format_time_ms(int(ms))
 
 
+def _failed_bar(store: Any, chain_key: str) -> dict[str, Any] | None:
+    """The bar whose swap reverted on a chain and is still owed to it, for people."""
+    failed = ledger.failed_execution(store, chain_key)
+    if failed is None:
+        return None
+    return {
+        "bar": _when(failed["bar_time_ms"]),
+        "bar_time_ms": failed["bar_time_ms"],
+        "attempts": failed["attempts"],
+        "error": failed["error"],
+        "at": _when(failed["at_ms"]),
+    }
+
+
 def status(settings: Settings) -> dict[str, Any]:
     """Return the service's state: run, market progress, chain, model, outbox, epochs, jobs."""
     from agent.audit.outbox import stored_count, unconfirmed_count
@@ -84,7 +98,12 @@ def status(settings: Settings) -> dict[str, Any]:
                 for s in ledger.recent_skips(store, market)
             ]
         chains = [
-            {"chain_key": key, "synced_bar": _when(synced), "at": _when(updated)}
+            {
+                "chain_key": key,
+                "synced_bar": _when(synced),
+                "at": _when(updated),
+                "failed_bar": _failed_bar(store, key),
+            }
             for key, synced, updated in store.db.execute(
                 "SELECT chain_key, synced_bar_ms, updated_ms FROM service_chains "
                 "ORDER BY updated_ms DESC LIMIT 3"

@@ -2,7 +2,8 @@
 
 Altering any stored record, deleting an on-chain submission, adding one, or swapping two is
 reported as the first mismatch, at the right sequence number. On-chain deletions and swaps are
-simulated by re-logging the stored hashes, changed, on a freshly deployed DecisionLog.
+simulated by re-logging the stored hashes, changed, on a freshly deployed DecisionLog; an entry
+overwritten on the node, by rolling the chain back (`evm_revert`) and logging another hash.
 """
 
 from __future__ import annotations
@@ -143,3 +144,33 @@ def test_deleting_a_stored_record_is_found_at_its_seq(
     report = verify(store, audit_chain.backend, audit_chain.log_address)
     assert report.mismatch is not None
     assert (report.mismatch.seq, report.mismatch.kind) == (12, "missing_record")
+
+
+@pytest.mark.parametrize("seq", [7, N - 1])
+def test_an_entry_overwritten_on_the_node_blames_the_chain_not_the_store(
+    audit_chain: AuditChain, store: Store, seq: int
+) -> None:
+    """The node's chain is rolled back to before entry `seq` and written again with another
+    hash there: the store's records are intact, so the kind blames the chain."""
+    w3 = audit_chain.backend.w3
+    trail = AuditTrail.on_chain(store, audit_chain.backend, audit_chain.log_address, batch_size=16)
+    fill(trail, seq)
+    trail.flush()
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    fill(trail, N - seq, start=seq)
+    report = trail.flush()
+    assert report is not None and report.pending == 0
+    logged = [d.hash for d in read_decisions(store)]
+    w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+    audit_chain.record_hashes(audit_chain.log_address, ["0x" + "5a" * 32, *logged[seq + 1 :]])
+
+    report = verify(store, audit_chain.backend, audit_chain.log_address)
+    assert report.mismatch is not None
+    assert (report.mismatch.seq, report.mismatch.kind) == (seq, "chain_altered")
+    assert report.verified == seq
+    detail = report.mismatch.detail
+    assert f"the DecisionLog's entry at seq {seq}" in detail and "whose hash is intact" in detail
+    if seq < N - 1:  # the log's own next entry vouches for the stored record
+        assert f"the log's own entry {seq + 1} is the hash of decision {seq + 1}" in detail
+    else:  # the last one: the store knows which transaction logged it, and it is not this one
+        assert "the store recorded it as logged by transaction 0x" in detail

@@ -124,3 +124,42 @@ def test_scenario_with_onchain_execution_records_the_onchain_run(tmp_path: Path)
     assert main.swaps > 4 and main.extra["decisions_logged"] == main.decisions
     assert run.metadata.execution == "onchain"
     assert run.onchain is not None and len(run.onchain.records) == main.decisions
+
+
+ANVIL_KEY_0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+"""The well-known private key of anvil's first development account."""
+
+
+def test_an_onchain_backtest_on_an_rpc_node_needs_only_the_one_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`chain.backend: rpc` signs with the one key of `chain.private_key_env`: the operator
+    trades too, arbitrages from a float, and the run still equals the off-chain run."""
+    from agent.chain.backends import AnvilBackend
+
+    monkeypatch.setenv("AGORA_ONE_KEY", ANVIL_KEY_0)
+    scenario = parse_scenario(
+        {
+            "name": "onchain-rpc",
+            "data": {"source": "synthetic", "synthetic": {"bars": 130, "seed": 2}},
+            "strategies": ["ma-crossover"],
+            "strategy_params": {"ma-crossover": {"fast": 3, "slow": 8, "scale": 200.0}},
+            "policy": {"strategy": "ma-crossover"},
+            "baselines": ["flat"],
+            "execution": "onchain",
+        }
+    )
+    with AnvilBackend() as node:
+        chain = {"backend": "rpc", "rpc_url": node.url, "private_key_env": "AGORA_ONE_KEY"}
+        settings = _settings(tmp_path).model_copy(
+            update={"chain": Settings().chain.model_copy(update=chain)}
+        )
+        run = run_scenario(scenario, settings, strategies=[MACrossover])
+        main = run.result("ma-crossover")
+        assert main.extra["execution"] == "onchain" and main.swaps > 4
+        assert run.onchain is not None and run.onchain.chain_key == "rpc:31337"
+        assert len(run.onchain.records) == main.decisions == main.extra["decisions_logged"]
+        traded = [r for r in run.onchain.records if r.trade.side != "none"]
+        sender = node.w3.eth.get_transaction(traded[0].trade.tx_hash)["from"]
+        assert sender == node.accounts[0]  # the one key's account traded
+        assert verify_records(node, run.onchain.log_address, run.onchain.records).ok

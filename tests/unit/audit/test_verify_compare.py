@@ -163,3 +163,36 @@ def test_a_wrong_head_is_reported_when_every_entry_matches() -> None:
     hashes = _hashes(records)
     mismatch, _ = find_first_mismatch(_rows(records), hashes, "0x" + "01" * 32)
     assert mismatch is not None and (mismatch.seq, mismatch.kind) == (N - 1, "head_mismatch")
+
+
+@pytest.mark.parametrize("seq", [0, 5, N - 2])
+def test_an_entry_overwritten_on_chain_is_blamed_on_the_chain(seq: int) -> None:
+    """The store's records are intact and the log's own next entry commits to this record's
+    hash (as the next record's prev_hash): the chain's entry is the one that changed."""
+    records = _trail()
+    onchain = _hashes(records)
+    onchain[seq] = "0x" + "ee" * 32
+    mismatch, _ = find_first_mismatch(_rows(records), onchain, chain_head(onchain))
+    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (seq, "chain_altered")
+    assert "whose hash is intact" in mismatch.detail
+
+
+def test_the_last_entry_is_blamed_on_the_chain_only_with_the_transaction_that_logged_it() -> None:
+    records = _trail()
+    onchain = _hashes(records)
+    onchain[-1] = "0x" + "ee" * 32
+    rows = _rows(records)
+    # nothing after it, no transaction recorded: either side may have changed
+    mismatch, _ = find_first_mismatch(rows, onchain)
+    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (N - 1, "altered_record")
+    # the store recorded the transaction that logged it; the node's entry is from another one
+    logged_by = ["0x" + f"{i:064x}" for i in range(N)]
+    rows = [dataclasses.replace(r, tx_hash=logged_by[r.seq]) for r in rows]
+    other = [*logged_by[:-1], "0x" + "ab" * 32]
+    mismatch, _ = find_first_mismatch(rows, onchain, onchain_txs=other)
+    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (N - 1, "chain_altered")
+    assert f"logged by transaction {logged_by[-1]}" in mismatch.detail
+    # the same transaction: the store's record was rewritten, hash and all
+    rows[-1] = _altered(rows[-1], keep_hash=False)
+    mismatch, _ = find_first_mismatch(rows, _hashes(records), onchain_txs=logged_by)
+    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (N - 1, "altered_record")
