@@ -286,7 +286,10 @@ def test_a_training_data_build_masks_the_escaping_plugin_and_it_stays_contained(
         "AGORA__agent__n_steps": "32",
         "AGORA__agent__eval_every_steps": "64",
     }
-    trained = agora("train", "--json", extra_env=env)
+    refused = agora("train", "--json", extra_env=env)  # masked throughout: refused by default
+    assert refused.returncode == 2 and "no signal from escapes-on-signal" in refused.stderr
+    _assert_contained(scene, refused.stdout + refused.stderr)
+    trained = agora("train", "--json", "--allow-masked-strategies", extra_env=env)
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["strategies"] == ["ma-crossover", "escapes-on-signal"]
     _assert_contained(scene, trained.stdout + trained.stderr)
