@@ -7,7 +7,9 @@ numbered migrations recorded in `schema_migrations`; a database newer than this 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +24,41 @@ from agent.market.quality import validate_candles
 from agent.market.schema import CANDLE_COLUMNS, SeriesKey, format_time_ms, timeframe_ms
 
 Migration = Callable[[sqlite_utils.Database], None]
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long SQLite itself waits for a lock another connection holds, per attempt."""
+BUSY_RETRY_S = 60.0
+"""How long a write waits in all for the write lock (attempts of `BUSY_TIMEOUT_MS`, with
+backoff between them) before it fails with StoreError."""
+BUSY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
+"""The pauses between attempts to take the write lock (the last one repeats)."""
+
+BusyCallback = Callable[[str, int, float, float], None]
+"""Called before each retry of a busy write with (what, attempt, waited_s, retry_in_s)."""
+
+_log = logging.getLogger(__name__)
+
+
+def is_busy(error: BaseException) -> bool:
+    """Return whether a SQLite error means another connection holds the lock it needs."""
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return bool((code & 0xFF) == sqlite3.SQLITE_BUSY)
+    return "database is locked" in str(error)
+
+
+def log_busy(what: str, attempt: int, waited_s: float, retry_in_s: float) -> None:
+    """The default `BusyCallback`: a warning through the standard `logging` module."""
+    _log.warning(
+        "the database is busy (another process holds the write lock): %s waited %.1f s, "
+        "attempt %d, retrying in %.1f s",
+        what,
+        waited_s,
+        attempt,
+        retry_in_s,
+    )
 
 
 def _m001_candles(db: sqlite_utils.Database) -> None:
@@ -318,12 +355,35 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What an idempotent candle write did."""
+    """What an idempotent candle write did (`first_ms`, `last_ms`: its time range, if any)."""
 
     received: int
     inserted: int
     unchanged: int
     replaced: int
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+
+def _compare_with_stored(
+    clean: pd.DataFrame, stored: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return, per candle, whether one is stored at its open time and whether it is identical."""
+    merged = clean.merge(stored, on="open_time", how="left", suffixes=("", "_old"))
+    exists = merged["open_old"].notna().to_numpy()
+    same = exists.copy()
+    for column in CANDLE_COLUMNS[1:]:
+        same &= merged[column].to_numpy() == merged[f"{column}_old"].to_numpy()
+    return exists, same
+
+
+def _conflict_error(key: SeriesKey, times: np.ndarray, conflict: np.ndarray) -> CandleError:
+    at = int(np.flatnonzero(conflict)[0])
+    return CandleError(
+        f"{key}: the candle at {format_time_ms(int(times[at]))} differs from the stored one "
+        f"({int(conflict.sum())} conflicting candle(s); use replace to overwrite)",
+        row=at,
+    )
 
 
 @dataclass(frozen=True)
@@ -352,17 +412,46 @@ class SeriesSummary:
 
 
 class Store:
-    """The Agora database. Use as a context manager, or call `close()`."""
+    """The Agora database. Use as a context manager, or call `close()`.
 
-    def __init__(self, path: Path | str) -> None:
+    Every write is one immediate transaction (`transaction`). While another process holds the
+    write lock (a bulk import between its pages, a command beside the service), a write waits:
+    SQLite retries for `busy_timeout_ms`, then the store retries with backoff, calling
+    `on_busy` before each retry, until `busy_retry_s` have passed. Only the BEGIN (or the
+    COMMIT) is retried, never the block, so a retry cannot write twice.
+
+    Args:
+        path: the database file (created with its directory when missing).
+        busy_timeout_ms: SQLite's own wait for a lock, per attempt.
+        busy_retry_s: the total wait for the write lock before a write fails (0: no retry).
+        on_busy: told about each retry (the service logs a warning); `log_busy` by default.
+        check_same_thread: SQLite's same-thread check (off for the service's shared
+            connection, which its own lock serialises).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        busy_retry_s: float = BUSY_RETRY_S,
+        on_busy: BusyCallback | None = None,
+        check_same_thread: bool = True,
+    ) -> None:
         self.path = Path(path)
+        self.busy_retry_s = busy_retry_s
+        self.on_busy: BusyCallback = log_busy if on_busy is None else on_busy
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite_utils.Database(self.path)
-            self.db.conn.isolation_level = None  # autocommit; transactions are explicit
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            conn = sqlite3.connect(str(self.path), check_same_thread=check_same_thread)
+            self.db = sqlite_utils.Database(conn)
+            conn.isolation_level = None  # autocommit; transactions are explicit
+            # the busy timeout first: turning a fresh file to WAL takes a lock
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            self._retry_busy(
+                "the journal mode (WAL)", lambda: conn.execute("PRAGMA journal_mode=WAL")
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the database {self.path}: {e}") from e
         self.migrate()
@@ -385,31 +474,55 @@ class Store:
         return int(row[0] or 0)
 
     def migrate(self) -> None:
-        """Apply every migration this database lacks, each in its own transaction."""
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
-        )
-        current = self.schema_version
-        if current > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {current}, newer than this Agora "
-                f"({len(MIGRATIONS)}); upgrade Agora"
+        """Apply every migration this database lacks, each in its own transaction.
+
+        The version is read again under the write lock before each migration, so processes
+        opening a fresh database at once apply each migration exactly once between them.
+        """
+        try:
+            if self.schema_version == len(MIGRATIONS):
+                return
+            while self._migrate_one():
+                pass
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot migrate the database {self.path}: {e}") from e
+
+    def _migrate_one(self) -> bool:
+        """Apply the next missing migration under the write lock; False when none is missing."""
+        with self.transaction("the schema migration") as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
             )
-        for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
-            with self.transaction():
-                migration(self.db)
-                self.db.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                    [version, migration.__name__.lstrip("_")],
+            current = self.schema_version
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this Agora "
+                    f"({len(MIGRATIONS)}); upgrade Agora"
                 )
+            if current == len(MIGRATIONS):
+                return False
+            migration = MIGRATIONS[current]
+            migration(self.db)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                [current + 1, migration.__name__.lstrip("_")],
+            )
+        return True
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run a block in one immediate transaction: all of it is written, or none."""
+    def transaction(self, what: str = "a write") -> Iterator[sqlite3.Connection]:
+        """Run a block in one immediate transaction: all of it is written, or none.
+
+        Taking the write lock waits while another process holds it (see the class); `what`
+        names the write in the busy warnings and errors.
+
+        Raises:
+            StoreError: the lock stayed taken for `busy_retry_s`, or the commit failed.
+        """
         conn = self.db.conn
+        self._retry_busy(what, lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
-            conn.execute("BEGIN IMMEDIATE")
             yield conn
         except BaseException:
             if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
@@ -417,11 +530,39 @@ class Store:
             raise
         else:
             try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
+                self._retry_busy(what, lambda: conn.execute("COMMIT"))
+            except (sqlite3.Error, StoreError) as e:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(e, StoreError):
+                    raise
                 raise StoreError(f"cannot commit to {self.path}: {e}") from e
+
+    def _retry_busy(self, what: str, statement: Callable[[], object]) -> None:
+        """Run a statement that takes a lock, retrying with backoff while the database is busy.
+
+        Only BEGIN, COMMIT and the journal mode go through here: a busy error leaves nothing
+        half-done, so running them again cannot write twice.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                statement()
+                return
+            except sqlite3.OperationalError as e:
+                if not is_busy(e):
+                    raise
+                attempt += 1
+                waited = time.monotonic() - started
+                pause = BUSY_BACKOFF_S[min(attempt, len(BUSY_BACKOFF_S)) - 1]
+                if waited + pause > self.busy_retry_s:
+                    raise StoreError(
+                        f"cannot write {what} to {self.path}: the database stayed locked by "
+                        f"another process for {waited:.0f} s ({e})"
+                    ) from e
+                self.on_busy(what, attempt, waited, pause)
+                time.sleep(pause)
 
     # --- candles ------------------------------------------------------------------------
     def write_candles(
@@ -431,7 +572,9 @@ class Store:
 
         Identical candles already stored are left alone. A candle that conflicts with the
         stored one for the same open time is refused (the whole batch with it) unless
-        `replace` is set. A refused batch writes nothing.
+        `replace` is set. A refused batch writes nothing. A large import is written in pages,
+        each through this method (`agent.market.sources.ingest`), so that the write lock is
+        never held for long.
         """
         tf_ms = timeframe_ms(key.timeframe)
         clean = validate_candles(candles, tf_ms) if validate else candles
@@ -439,22 +582,12 @@ class Store:
             return WriteResult(0, 0, 0, 0)
         times = clean["open_time"].to_numpy(dtype="int64")
         try:
-            with self.transaction() as conn:
+            with self.transaction(f"candles of {key}") as conn:
                 stored = self.read_candles(key, start_ms=int(times[0]), end_ms=int(times[-1]))
-                merged = clean.merge(stored, on="open_time", how="left", suffixes=("", "_old"))
-                exists = merged["open_old"].notna().to_numpy()
-                same = exists.copy()
-                for column in CANDLE_COLUMNS[1:]:
-                    same &= merged[column].to_numpy() == merged[f"{column}_old"].to_numpy()
+                exists, same = _compare_with_stored(clean, stored)
                 conflict = exists & ~same
                 if conflict.any() and not replace:
-                    at = int(np.flatnonzero(conflict)[0])
-                    raise CandleError(
-                        f"{key}: the candle at {format_time_ms(int(times[at]))} differs from the "
-                        f"stored one ({int(conflict.sum())} conflicting candle(s)); nothing was "
-                        "written (use replace to overwrite)",
-                        row=at,
-                    )
+                    raise _conflict_error(key, times, conflict)
                 todo = clean[~same]
                 rows = [
                     (key.source, key.symbol, key.timeframe, int(t), o, h, lo, c, v)
@@ -473,7 +606,43 @@ class Store:
             inserted=int((~exists).sum()),
             unchanged=int(same.sum()),
             replaced=int(conflict.sum()),
+            first_ms=int(times[0]),
+            last_ms=int(times[-1]),
         )
+
+    def refuse_conflicts(
+        self, key: SeriesKey, candles: pd.DataFrame, *, page_rows: int = 50_000
+    ) -> None:
+        """Raise CandleError if a candle differs from the one stored at its open time.
+
+        Read-only, page by page: a bulk writer checks its whole input with it before writing
+        its first page, so that a conflict refuses everything.
+
+        Args:
+            key: the series.
+            candles: validated candles (sorted by open time, unique).
+            page_rows: candles compared per read.
+        """
+        first: tuple[int, int] | None = None  # (position, open time) of the first conflict
+        count = 0
+        for at in range(0, len(candles), page_rows):
+            page = candles.iloc[at : at + page_rows]
+            times = page["open_time"].to_numpy(dtype="int64")
+            stored = self.read_candles(key, start_ms=int(times[0]), end_ms=int(times[-1]))
+            if stored.empty:
+                continue
+            exists, same = _compare_with_stored(page, stored)
+            conflict = exists & ~same
+            if conflict.any() and first is None:
+                position = int(np.flatnonzero(conflict)[0])
+                first = (at + position, int(times[position]))
+            count += int(conflict.sum())
+        if first is not None:
+            raise CandleError(
+                f"{key}: the candle at {format_time_ms(first[1])} differs from the stored one "
+                f"({count} conflicting candle(s); use replace to overwrite); nothing was written",
+                row=first[0],
+            )
 
     def read_candles(
         self, key: SeriesKey, *, start_ms: int | None = None, end_ms: int | None = None
@@ -584,12 +753,15 @@ class Store:
             (key.source, key.symbol, key.timeframe, name, int(t), float(v))
             for t, v in zip(open_times, values, strict=True)
         ]
-        with self.transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO hidden_series "
-                "(source, symbol, timeframe, name, open_time, value) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        try:
+            with self.transaction(f"the {name} series of {key}") as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO hidden_series "
+                    "(source, symbol, timeframe, name, open_time, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write the {name} series of {key} to {self.path}: {e}") from e
 
     def read_hidden_series(self, key: SeriesKey, name: str) -> pd.Series:
         rows = self.db.execute(

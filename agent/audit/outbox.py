@@ -97,9 +97,11 @@ def append_decision(store: Store, fields: DecisionFields) -> DecisionRecord:
     """Store a new decision at the next sequence number, chained to the last stored one.
 
     The sequence number and `prev_hash` are read and the row written in one immediate
-    transaction, so concurrent writers to the same database cannot fork the trail.
+    transaction, so concurrent writers to the same database cannot fork the trail. While
+    another process holds the write lock, the transaction waits and retries
+    (`Store.transaction`); the record is built inside it, so a retry never writes twice.
     """
-    with store.transaction() as conn:
+    with store.transaction("a decision record") as conn:
         last = conn.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (0, ZERO_HASH) if last is None else (int(last[0]) + 1, str(last[1]))
         record = fields.to_record(seq, prev)
@@ -419,7 +421,7 @@ class DecisionOutbox:
     def _reconcile_statuses(self, count: int) -> None:
         """Mark what the log holds as confirmed; what it lost (a reset chain) as pending."""
         now = _now_ms()
-        with self.store.transaction() as conn:
+        with self.store.transaction("the outbox statuses") as conn:
             conn.execute(
                 "UPDATE decisions SET status = 'confirmed', last_error = NULL, updated_ms = ? "
                 "WHERE seq < ? AND status != 'confirmed'",
@@ -441,7 +443,7 @@ class DecisionOutbox:
         tx_hash: str | None = None,
         block_number: int | None = None,
     ) -> None:
-        with self.store.transaction() as conn:
+        with self.store.transaction(f"the outbox status of decisions {seqs[0]}-{seqs[-1]}") as conn:
             conn.execute(
                 "UPDATE decisions SET status = ?, attempts = attempts + ?, last_error = ?, "
                 "tx_hash = ?, block_number = ?, updated_ms = ? WHERE seq BETWEEN ? AND ?",

@@ -105,13 +105,26 @@ def import_(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="CSV file with OHLCV candles.", dir_okay=False)],
     symbol: Annotated[str, typer.Option("--symbol", help="Market symbol, e.g. BTC/USDT.")],
-    timeframe: Annotated[str, typer.Option("--timeframe", help="Bar length of the file, e.g. 1h.")],
+    timeframe: Annotated[
+        str,
+        typer.Option(
+            "--timeframe",
+            help="Bar length of the file, e.g. 1h; checked against its timestamps' spacing.",
+        ),
+    ],
     source: Annotated[str, typer.Option("--source", help="Source name to store it under.")] = "csv",
     replace: ReplaceOption = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import a CSV file of candles: all of it, or (on any bad line) nothing."""
+    """Import a CSV file of candles, checked whole before anything is written, then written in
+    pages that let a running service write in between.
+
+    A bad line, bars further apart than `--timeframe` (exit 2) or a candle that differs from a
+    stored one (without `--replace`) writes nothing. The candles are then written in pages of
+    50,000, each its own short transaction; if writing fails part-way, the error says which
+    candles are stored, and importing the same file again continues.
+    """
     from agent.market.csv_source import import_csv
 
     settings = settings_for(ctx, config)

@@ -4,7 +4,8 @@ Accepted: a header row with column names in any case (`timestamp`/`time`/`date`/
 `open`, `high`, `low`, `close`, `volume`; other columns are ignored), or no header with the
 columns in that order (exchange kline dumps). Times are epoch seconds, milliseconds or
 microseconds, or ISO 8601 with or without a time zone (no zone means UTC). The whole file is
-checked before anything is stored: any malformed line refuses the file with its line number.
+checked before anything is stored: any malformed line refuses the file with its line number,
+and bars further apart than the declared timeframe refuse it as a usage error.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agent.errors import CsvFormatError
+from agent.errors import CsvFormatError, UsageError
 from agent.market.quality import validate_candles
-from agent.market.schema import CANDLE_COLUMNS, SeriesKey, timeframe_ms
-from agent.market.sources import IngestResult, ingest
+from agent.market.schema import CANDLE_COLUMNS, SeriesKey, format_timeframe, timeframe_ms
+from agent.market.sources import PAGE_ROWS, IngestResult, ingest
 from agent.store import Store
 
 TIME_NAMES = ("open_time", "timestamp", "time", "date", "datetime", "ts", "unix", "open time")
@@ -126,9 +127,11 @@ def read_csv_candles(path: Path | str) -> pd.DataFrame:
     frame["open_time"] = _parse_times(columns["open_time"], lines, path) if body else []
     for name in CANDLE_COLUMNS[1:]:
         values = pd.to_numeric(pd.Series(columns[name], index=frame.index), errors="coerce")
-        bad = values.isna() & ~pd.Series(columns[name], index=frame.index).str.lower().isin(
-            ["nan", "inf", "-inf", "infinity"]
-        )
+        bad = values.isna()
+        if bad.any():  # a spelled-out NaN or infinity is a number (refused later, by value)
+            bad &= ~pd.Series(columns[name], index=frame.index).str.lower().isin(
+                ["nan", "inf", "-inf", "infinity"]
+            )
         if bad.any():
             line = int(bad[bad].index[0])
             value = columns[name][lines.index(line)]
@@ -140,30 +143,74 @@ def read_csv_candles(path: Path | str) -> pd.DataFrame:
 
 
 class CsvSource:
-    """A CSV file as a candle source: one page, validated whole before it is yielded."""
+    """A CSV file as a candle source: parsed and validated whole, then yielded in pages."""
 
     def __init__(self, path: Path | str, symbol: str, timeframe: str, source: str = "csv") -> None:
         self.path = Path(path)
         self._key = SeriesKey(source, symbol, timeframe)
+        self._candles: pd.DataFrame | None = None
 
     @property
     def key(self) -> SeriesKey:
         return self._key
 
+    def candles(self) -> pd.DataFrame:
+        """Return the whole file's candles, validated, sorted and de-duplicated (read once).
+
+        Raises:
+            CsvFormatError, CandleError: a line cannot be parsed or a candle is refused.
+            UsageError: the file's bars are further apart than the declared timeframe.
+        """
+        if self._candles is None:
+            frame = read_csv_candles(self.path)
+
+            def label(index: Hashable) -> str:
+                return f"{self.path}: line {index}"
+
+            tf_ms = timeframe_ms(self.key.timeframe)
+            clean = validate_candles(frame, tf_ms, row_label=label)
+            check_spacing(self.path, clean["open_time"].to_numpy(dtype="int64"), self.key)
+            self._candles = clean
+        return self._candles
+
     def pages(
         self, start_ms: int | None = None, end_ms: int | None = None
     ) -> Iterator[pd.DataFrame]:
-        frame = read_csv_candles(self.path)
-
-        def label(index: Hashable) -> str:
-            return f"{self.path}: line {index}"
-
-        clean = validate_candles(frame, timeframe_ms(self.key.timeframe), row_label=label)
+        clean = self.candles()
         if start_ms is not None:
             clean = clean[clean["open_time"] >= start_ms]
         if end_ms is not None:
             clean = clean[clean["open_time"] <= end_ms]
-        yield clean.reset_index(drop=True)
+        for at in range(0, len(clean), PAGE_ROWS):
+            yield clean.iloc[at : at + PAGE_ROWS].reset_index(drop=True)
+
+
+def check_spacing(path: Path, open_times: np.ndarray, key: SeriesKey) -> None:
+    """Refuse a file whose bars are further apart than its declared timeframe.
+
+    Gaps are allowed, so the spacing found is the smallest one between consecutive
+    timestamps: an hourly file declared as 5m has no two bars 5 minutes apart. (Bars closer
+    than the timeframe are already refused by the grid check.)
+
+    Args:
+        path: the file, for the message.
+        open_times: its sorted, unique open times.
+        key: the series it is imported as (its timeframe is the declared one).
+
+    Raises:
+        UsageError: the smallest spacing is larger than the declared timeframe.
+    """
+    if open_times.size < 2:
+        return
+    declared_ms = timeframe_ms(key.timeframe)
+    spacing_ms = int(np.diff(open_times).min())
+    if spacing_ms > declared_ms:
+        raise UsageError(
+            f"{path}: --timeframe {key.timeframe} does not match the file: its bars are "
+            f"{format_timeframe(spacing_ms)} apart (the smallest spacing between its "
+            f"timestamps), not {key.timeframe}; import it with "
+            f"--timeframe {format_timeframe(spacing_ms)}"
+        )
 
 
 def import_csv(
@@ -175,5 +222,17 @@ def import_csv(
     source: str = "csv",
     replace: bool = False,
 ) -> IngestResult:
-    """Import a CSV file into the store: all of it, or (on any error) nothing."""
-    return ingest(store, CsvSource(path, symbol, timeframe, source), replace=replace)
+    """Import a CSV file into the store.
+
+    The whole file is parsed, validated and compared with the stored candles before anything
+    is written: a bad line, a timeframe that does not match the file or a candle that
+    conflicts with a stored one writes nothing. The candles are then written in pages of
+    `PAGE_ROWS`, each its own short transaction (see `ingest`), so a running service keeps
+    writing; a failure while writing says which candles are stored, and importing the file
+    again continues.
+    """
+    csv_source = CsvSource(path, symbol, timeframe, source)
+    candles = csv_source.candles()
+    if not replace:
+        store.refuse_conflicts(csv_source.key, candles, page_rows=PAGE_ROWS)
+    return ingest(store, csv_source, replace=replace)

@@ -120,20 +120,31 @@ def _bad_row(frame: pd.DataFrame, mask: np.ndarray, label: RowLabel, problem: st
 
 
 def _resolve_duplicates(clean: pd.DataFrame, label: RowLabel) -> pd.DataFrame:
+    """Sort by open time and drop identical duplicates; refuse a conflicting one.
+
+    Vectorised: each row is compared with the first row of its open time (in input order).
+    The row named is the first conflicting one in time order, then input order.
+    """
     ordered = clean.sort_values("open_time", kind="stable")
-    duplicated = ordered["open_time"].duplicated(keep=False).to_numpy()
-    if duplicated.any():
-        groups = ordered[duplicated].groupby("open_time", sort=True)
-        for open_time, group in groups:
-            first = group.iloc[0]
-            for index, row in group.iloc[1:].iterrows():
-                if not row.equals(first):
-                    raise CandleError(
-                        f"{label(index)}: duplicate open_time {format_time_ms(int(open_time))} "
-                        f"with prices that conflict with {label(group.index[0])}",
-                        row=int(index) if isinstance(index, int | np.integer) else None,
-                    )
-        ordered = ordered[~ordered["open_time"].duplicated(keep="first").to_numpy()]
+    times = ordered["open_time"].to_numpy()
+    repeat = np.zeros(len(times), dtype=bool)
+    repeat[1:] = times[1:] == times[:-1]
+    if repeat.any():
+        # position of the first row of each row's open time
+        first = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(times))))
+        differs = np.zeros(len(times), dtype=bool)
+        for column in ordered.columns:
+            values = ordered[column].to_numpy()
+            differs |= values != values[first]
+        if differs.any():
+            at = int(np.flatnonzero(differs)[0])
+            index, first_index = ordered.index[at], ordered.index[first[at]]
+            raise CandleError(
+                f"{label(index)}: duplicate open_time {format_time_ms(int(times[at]))} "
+                f"with prices that conflict with {label(first_index)}",
+                row=int(index) if isinstance(index, int | np.integer) else None,
+            )
+        ordered = ordered[~repeat]
     return ordered.reset_index(drop=True)
 
 

@@ -32,6 +32,14 @@ def timeframe_ms(timeframe: str) -> int:
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
+def format_timeframe(ms: int) -> str:
+    """Format a bar length in milliseconds as a timeframe ("1h", "5m", "90s"; else "250 ms")."""
+    for unit, unit_ms in sorted(_UNIT_MS.items(), key=lambda item: -item[1]):
+        if ms > 0 and ms % unit_ms == 0:
+            return f"{ms // unit_ms}{unit}"
+    return f"{ms} ms"
+
+
 def bars_per_year(timeframe: str, days_per_year: float = 365.0) -> float:
     """Return how many bars of `timeframe` make a year (crypto markets trade every day)."""
     return days_per_year * 86_400_000 / timeframe_ms(timeframe)

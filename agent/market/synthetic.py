@@ -39,12 +39,11 @@ import pandas as pd
 from agent.config import SyntheticSettings
 from agent.errors import SourceError
 from agent.market.schema import SeriesKey, bars_per_year, parse_time_ms, timeframe_ms
-from agent.market.sources import IngestResult, ingest
+from agent.market.sources import PAGE_ROWS, IngestResult, ingest
 from agent.store import Store
 
 SOURCE_NAME = "synthetic"
 PLANTED_SERIES_NAME = "planted"
-PAGE_ROWS = 10_000
 
 REGIME_BEAR, REGIME_CALM, REGIME_BULL = -1, 0, 1
 _REGIME_SIGNS = np.array([REGIME_CALM, REGIME_BULL, REGIME_BEAR], dtype=np.int8)
@@ -310,7 +309,11 @@ def synth(
     """Generate the synthetic market into `store`, with its planted series (`agora data synth`).
 
     Idempotent: running it again with the same settings inserts nothing. Candles that differ
-    from stored ones (other settings) are refused unless `replace` is set.
+    from stored ones (other settings) are refused unless `replace` is set: the whole series is
+    compared with the store first, so a refusal writes nothing. The candles are written in
+    pages of `PAGE_ROWS` (each page's planted values right after it), each its own short
+    transaction, so a running service keeps writing; a failure while writing says which
+    candles are stored, and running it again continues.
 
     Args:
         store: the open database.
@@ -320,7 +323,16 @@ def synth(
         replace: overwrite stored candles that differ from the generated ones.
     """
     source = SyntheticSource(settings, symbol, timeframe)
-    result = ingest(store, source, replace=replace)
+    if not replace:
+        store.refuse_conflicts(source.key, source.market.candles, page_rows=PAGE_ROWS)
     times, values = source.planted_series()
-    store.write_hidden_series(source.key, PLANTED_SERIES_NAME, times, values)
-    return result
+
+    def write_planted(page: pd.DataFrame) -> None:
+        if page.empty:
+            return
+        lo, hi = np.searchsorted(times, page["open_time"].to_numpy()[[0, -1]])
+        store.write_hidden_series(
+            source.key, PLANTED_SERIES_NAME, times[lo : hi + 1], values[lo : hi + 1]
+        )
+
+    return ingest(store, source, replace=replace, on_page=write_planted)

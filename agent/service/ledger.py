@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from agent.errors import StoreError
 from agent.service.decision import BarOutcome
-from agent.store import Store
+from agent.store import BusyCallback, Store
 
 INTENT, DECIDED, SKIPPED = "intent", "decided", "skipped"
 """Tick status: recorded before acting; in the audit trail (`seq`); not decided (`reason`)."""
@@ -33,32 +31,27 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def open_shared_store(path: Path | str) -> Store:
+def open_shared_store(path: Path | str, *, on_busy: BusyCallback | None = None) -> Store:
     """Open the store with one connection the service's threads may share.
 
     The service serialises every use of it with its own lock (the scheduler's job threads and
     the start-up thread differ), so SQLite's same-thread check is turned off; everything else
     (WAL, busy timeout, autocommit with explicit transactions, migrations) is the Store's.
+    A write that finds the database busy (another command writing) waits and retries for up
+    to `BUSY_RETRY_S` (telling `on_busy` each time) instead of failing the service.
     """
-    store = Store(path)
-    store.db.close()
-    try:
-        conn = sqlite3.connect(str(store.path), check_same_thread=False)
-        conn.isolation_level = None
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot open the database {store.path}: {e}") from e
-    store.db = sqlite_utils.Database(conn)
-    return store
+    return Store(path, check_same_thread=False, on_busy=on_busy)
 
 
 @contextmanager
 def writing(store: Store, what: str) -> Iterator[sqlite3.Connection]:
-    """Run a write transaction, turning SQLite failures (a full disk) into StoreError."""
+    """Run a write transaction, turning SQLite failures (a full disk) into StoreError.
+
+    A busy database is waited for (`Store.transaction`); only when it stays locked for
+    `BUSY_RETRY_S` does the write fail, with StoreError.
+    """
     try:
-        with store.transaction() as conn:
+        with store.transaction(what) as conn:
             yield conn
     except sqlite3.Error as e:
         raise StoreError(f"cannot record {what} in {store.path}: {root_cause(e)}") from e

@@ -145,7 +145,9 @@ class ServiceRuntime:
 
         self.started_ms = ledger.now_ms()
         self._take_lock()
-        self.store = ledger.open_shared_store(self.settings.data.database_path)
+        self.store = ledger.open_shared_store(
+            self.settings.data.database_path, on_busy=self._database_busy
+        )
         self._config_hash = config_digest(self.settings)
         self.record_run("starting")
         if self.feed is None:
@@ -205,6 +207,17 @@ class ServiceRuntime:
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_file = handle
+
+    def _database_busy(self, what: str, attempt: int, waited_s: float, retry_in_s: float) -> None:
+        """Log a write waiting for another process's write lock: retried, not fatal."""
+        self.log.warning(
+            "database_busy",
+            what=what,
+            attempt=attempt,
+            waited_s=round(waited_s, 1),
+            retry_in_s=retry_in_s,
+            note="another process holds the write lock; retrying",
+        )
 
     def record_run(self, state: str, **extra: Any) -> None:
         """Record the run's state (`agora status` reads it): pid, feed, chain, endpoint."""

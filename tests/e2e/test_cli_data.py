@@ -122,3 +122,21 @@ def test_python_dash_m_and_version(agora: Run) -> None:
     result = agora("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("agora ")
+
+
+def test_an_hourly_file_imported_as_5m_is_one_line_exit_2_and_writes_nothing(
+    agora: Run, workdir: Path
+) -> None:
+    hourly = workdir / "hourly.csv"
+    hourly.write_text(
+        "time,open,high,low,close,volume\n"
+        "2024-01-01T00:00:00Z,10,11,9,10,1\n2024-01-01T01:00:00Z,10,11,9,10,1\n"
+        "2024-01-01T03:00:00Z,10,11,9,10,1\n"
+    )
+    result = agora("data", "import", "hourly.csv", "--symbol", "X/Y", "--timeframe", "5m")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: hourly.csv: --timeframe 5m does not match the file: its bars are 1h apart (the "
+        "smallest spacing between its timestamps), not 5m; import it with --timeframe 1h\n"
+    )
+    assert json.loads(agora("data", "list", "--json").stdout) == []

@@ -161,6 +161,11 @@ def test_exhausted_retries_raise_exchange_error_and_keep_the_pages_that_arrived(
     assert "binance" in message and "BTC/USDT" in message
     assert "since 2024-02-11T16:00:00Z" in message and "4 tries" in message
     assert "NetworkError" in message
+    assert message.endswith(
+        "; 1000 candle(s) from 2024-01-01T00:00:00Z to 2024-02-11T15:00:00Z were written "
+        "before it (1 page(s), 1000 new); running the same command again continues from there "
+        "(writes are idempotent)"
+    )
     assert isinstance(caught.value.__cause__, ccxt.NetworkError)
     assert sleeps == [1.0, 2.0, 4.0]
     assert len(fake_exchange.klines_requests()) == 1 + 4

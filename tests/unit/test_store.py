@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -108,3 +110,74 @@ def test_unopenable_database_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StoreError, match="cannot open the database"):
         Store(tmp_path / "dir.db")
+
+
+def hold_write_lock(path: Path, seconds: float) -> threading.Thread:
+    """Take the write lock from another connection now and release it after `seconds`."""
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread
+
+
+def test_a_write_waits_out_a_lock_held_beyond_the_busy_timeout_and_reports_each_retry(
+    tmp_path: Path,
+) -> None:
+    retries: list[tuple[str, int]] = []
+    with Store(
+        tmp_path / "a.db",
+        busy_timeout_ms=100,
+        on_busy=lambda what, attempt, waited, pause: retries.append((what, attempt)),
+    ) as store:
+        holder = hold_write_lock(store.path, 0.8)
+        started = time.monotonic()
+        store.write_candles(KEY, candles(0, 3))
+        waited = time.monotonic() - started
+        holder.join()
+        assert len(store.read_candles(KEY)) == 3
+    assert waited >= 0.7
+    assert retries and retries[0] == (f"candles of {KEY}", 1)
+    assert [attempt for _, attempt in retries] == list(range(1, len(retries) + 1))
+
+
+def test_a_lock_held_beyond_the_retry_budget_is_a_store_error_naming_the_wait(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "a.db", busy_timeout_ms=100, busy_retry_s=0.5) as store:
+        holder = hold_write_lock(store.path, 1.5)
+        with pytest.raises(StoreError, match=r"stayed locked by another process for \d+ s"):
+            store.write_candles(KEY, candles(0, 3))
+        holder.join()
+        assert store.list_series() == []
+
+
+def test_a_full_disk_is_not_retried(tmp_path: Path) -> None:
+    retries: list[int] = []
+    with Store(
+        tmp_path / "a.db", on_busy=lambda what, attempt, waited, pause: retries.append(attempt)
+    ) as store:
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        store.db.execute(f"PRAGMA max_page_count = {pages}")  # no room left
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="database or disk is full"):
+            store.write_candles(KEY, candles(0, 2_000))
+        assert time.monotonic() - started < 5
+    assert retries == []
+
+
+def test_refuse_conflicts_reads_every_page_and_names_the_first_conflict(tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db") as store:
+        store.write_candles(KEY, candles(0, 30))
+        store.write_candles(KEY, candles(40, 10, close=20.0))
+        store.refuse_conflicts(KEY, candles(0, 35), page_rows=7)  # same or new: accepted
+        with pytest.raises(CandleError, match=r"\(10 conflicting candle\(s\);") as info:
+            store.refuse_conflicts(KEY, candles(0, 60), page_rows=7)
+        assert info.value.row == 40 and "nothing was written" in str(info.value)
+        assert len(store.read_candles(KEY)) == 40

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from agent.errors import CsvFormatError, DataError
+from agent.errors import CsvFormatError, DataError, UsageError
 from agent.market.csv_source import import_csv, read_csv_candles
 from agent.market.schema import SeriesKey, parse_time_ms
+from agent.market.sources import PAGE_ROWS
 from agent.store import Store
 
 CORPUS = Path(__file__).parents[2] / "data" / "csv_corpus"
@@ -150,3 +152,50 @@ def test_time_off_the_timeframe_grid_is_refused(tmp_path: Path) -> None:
     )
     with Store(tmp_path / "a.db") as store, pytest.raises(DataError, match=r"line 3: .*grid"):
         import_csv(store, path, "X/Y", "1h")
+
+
+def hourly_file(tmp_path: Path, hours: list[int]) -> Path:
+    """A file with bars at 2024-01-01T00:00Z plus each of `hours` hours."""
+    lines = [f"{1704067200 + 3600 * h},10,11,9,10.5,1" for h in hours]
+    return write(tmp_path, "time,open,high,low,close,volume\n" + "\n".join(lines) + "\n")
+
+
+def test_an_hourly_file_declared_as_5m_is_refused_naming_the_file_and_both_spacings(
+    tmp_path: Path,
+) -> None:
+    path = hourly_file(tmp_path, [0, 1, 2, 5, 6])  # with a gap: the smallest spacing counts
+    with Store(tmp_path / "a.db") as store:
+        with pytest.raises(UsageError) as info:
+            import_csv(store, path, "X/Y", "5m")
+        assert store.list_series() == []
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == (
+        f"{path}: --timeframe 5m does not match the file: its bars are 1h apart (the smallest "
+        "spacing between its timestamps), not 5m; import it with --timeframe 1h"
+    )
+
+
+def test_a_file_with_gaps_is_accepted_at_its_own_timeframe(tmp_path: Path) -> None:
+    path = hourly_file(tmp_path, [0, 1, 5, 9, 10])
+    with Store(tmp_path / "a.db") as store:
+        assert import_csv(store, path, "X/Y", "1h").inserted == 5
+
+
+def test_a_multi_page_file_that_conflicts_at_its_end_writes_nothing(tmp_path: Path) -> None:
+    bars = PAGE_ROWS + 500
+    hours = 1704067200 + 3600 * np.arange(bars)
+    text = "\n".join(f"{t},10,11,9,10.5,1" for t in hours)
+    path = write(tmp_path, "time,open,high,low,close,volume\n" + text + "\n")
+    key = SeriesKey("csv", "X/Y", "1h")
+    with Store(tmp_path / "a.db") as store:
+        stored = pd.DataFrame(
+            [[int(hours[-1]) * 1000, 10.0, 12.0, 9.0, 10.5, 1.0]],
+            columns=["open_time", "open", "high", "low", "close", "volume"],
+        )
+        store.write_candles(key, stored)
+        with pytest.raises(DataError, match=r"1 conflicting candle\(s\).*; nothing was written$"):
+            import_csv(store, path, "X/Y", "1h")
+        assert len(store.read_candles(key)) == 1
+        result = import_csv(store, path, "X/Y", "1h", replace=True)
+        assert (result.inserted, result.replaced, result.pages) == (bars - 1, 1, 2)

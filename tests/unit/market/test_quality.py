@@ -104,3 +104,36 @@ def test_gaps_account_for_every_missing_bar(slots: list[int]) -> None:
         assert len(missing) == gap.missing_bars
         assert present.isdisjoint(missing)
         assert gap.start_ms - HOUR in present and gap.end_ms + HOUR in present
+
+
+def test_the_earliest_conflicting_duplicate_is_named_against_the_first_of_its_time() -> None:
+    rows = [
+        (3 * HOUR, 10.0, 11.0, 9.0, 10.0, 1.0),  # row 0
+        (1 * HOUR, 10.0, 11.0, 9.0, 10.0, 1.0),  # row 1
+        (3 * HOUR, 10.0, 11.0, 9.0, 10.0, 2.0),  # row 2: conflicts with row 0, later in time
+        (1 * HOUR, 10.0, 11.0, 9.0, 10.0, 1.0),  # row 3: identical to row 1
+        (1 * HOUR, 10.0, 12.0, 9.0, 10.0, 1.0),  # row 4: the first conflict in time
+        (1 * HOUR, 10.0, 13.0, 9.0, 10.0, 1.0),  # row 5
+    ]
+    batch = pd.DataFrame(rows, columns=["open_time", "open", "high", "low", "close", "volume"])
+    with pytest.raises(CandleError) as info:
+        validate_candles(batch, HOUR)
+    assert str(info.value) == (
+        "row 4: duplicate open_time 1970-01-01T01:00:00Z with prices that conflict with row 1"
+    )
+    assert info.value.row == 4
+    clean = validate_candles(batch.drop(index=[2, 4, 5]), HOUR)
+    assert clean["open_time"].tolist() == [HOUR, 3 * HOUR]
+
+
+def test_many_duplicates_are_resolved_in_one_vectorised_pass() -> None:
+    n = 300_000
+    unique = pd.DataFrame(
+        {
+            "open_time": np.arange(n, dtype=np.int64) * HOUR,
+            **{c: np.full(n, 10.0) for c in ("open", "high", "low", "close")},
+            "volume": np.ones(n),
+        }
+    )
+    doubled = pd.concat([unique, unique.iloc[::3]], ignore_index=True)
+    assert len(validate_candles(doubled, HOUR)) == n  # seconds, not minutes (no timing asserted)
