@@ -107,6 +107,8 @@ class ChainSettings(Section):
     private_key_env: str = "AGORA_PRIVATE_KEY"
     anvil_path: Path | None = None
     anvil_persist: bool = True
+    anvil_state_interval_s: int = Field(2, ge=1, le=3_600)
+    rpc_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
 
 
 class DexSettings(Section):
