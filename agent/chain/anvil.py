@@ -29,6 +29,8 @@ from web3.exceptions import Web3Exception
 from agent.chain.backends import ChainBackend
 from agent.chain.node import (
     DEFAULT_RPC_TIMEOUT_S,
+    RECOVER_HINT,
+    ChainLost,
     http_web3,
     is_our_anvil,
     process_alive,
@@ -136,6 +138,11 @@ class AnvilBackend(ChainBackend):
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                if self.state_path is not None and "--state" in err:
+                    raise ChainLost(
+                        f"anvil cannot load its state file {self.state_path} (corrupt?): "
+                        f"{err.strip().splitlines()[0][-300:]}; {RECOVER_HINT}"
+                    )
                 raise ChainError(
                     f"anvil exited with code {process.returncode}: {err.strip()[-500:]}"
                 )

@@ -36,7 +36,7 @@ from agent.chain.custody import (
 from agent.chain.embedded import chain_file, chain_files
 from agent.chain.node import ChainLocked, ChainLost, anvil_state_path, live_record
 from agent.config import Settings
-from agent.errors import ChainError, UsageError
+from agent.errors import UsageError
 from agent.store import Store
 
 REBUILDABLE = ("embedded", "anvil")
@@ -189,11 +189,7 @@ def _diagnose_anvil(chain: Any, data_dir: Path, store: Store, *, force: bool) ->
             for name, record in store.read_deployments(key).items():
                 check_code(backend, key, name, record.address, record.code_hash)
     except ChainLost as e:
-        return f"lost: {e}"
-    except ChainError as e:
-        if "anvil exited" not in str(e):
-            raise
-        return f"corrupt: {e}"
+        return f"{'corrupt' if 'cannot load its state' in str(e) else 'lost'}: {e}"
     return _healthy(state, force)
 
 

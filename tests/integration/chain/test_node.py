@@ -107,3 +107,11 @@ def test_a_chain_found_lost_leaves_no_empty_state_file_behind(tmp_path: Path) ->
     with pytest.raises(ChainLost), connect(ANVIL, tmp_path):
         raise ChainLost("the recorded contracts have no code")
     assert not state.exists() and read_record(tmp_path) is None
+
+
+def test_a_corrupt_anvil_state_file_is_a_lost_chain_naming_recover(tmp_path: Path) -> None:
+    state = anvil_state_path(tmp_path)
+    state.write_text('{"block": not json')
+    with pytest.raises(ChainLost, match=r"cannot load its state file .*agora chain recover"):
+        connect(ANVIL, tmp_path)
+    assert state.read_text() == '{"block": not json'  # left as it was, for recover to move
