@@ -111,6 +111,8 @@ class ChainSettings(Section):
     deadline_s: int = Field(300, ge=1, le=86_400)
     """Seconds a swap stays valid after the latest of its decision's time, the wall clock and
     the chain's latest block (the pool refuses it after that: `Pool: EXPIRED`)."""
+    anvil_state_interval_s: int = Field(2, ge=1, le=3_600)
+    rpc_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
 
 
 class DexSettings(Section):

@@ -13,7 +13,8 @@ AgoraError                    root: everything Agora raises on purpose
 │   └── TransactionReverted   a transaction reverted; carries the revert reason
 ├── PluginError               a strategy plugin could not be loaded, validated or run
 ├── ModelError                a model cannot be trained, loaded or promoted
-│   └── ModelNotFound         no live model, or no model with that id
+│   ├── ModelNotFound         no live model, or no model with that id
+│   └── TrainingInterrupted   training was stopped on request; nothing was registered
 └── AuditError                the decision trail does not verify
 """
 
@@ -92,6 +93,10 @@ class ModelError(AgoraError):
 
 class ModelNotFound(ModelError):
     """No live model, or no registered model with the id given (`load_policy`)."""
+
+
+class TrainingInterrupted(ModelError):
+    """Training was stopped on request (SIGTERM); nothing of it was registered."""
 
 
 class AuditError(AgoraError):

@@ -7,8 +7,11 @@ eth_getLogs, a block range at a time, reassembles the hashes in seq order and ch
 reproduce the contract's stored head and checkpoints. `verify_records` then recomputes each
 record's hash, checks the `prev_hash` links, compares hash by hash with the events and compares
 the on-chain head with the head of the recomputed hashes; `verify` does the same for the
-records in the store, also checking each against the hash stored beside it. Both report the
-FIRST mismatch, by sequence number, and what it looks like:
+records in the store, also checking each against the hash stored beside it. Decisions at the
+end of the store that the outbox has not sent yet (status pending or sent, past the log's
+count: a service that is running) are checked against their hashes and links but are not a
+mismatch: they are reported as `waiting`. Both report the FIRST mismatch, by sequence number,
+and what it looks like:
 
     missing_record    there is no decision at this seq (a gap in the table or the list)
     altered_record    the record no longer hashes to what was stored / logged
@@ -100,6 +103,8 @@ class VerifyReport:
         head_onchain: the DecisionLog's head.
         head_recomputed: the running head of the hashes recomputed from the records.
         mismatch: the first mismatch, or None.
+        waiting: the newest stored decisions the outbox has not sent yet (past the log's
+            count, not confirmed): a running service's, checked against the store only.
     """
 
     decision_log: str
@@ -109,6 +114,7 @@ class VerifyReport:
     head_onchain: str
     head_recomputed: str
     mismatch: Mismatch | None
+    waiting: int = 0
 
     @property
     def ok(self) -> bool:
@@ -260,14 +266,16 @@ def _verify_entries(
         if mismatch is None or mismatch.seq >= cut:
             mismatch = log.inconsistency
         hashes = _effective_hashes(entries)
+    waiting = max(0, len(entries) - log.count) if mismatch is None else 0
     return VerifyReport(
         decision_log=log.address,
         stored=len(entries),
         onchain=log.count,
-        verified=len(entries) if mismatch is None else mismatch.seq,
+        verified=len(entries) - waiting if mismatch is None else mismatch.seq,
         head_onchain=log.head,
-        head_recomputed=chain_head(hashes),
+        head_recomputed=chain_head(hashes[: len(hashes) - waiting]),
         mismatch=mismatch,
+        waiting=waiting,
     )
 
 
@@ -314,13 +322,14 @@ def find_first_mismatch(
         found = _chain_mismatch(seq, rows, hashes, position, onchain, source, onchain_txs)
         if found is not None:
             return found, hashes
-    if head_onchain is not None and chain_head(hashes) != head_onchain:
-        seq = max(len(hashes) - 1, 0)
+    logged = hashes[: len(onchain)]  # past the log's count: decisions waiting in the outbox
+    if head_onchain is not None and chain_head(logged) != head_onchain:
+        seq = max(len(logged) - 1, 0)
         detail = (
             f"every entry matches but the DecisionLog's head {head_onchain} is not the running "
-            f"head of the {len(hashes)} hashes ({chain_head(hashes)})"
+            f"head of the {len(logged)} hashes ({chain_head(logged)})"
         )
-        return Mismatch(seq, "head_mismatch", detail, chain_head(hashes), head_onchain), hashes
+        return Mismatch(seq, "head_mismatch", detail, chain_head(logged), head_onchain), hashes
     return None, hashes
 
 
@@ -380,6 +389,8 @@ def _chain_mismatch(
         return None
     if theirs is None:
         status = rows[seq].status
+        if status in ("pending", "sent") and seq >= len(onchain):
+            return None  # waiting in the outbox (a running service): not sent yet
         if status == GIVEN:
             detail = f"the DecisionLog has no entry {seq}"
         else:

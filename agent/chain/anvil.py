@@ -1,9 +1,15 @@
-"""The anvil node Agora runs: find the binary, start and stop it, attach to one left running.
+"""The anvil node Agora runs: find the binary, start it, stop it without losing its state.
 
 Everything that starts, stops or signals an anvil process lives here. `AnvilBackend` starts a
-node on a free loopback port (loading and, on a clean stop, writing its state file);
-`AttachedAnvil` reconnects to a node an earlier service run started and never stopped (killed
-with SIGKILL), and stops it as that run would have.
+node on a free loopback port; with a state file, anvil loads it on start, writes it every
+`chain.anvil_state_interval_s` seconds (`--state-interval`) and on a clean stop, so a node that
+dies loses at most the last few seconds, which the service replays from its records. Which
+process starts the data directory's node, and who attaches to it, is decided in
+`agent.chain.backends.connect`.
+
+Stopping never uses SIGKILL: it would lose what anvil has not written yet, or leave a state
+file half-written. A node that does not stop in time (a paused one, SIGSTOP) keeps its SIGTERM
+pending and writes its state and exits when it runs again.
 """
 
 from __future__ import annotations
@@ -21,10 +27,28 @@ from web3 import Web3
 from web3.exceptions import Web3Exception
 
 from agent.chain.backends import ChainBackend
+from agent.chain.node import (
+    DEFAULT_RPC_TIMEOUT_S,
+    RECOVER_HINT,
+    ChainLost,
+    http_web3,
+    is_our_anvil,
+    process_alive,
+    process_state,
+)
 from agent.errors import ChainError
 
 ANVIL_PACKAGE_BIN = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_STATE_INTERVAL_S = 2
+__all__ = [
+    "AnvilBackend",
+    "find_anvil",
+    "free_loopback_port",
+    "is_our_anvil",
+    "process_alive",
+    "stop_process",
+]
 
 
 def free_loopback_port() -> int:
@@ -53,8 +77,13 @@ def find_anvil(explicit: Path | None = None) -> Path:
 class AnvilBackend(ChainBackend):
     """A local anvil node that Agora starts on a free loopback port and stops on close.
 
-    With a state file, anvil loads it on start and writes it on a clean stop, so the chain
-    keeps its contracts and balances across restarts.
+    Args:
+        binary: the anvil binary (default: `find_anvil`).
+        state_path: the state file anvil loads at start and writes periodically and at a clean
+            stop (None: the chain lives in memory only).
+        startup_timeout_s: how long the node may take to answer.
+        state_interval_s: how often anvil writes its state file.
+        rpc_timeout_s: the deadline of every JSON-RPC call.
     """
 
     name = "anvil"
@@ -65,36 +94,55 @@ class AnvilBackend(ChainBackend):
         binary: Path | None = None,
         state_path: Path | None = None,
         startup_timeout_s: float = 30.0,
+        state_interval_s: int = DEFAULT_STATE_INTERVAL_S,
+        rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
     ) -> None:
         self.binary = find_anvil(binary)
         self.state_path = state_path
+        self.state_interval_s = state_interval_s
         self.persistent = state_path is not None
+        self.created_state = state_path is not None and not state_path.exists()
+        """Whether the node starts from no state file (so any file at close is its own)."""
+        self.restored = state_path is not None and not self.created_state
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = self._start(startup_timeout_s)
-        w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 60}))
-        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
+        self.node_marker = f"{self.process.pid}"
+        w3 = http_web3(f"http://127.0.0.1:{self.port}", rpc_timeout_s)
+        try:
+            self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
+        except (OSError, Web3Exception, ValueError) as e:
+            self.stop()
+            raise ChainError(f"the anvil node at {self.url} did not list its accounts: {e}") from e
         super().__init__(w3, self._accounts[0])
 
     @property
     def accounts(self) -> list[str]:
         return list(self._accounts)
 
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
     def _start(self, timeout_s: float) -> subprocess.Popen[bytes]:
         command = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
         if self.state_path is not None:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             command += ["--state", str(self.state_path)]
+            command += ["--state-interval", str(self.state_interval_s)]
         process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + timeout_s
-        probe = Web3(
-            Web3.HTTPProvider(f"http://127.0.0.1:{self.port}", request_kwargs={"timeout": 2})
-        )
+        probe = http_web3(f"http://127.0.0.1:{self.port}", 2.0)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                if self.state_path is not None and "--state" in err:
+                    raise ChainLost(
+                        f"anvil cannot load its state file {self.state_path} (corrupt?): "
+                        f"{err.strip().splitlines()[0][-300:]}; {RECOVER_HINT}"
+                    )
                 raise ChainError(
                     f"anvil exited with code {process.returncode}: {err.strip()[-500:]}"
                 )
@@ -102,76 +150,45 @@ class AnvilBackend(ChainBackend):
                 probe.eth.chain_id  # noqa: B018
                 return process
             time.sleep(0.05)
-        process.kill()
+        process.kill()  # it never answered: nothing of it is worth keeping
+        process.wait()
         raise ChainError(f"anvil did not answer on 127.0.0.1:{self.port} within {timeout_s:.0f} s")
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop the node gracefully (anvil writes its state file on SIGTERM)."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+    def node_dead(self) -> bool:
+        return self.process.poll() is not None
 
-    def close(self) -> None:
-        self.stop()
+    def stop(self, timeout_s: float = 15.0) -> bool:
+        """Stop the node with SIGTERM (anvil writes its state file); return whether it exited."""
+        if self.process.poll() is not None:
+            return True
+        stopped = stop_process(self.pid, timeout_s)
+        if stopped:
+            self.process.wait()
+        return stopped
+
+    def close(self, timeout_s: float = 15.0) -> None:
+        stopped = self.stop(timeout_s)
         if self.process.stderr:
             self.process.stderr.close()
+        self.node_left_running = not stopped
+        if stopped and self.discard_new_state and self.created_state and self.state_path:
+            self.state_path.unlink(missing_ok=True)  # an empty chain it wrote, not the lost one
+        self.run_cleanups(node_stopped=stopped)
 
 
-class AttachedAnvil(ChainBackend):
-    """An anvil node this service started in an earlier run that ended without stopping it.
+def stop_process(pid: int, timeout_s: float) -> bool:
+    """Send SIGTERM to a node and wait up to `timeout_s` for it to exit; return whether it did.
 
-    A service killed with SIGKILL leaves its anvil running (in its own session) with the
-    chain's newest state in memory, newer than the state file; attaching to it keeps that
-    state. `close` stops it as the service would have (SIGTERM, which writes the state file).
+    A paused node (SIGSTOP) is not waited for: its SIGTERM stays pending, and it writes its
+    state and exits once it is resumed. Nothing here sends SIGKILL.
     """
-
-    name = "anvil"
-    persistent = True
-
-    def __init__(self, url: str, pid: int) -> None:
-        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
-        self._accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
-        super().__init__(w3, self._accounts[0])
-        self.url = url
-        self.pid = pid
-
-    @property
-    def accounts(self) -> list[str]:
-        return list(self._accounts)
-
-    def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and process_alive(self.pid):
-                time.sleep(0.05)
-            if process_alive(self.pid):
-                os.kill(self.pid, signal.SIGKILL)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if process_state(pid) == "T":
         return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        if stat.read_text().split(")")[-1].split()[0] == "Z":
-            return False  # a zombie: exited, waiting to be reaped
-    return True
-
-
-def is_our_anvil(pid: int, port: int) -> bool:
-    """Return whether `pid` is an anvil listening on `port` (read from its command line)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return bool(argv) and argv[0].endswith(b"anvil") and str(port).encode() in argv
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not process_alive(pid):  # exited (a child of ours stays a zombie until reaped)
+            return True
+        time.sleep(0.02)
+    return not process_alive(pid)

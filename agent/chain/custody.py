@@ -1,10 +1,13 @@
-"""The chain's custody: refusing to rebuild a lost embedded chain silently, and its status.
+"""The chain's custody: refusing to rebuild a lost chain silently, and its status.
 
-The embedded chain lives in its own file (`agent.chain.embedded`), so the store and the chain
-are two records that can be compared. When the chain file is lost, replaced or corrupt,
-`require_chain_for_store` stops the service and the audit instead of rebuilding the chain from
-the store; the one place that rebuilds it is `agent.service.recover.recover` (`agora chain
-recover`), which moves the old file aside with `move_aside` (never deleting it).
+The embedded chain lives in its own file (`agent.chain.embedded`) and anvil's in its state file,
+so the store and the chain are two records that can be compared. When the chain is lost,
+replaced or corrupt, `require_chain_for_store` (an embedded file that is another chain) and
+`deploy_all` (recorded contracts without their code) stop the service and the audit instead of
+rebuilding the chain from the store; the one place that rebuilds it is
+`agent.service.recover.recover` (`agora chain recover`), which moves the old state aside with
+`move_aside` (never deleting it) and keeps the records made on the lost chain under a retired
+key (`retire_chain_records`).
 """
 
 from __future__ import annotations
@@ -16,21 +19,32 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain.backends import ChainBackend, EmbeddedBackend, embedded_state_dir
-from agent.chain.embedded import (
-    RECOVER_HINT,
-    ChainFileLock,
-    ChainLost,
-    chain_file,
-    chain_files,
-)
+from agent.chain.embedded import ChainFileLock, chain_file, chain_files
+from agent.chain.node import RECOVER_HINT, ChainLost
 from agent.config import Settings
 from agent.store import Store
 
+PROVES = (
+    "the store is self-consistent: every decision record hashes to its DecisionLog entry and "
+    "links to the one before, and replaying the recorded bars gives exactly the pool reserves, "
+    "balances and reward roots the records imply"
+)
 CANNOT_PROVE = (
     "a replayed chain proves only that the store is self-consistent (every record hashes to its "
     "entry and links to the one before); it cannot prove that these decisions were published "
-    "on-chain when they were made, since the store itself wrote them onto this chain just now"
+    "on-chain when they were made, since the store itself wrote them onto this chain just now. "
+    "Strategy registrations made on the lost chain are not replayed (submit them again)"
 )
+CHAIN_KEY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("deployments", "chain_key"),
+    ("service_chains", "chain_key"),
+    ("service_executions", "chain_key"),
+    ("reward_epochs", "chain_key"),
+    ("reward_allocations", "claimed_chain_key"),
+    ("strategy_registrations", "chain_key"),
+    ("backtest_logs", "chain_key"),
+)
+"""Every column that names the chain a record was made on."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,30 @@ def open_embedded_for_store(state_dir: Path, store: Store) -> EmbeddedBackend:
     return backend
 
 
+def retire_chain_records(store: Store, key: str, label: str) -> str:
+    """Keep the records made on a lost chain under `<key>/<label>`; return that retired key.
+
+    A rebuilt anvil chain has the same key as the lost one (`anvil:31337`): without this its
+    fresh contracts, genesis and replication would be mistaken for the lost chain's. Nothing
+    is deleted.
+    """
+    retired = f"{key}/{label}"
+    with store.transaction() as conn:
+        for table, column in CHAIN_KEY_COLUMNS:
+            conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [retired, key])
+    return retired
+
+
+def move_aside_file(path: Path, reason: str) -> Path | None:
+    """Rename a state file to `<stem>.<reason>-<UTC time><suffix>`; None if it is missing."""
+    if not path.exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.stem}.{reason}-{stamp}{path.suffix}")
+    os.replace(path, target)
+    return target
+
+
 def move_aside(state_dir: Path, reason: str) -> list[Path]:
     """Rename the chain file (and its -wal/-shm) to `embedded.<reason>-<UTC time>.sqlite`.
 
@@ -122,8 +160,10 @@ def move_aside(state_dir: Path, reason: str) -> list[Path]:
 def chain_status(settings: Settings) -> dict[str, Any]:
     """Return the configured chain's backend, file, head block and recorded contracts.
 
+    While the service runs, this is the service's chain (attached over JSON-RPC).
+
     Raises:
-        ChainLocked: another process has the embedded chain open.
+        ChainLocked: another process has the embedded chain open and does not serve it.
         ChainError: the chain cannot be opened or read.
     """
     from agent.chain.backends import connect
@@ -145,6 +185,7 @@ def chain_status(settings: Settings) -> dict[str, Any]:
                 chain_key=key,
                 chain_id=int(backend.w3.eth.chain_id),
                 head_block=int(backend.w3.eth.block_number),
+                node=backend.url or "in this process",
                 contracts={n: r.address for n, r in store.read_deployments(key).items()},
             )
     return status

@@ -28,6 +28,7 @@ from web3.exceptions import Web3Exception
 
 from agent.chain.backends import ChainBackend
 from agent.chain.contracts import load_artifact
+from agent.chain.node import RECOVER_HINT, ChainLost
 from agent.config import Settings
 from agent.dex.amm import BASE_DECIMALS, QUOTE_DECIMALS, to_units
 from agent.errors import ChainError
@@ -56,7 +57,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
 QUOTE_TOKEN = ("Agora USD", "aUSD", QUOTE_DECIMALS)
 BASE_TOKEN = ("Agora Base", "aBASE", BASE_DECIMALS)
 MAX_UINT256 = 2**256 - 1
-REDEPLOY_HINT = "the chain was reset or replaced: run with a fresh data dir or `--redeploy`"
+REDEPLOY_HINT = f"the chain was reset or replaced (or its state lost); {RECOVER_HINT}"
 
 _instance_markers: weakref.WeakKeyDictionary[ChainBackend, str] = weakref.WeakKeyDictionary()
 
@@ -108,8 +109,9 @@ def chain_key(backend: ChainBackend) -> str:
     A persistent chain is `<backend>:<chain id>`; the embedded chain file, whose chain id every
     copy shares, also carries its genesis hash (`embedded:<id>:<genesis>`), the same in every
     process that opens the file and different for a chain rebuilt by `agora chain recover`. A
-    chain that is lost when the backend closes carries its genesis hash and a marker unique to
-    this backend object, so records made on an earlier, vanished chain never match it.
+    chain that is lost when its node stops carries its genesis hash and a marker unique to the
+    node (its pid, so every process attached to it agrees) or to this backend object, so records
+    made on an earlier, vanished chain never match it.
     """
     key = f"{backend.name}:{_chain_id(backend)}"
     if backend.persistent:
@@ -118,7 +120,8 @@ def chain_key(backend: ChainBackend) -> str:
         return f"{key}:{_genesis_prefix(backend, key)}"
     marker = _instance_markers.get(backend)
     if marker is None:
-        marker = f"{_genesis_prefix(backend, key)}-{uuid.uuid4().hex[:12]}"
+        unique = backend.node_marker or uuid.uuid4().hex[:12]
+        marker = f"{_genesis_prefix(backend, key)}-{unique}"
         _instance_markers[backend] = marker
     return f"{key}:{marker}"
 
@@ -213,23 +216,24 @@ def check_code(
     it too, so a contract of the right kind but with other constructor arguments is refused.
 
     Raises:
-        ChainError: naming the contract, address and chain, when the code is missing or differs.
+        ChainLost: naming the contract, address and chain, when the code is missing or differs
+            (the chain was reset, replaced or lost its state: `agora chain recover`).
     """
     artifact_name = CONTRACTS[name]
     label = f"the {artifact_name} ({name}) recorded at {address} on {key}"
     code = _runtime_code(backend, address, key)
     if not code:
-        raise ChainError(f"{label} has no code; {REDEPLOY_HINT}")
+        raise ChainLost(f"{label} has no code; {REDEPLOY_HINT}")
     expected = bytes.fromhex(load_artifact(artifact_name).deployed_bytecode.removeprefix("0x"))
     found = mask_immutables(code, immutable_ranges(artifact_name))
     if found != expected:
-        raise ChainError(
+        raise ChainLost(
             f"{label} has different code (expected keccak 0x{keccak(expected).hex()}, "
             f"found 0x{keccak(found).hex()}); {REDEPLOY_HINT}"
         )
     actual_hash = "0x" + keccak(code).hex()
     if recorded_hash is not None and actual_hash != recorded_hash:
-        raise ChainError(
+        raise ChainLost(
             f"{label} has different immutable values (expected keccak {recorded_hash}, "
             f"found {actual_hash}); {REDEPLOY_HINT}"
         )
@@ -286,7 +290,7 @@ def _check_pool_fee(backend: ChainBackend, deployment: Deployment, fee_bps: int)
     if actual != fee_bps:
         raise ChainError(
             f"the pool at {deployment.pool} on {deployment.chain_key} charges {actual} bps but "
-            f"dex.fee_bps is {fee_bps}: restore the setting or run with `--redeploy`"
+            f"dex.fee_bps is {fee_bps}: restore the setting (the records were made at that fee)"
         )
 
 

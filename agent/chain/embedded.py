@@ -14,41 +14,33 @@ backend with transactions and receipts found through py-evm's hash index instead
 back from the newest block, so `eth_getLogs` over a long chain costs time linear in the blocks
 read, not quadratic in the chain's length.
 
+While a process holds the chain (the service), it may serve it to other processes over JSON-RPC
+on loopback (`agent.chain.serve`); they attach to it (`agent.chain.backends.connect`) instead of
+opening the file, so only the holder ever writes it.
+
 ChainError
-├── ChainLocked   another process has the chain open
+├── ChainLocked   another process has the chain open   (both defined in `agent.chain.node`)
 └── ChainLost     the chain file is missing or corrupt while the store expects it
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
-import os
 import sqlite3
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from eth.db.backends.base import BaseDB
 
+from agent.chain.node import RECOVER_HINT, ChainLocked, ChainLost, NodeLock
 from agent.errors import ChainError
 
 CHAIN_FILE = "embedded.sqlite"
 LOCK_FILE = "embedded.lock"
 CHAIN_ID = 131277322940537
 """eth-tester's chain id, kept so contracts and signatures behave as on the in-memory chain."""
-RECOVER_HINT = "`agora chain recover` rebuilds it from the store (and says what that cannot prove)"
-
-
-class ChainLocked(ChainError):
-    """Another process has the embedded chain open (it holds the lock file)."""
-
-
-class ChainLost(ChainError):
-    """The chain the store's records live on is missing, replaced or corrupt."""
+__all__ = ["RECOVER_HINT", "ChainFile", "ChainFileLock", "ChainLocked", "ChainLost"]
 
 
 def chain_file(state_dir: Path) -> Path:
@@ -143,55 +135,18 @@ class SqliteKeyValueDB(BaseDB):
             self._conn.close()
 
 
-class ChainFileLock:
+class ChainFileLock(NodeLock):
     """An exclusive `flock` on the lock file beside the chain, with the holder's pid in it."""
 
     def __init__(self, state_dir: Path, *, timeout_s: float = 3.0) -> None:
-        self.path = Path(state_dir) / LOCK_FILE
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = self._holder()
-                    os.close(self._fd)
-                    raise ChainLocked(
-                        f"the embedded chain in {state_dir} is in use by {holder}; stop it or "
-                        "use chain.backend: anvil"
-                    ) from None
-                time.sleep(0.05)
-        os.ftruncate(self._fd, 0)
-        note = {"pid": os.getpid(), "command": _command()}
-        os.pwrite(self._fd, (json.dumps(note) + "\n").encode(), 0)
-
-    def _holder(self) -> str:
         try:
-            note = json.loads(os.pread(self._fd, 4096, 0).decode() or "{}")
-        except (OSError, ValueError):
-            note = {}
-        if "pid" not in note:
-            return "another process"
-        return f"pid {note['pid']} ({note.get('command') or '?'})"
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _command() -> str:
-    argv = sys.argv or ["python"]
-    program = Path(argv[0]).name or "python"
-    if program in {"__main__.py", "-c"}:
-        program = "python"
-    verb = next((a for a in argv[1:] if a.isidentifier()), "")
-    return f"{program} {verb}".strip()
+            super().__init__(Path(state_dir) / LOCK_FILE, timeout_s=timeout_s)
+        except ChainLocked as e:
+            holder = str(e).rsplit(" is in use by ", 1)[-1]
+            raise ChainLocked(
+                f"the embedded chain in {state_dir} is in use by {holder}; stop it or use "
+                "chain.backend: anvil"
+            ) from None
 
 
 class ChainFile:

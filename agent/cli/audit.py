@@ -132,10 +132,16 @@ def verify_cmd(
     if as_json:
         print_json({**report.to_json_data(), "chain_key": key})
     elif report.ok:
+        waiting = (
+            f"; {report.waiting} newer decisions are waiting in the outbox (not sent yet, "
+            "checked against the store only)"
+            if report.waiting
+            else ""
+        )
         stdout.print(
-            f"OK: {report.stored} decisions verified: each record hashes to its entry in the "
+            f"OK: {report.verified} decisions verified: each record hashes to its entry in the "
             f"DecisionLog {report.decision_log} on {key}; "
-            f"head {report.head_onchain}",
+            f"head {report.head_onchain}{waiting}",
             markup=False,
             highlight=False,
         )

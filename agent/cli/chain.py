@@ -1,6 +1,6 @@
-"""`agora chain …`: the embedded chain's state file: show it, rebuild it from the store.
+"""`agora chain …`: the data directory's chain: show it, rebuild it from the store.
 
-Both commands mirror `agent.chain.custody.chain_status` / `recover`.
+Both commands mirror `agent.chain.custody.chain_status` / `agent.service.recover.recover`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 from agent.cli.common import ConfigOption, JsonOption, print_json, settings_for, stderr, stdout
 
 app = typer.Typer(
-    help="The chain: show its state, rebuild a lost embedded chain from the store.",
+    help="The chain: show its state, rebuild a lost chain (embedded or anvil) from the store.",
     no_args_is_help=True,
 )
 
@@ -21,7 +21,10 @@ app = typer.Typer(
 def status_cmd(
     ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
-    """Show the chain: backend, chain file and size, head block, recorded contracts."""
+    """Show the chain: backend, chain file and size, node, head block, recorded contracts.
+
+    While `agora run` runs, this is the service's chain (the command attaches to its node).
+    """
     from agent.chain.custody import chain_status
 
     state = chain_status(settings_for(ctx, config))
@@ -48,11 +51,13 @@ def recover_cmd(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Rebuild a lost or corrupt embedded chain from the store (the old file is kept aside).
+    """Rebuild a lost, reset or corrupt chain from the store (the old state is kept aside).
 
-    Starts a fresh chain, deploys the contracts and replays the store onto it: the service's
-    bars, the decision log and the reward epochs. A replayed chain proves only that the store
-    is self-consistent, not that the decisions were published when they were made.
+    For the embedded chain file or anvil's state file: starts a fresh chain, deploys the
+    contracts and replays the store onto it: the service's bars, the decision log and the
+    reward epochs (and their claims). It proves the store is self-consistent (every record
+    hashes to its log entry; the bars replay to the pool and balances the records imply); it
+    cannot prove the decisions were published when they were made. Stop `agora run` first.
     """
     from agent.service.recover import recover
 
@@ -63,11 +68,17 @@ def recover_cmd(
         print_json(report.to_json_data())
         return
     lines = [
-        f"recovered the embedded chain {report.chain_path} ({report.reason})",
+        f"recovered the {report.backend} chain {report.chain_path} ({report.reason})",
         *(f"  kept the old file as {p}" for p in report.moved_aside),
+        *(
+            [f"  kept the records made on the lost chain under {report.retired_key}"]
+            if report.retired_key
+            else []
+        ),
         f"  new chain {report.chain_key}: deployed {', '.join(report.deployed) or 'nothing'}",
         f"  replayed {report.bars_replayed} service bars, {report.decisions_replayed} decisions, "
         f"{report.epochs_replayed} reward epochs",
+        f"PROVES: {report.proves}",
         f"CANNOT PROVE: {report.cannot_prove}",
     ]
     for line in lines:

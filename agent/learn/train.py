@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from agent.config import Settings
 from agent.env.features import FEATURE_NAMES
 from agent.env.rollout import ModelPolicy, RolloutResult, buy_and_hold, rollout
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
-from agent.errors import ConfigError, ModelError
+from agent.errors import ConfigError, ModelError, TrainingInterrupted
 from agent.learn import registry
 from agent.learn.dataset import Dataset, load_dataset
 from agent.learn.diagnostics import (
@@ -179,13 +179,19 @@ class ValidationCallback(BaseCallback):
         self._kept_returns: np.ndarray | None = None  # None: staying flat
         self._cheapest: tuple[float, float, int, bytes, WindowMetrics] | None = None
         self._last_eval = 0
+        self.stop: Callable[[], bool] | None = None
+        """When it returns true, no more evaluations (training is being abandoned)."""
 
     def _on_step(self) -> bool:
+        if self.stop is not None and self.stop():
+            return False
         if self.num_timesteps - self._last_eval >= self.every:
             self._evaluate()
         return True
 
     def _on_training_end(self) -> None:
+        if self.stop is not None and self.stop():
+            return
         if self.num_timesteps != self._last_eval or not self.history:
             self._evaluate()
         if self.best_bytes is None and self._cheapest is not None:
@@ -325,8 +331,13 @@ def train_seed(
     timesteps: int,
     directory: Path,
     progress: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> SeedResult:
-    """Train one seed on `dataset`, keep the checkpoint validation chooses, test it once."""
+    """Train one seed on `dataset`, keep the checkpoint validation chooses, test it once.
+
+    Raises:
+        TrainingInterrupted: `stop()` became true (checked at every step).
+    """
     started = time.perf_counter()
     kind = action_kind(algorithm, settings)
     config = EnvConfig.from_settings(settings, kind)
@@ -358,10 +369,13 @@ def train_seed(
             margin=settings.agent.selection_margin,
             report=report,
         )
+        validation.stop = stop
         callbacks: list[BaseCallback] = [validation]
         if progress:
             callbacks.append(ProgressCallback(timesteps, f"training {algorithm} seed {seed}"))
         model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks))
+    if stop is not None and stop():
+        raise TrainingInterrupted(f"training seed {seed} was stopped at step {model.num_timesteps}")
     if validation.best_bytes is None or validation.best_metrics is None:
         raise ModelError(f"training seed {seed} produced no checkpoint")
     model_id, path = registry.write_model_file(validation.best_bytes, directory)
@@ -416,6 +430,7 @@ def train(
     timesteps: int | None = None,
     progress: bool = False,
     allow_masked_strategies: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainReport:
     """Train `seeds` seeds (`agora train`), register each kept model, report mean and spread.
 
@@ -430,8 +445,11 @@ def train(
         progress: show a progress bar and one line per evaluation on stderr.
         allow_masked_strategies: train even when a strategy gives no signal at all (it is
             masked throughout, so the model never sees it); by default that is refused.
+        stop: checked at every training step; when it returns true, training ends at once and
+            nothing more is registered (the service's SIGTERM).
 
     Raises:
+        TrainingInterrupted: `stop()` became true.
         ModelError: training failed.
         DataError: no candles, or too few for the split.
         ConfigError: a strategy gives no signal and masking was not allowed.
@@ -459,6 +477,7 @@ def train(
             timesteps=steps,
             directory=directory,
             progress=progress,
+            stop=stop,
         )
         runs.append(run)
         if store is not None:

@@ -1,12 +1,17 @@
 """The scheduled jobs, as plain functions of a started `ServiceRuntime` (tested directly).
 
     tick          poll the feed; validate, store and decide each new closed bar (one at a time,
-                  stopping between bars when asked); replicate on the chain; flush the outbox
+                  stopping between bars when asked); run alone (`agora run --once`, tests) it
+                  then replicates too
+    chain         replicate the decided bars on the chain and flush the outbox (the scheduler
+                  runs it in a thread of its own, outside the decisions' lock: a hung node
+                  delays the chain, never a decision)
     retrain       after `service.retrain_every_bars` decided bars: train on the newest data;
                   the model goes live only through the promotion gate
     reward_epoch  once an epoch's bars are complete: attribution, payout, Merkle root,
                   publish, optional auto-claim (`agent.rewards.epochs.run_epoch`)
-    heartbeat     check the chain, refresh the gauges, write the status snapshot
+    heartbeat     probe the chain's node (with a deadline shorter than the heartbeat), refresh
+                  the gauges, write the status snapshot
 
 `run_job` wraps each run: it records the run in `service_jobs`, logs failures, and sorts them.
 A failure that makes trading unsafe or impossible (the model, the store, the audit trail, a
@@ -24,14 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.chain.node import ChainLost
 from agent.errors import (
     AgoraError,
     AuditError,
-    ChainError,
     ConfigError,
     DataError,
     ModelError,
     StoreError,
+    TrainingInterrupted,
     TransactionReverted,
     UsageError,
 )
@@ -39,8 +45,9 @@ from agent.market.schema import format_time_ms
 from agent.service import ledger
 from agent.service.replica import ChainDiverged
 from agent.service.runtime import POLL_LIMIT, ServiceRuntime
+from agent.store import Store
 
-JOB_IDS: tuple[str, ...] = ("tick", "retrain", "reward_epoch", "heartbeat")
+JOB_IDS: tuple[str, ...] = ("tick", "chain", "retrain", "reward_epoch", "heartbeat")
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
     ModelError,
@@ -50,14 +57,16 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
     UsageError,
     DataError,
     ChainDiverged,
+    ChainLost,
     TransactionReverted,
 )
 """Errors after which the service must not go on trading."""
 
 JOB_FATAL: dict[str, tuple[type[BaseException], ...]] = {
     "tick": FATAL_ERRORS,
+    "chain": FATAL_ERRORS,
     "heartbeat": FATAL_ERRORS,
-    "reward_epoch": (StoreError, AuditError, ChainDiverged),
+    "reward_epoch": (StoreError, AuditError, ChainDiverged, ChainLost),
     "retrain": (StoreError,),
 }
 """Per job, the errors that stop the service; a failed retrain or epoch is logged and retried."""
@@ -101,20 +110,11 @@ def run_job(
     started = ledger.now_ms()
     try:
         result = fn(runtime)
-    except fatal as e:
-        result = _fatal(runtime, job, e)
-    except sqlite3.Error as e:
-        cause = ledger.root_cause(e)
-        result = _fatal(runtime, job, StoreError(f"the database failed: {cause}"))
-    except AgoraError as e:
-        runtime.log.warning("job_failed", job=job, error=str(e)[:500])
-        result = JobResult(job, "failed", str(e)[:500])
     except Exception as e:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            result = _fatal(runtime, job, StoreError(f"the disk is full: {e}"))
-        else:
-            runtime.log.error("job_crashed", exc_info=True, job=job, error=repr(e)[:500])
-            result = _fatal(runtime, job, AgoraError(f"{job} crashed: {type(e).__name__}: {e}"))
+        if runtime.stopping.is_set() and (runtime.store is None or runtime.chain_store is None):
+            # the stop released the store under a job that was still running: not a failure
+            return JobResult(job, "idle", f"cut short by the stop ({type(e).__name__})")
+        result = _classify(runtime, job, fatal, e)
     if result.status != "idle" and runtime.store is not None:
         try:
             with runtime.lock:
@@ -124,6 +124,24 @@ def run_job(
             if runtime.fatal is None:
                 _fatal(runtime, job, StoreError(str(e)))
     return result
+
+
+def _classify(
+    runtime: ServiceRuntime, job: str, fatal: tuple[type[BaseException], ...], e: Exception
+) -> JobResult:
+    """Sort a job's exception: fatal (the service stops) or a failure it goes on after."""
+    if isinstance(e, fatal):
+        return _fatal(runtime, job, e)
+    if isinstance(e, sqlite3.Error):
+        cause = ledger.root_cause(e)
+        return _fatal(runtime, job, StoreError(f"the database failed: {cause}"))
+    if isinstance(e, AgoraError):
+        runtime.log.warning("job_failed", job=job, error=str(e)[:500])
+        return JobResult(job, "failed", str(e)[:500])
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return _fatal(runtime, job, StoreError(f"the disk is full: {e}"))
+    runtime.log.error("job_crashed", exc_info=True, job=job, error=repr(e)[:500])
+    return _fatal(runtime, job, AgoraError(f"{job} crashed: {type(e).__name__}: {e}"))
 
 
 def _fatal(runtime: ServiceRuntime, job: str, error: BaseException) -> JobResult:
@@ -149,8 +167,24 @@ def _with_sqlite_cause(error: BaseException) -> str:
 
 
 # --- tick -----------------------------------------------------------------------------------------
-def tick(runtime: ServiceRuntime, *, max_bars: int | None = None) -> JobResult:
-    """Decide every new closed bar the feed has (at most `max_bars`), then replicate on-chain."""
+def tick(
+    runtime: ServiceRuntime, *, max_bars: int | None = None, replicate: bool = True
+) -> JobResult:
+    """Decide every new closed bar the feed has (at most `max_bars`), then replicate on-chain.
+
+    The bars are decided under the runtime's lock; the chain is replicated after it is
+    released (`replicate`: the scheduler runs the `chain` job on a thread of its own instead).
+    """
+    result = _decide(runtime, max_bars)
+    if replicate and not runtime.stopping.is_set():
+        runtime.sync_chain()
+        with runtime.lock:
+            if runtime.store is not None:
+                refresh_gauges(runtime)
+    return result
+
+
+def _decide(runtime: ServiceRuntime, max_bars: int | None) -> JobResult:
     with runtime.lock:
         if runtime.stopping.is_set():
             return JobResult("tick", "idle", "stopping")
@@ -190,10 +224,7 @@ def tick(runtime: ServiceRuntime, *, max_bars: int | None = None) -> JobResult:
                     store.read_candles(runtime.key, end_ms=bar_ms), available_at=available
                 )
                 decided += 1
-                runtime.sync_chain()
             after = bar_ms
-        if decided == 0:
-            runtime.sync_chain()
         if batch.exhausted and not runtime.exhausted and not len(batch.candles):
             runtime.exhausted = True
             runtime.log.event("replay_finished", last_bar=format_time_ms(after))
@@ -201,6 +232,17 @@ def tick(runtime: ServiceRuntime, *, max_bars: int | None = None) -> JobResult:
     if decided or skipped:
         return JobResult("tick", "ok", f"{decided} decided, {skipped} skipped", decided)
     return JobResult("tick", "idle", batch.error or "no new bar")
+
+
+# --- chain --------------------------------------------------------------------------------------
+def replicate(runtime: ServiceRuntime) -> JobResult:
+    """Replicate the decided bars the chain lacks and flush the outbox (under the chain lock)."""
+    runtime.sync_chain()
+    replica = runtime.replica
+    if runtime.chain_error is not None:
+        return JobResult("chain", "idle", f"waiting for the chain: {runtime.chain_error}"[:500])
+    synced = None if replica is None else replica.synced_ms
+    return JobResult("chain", "idle", f"replicated up to {synced}")
 
 
 def refresh_gauges(runtime: ServiceRuntime, after_ms: int | None = None) -> None:
@@ -248,10 +290,18 @@ def retrain(runtime: ServiceRuntime) -> JobResult:
             dataset = dataset_from_candles(candles, runtime.settings, key=key, store=own)
             # a quarantined or failing plugin is masked, never a reason to stop retraining
             report = train(
-                runtime.settings, own, dataset=dataset, seeds=1, allow_masked_strategies=True
+                runtime.settings,
+                own,
+                dataset=dataset,
+                seeds=1,
+                allow_masked_strategies=True,
+                stop=runtime.stopping.is_set,
             )
             model_id = report.runs[0].model_id
             result = promote(own, runtime.settings, model_id)
+    except TrainingInterrupted:
+        runtime.log.event("retrain_abandoned", note="the next start retrains if still due")
+        return JobResult("retrain", "idle", "abandoned: the service is stopping")
     finally:
         runtime.training.clear()
     state = {
@@ -275,11 +325,14 @@ def retrain(runtime: ServiceRuntime) -> JobResult:
 
 
 # --- reward epochs --------------------------------------------------------------------------------
-def next_epoch(runtime: ServiceRuntime) -> tuple[int, bool]:
-    """Return the next epoch to run and whether its bars are complete (call under the lock)."""
+def next_epoch(runtime: ServiceRuntime, store: Store | None = None) -> tuple[int, bool]:
+    """Return the next epoch to run and whether its bars are complete.
+
+    Reads `store` (default: the runtime's own connection, under its lock).
+    """
     from agent.rewards.ledger import list_epochs
 
-    store = runtime.require_store()
+    store = runtime.require_store() if store is None else store
     assert runtime.genesis is not None
     bars_per_epoch = runtime.settings.rewards.epoch_bars
     recorded = list_epochs(store)
@@ -295,19 +348,20 @@ def reward_epoch(runtime: ServiceRuntime) -> JobResult:
 
     if not runtime.settings.service.pay_rewards:
         return JobResult("reward_epoch", "idle", "paying rewards is off (service.pay_rewards)")
-    with runtime.lock:
+    with runtime.chain_lock:  # on the chain's own connection: the decisions go on meanwhile
         replica = runtime.replica
         if replica is None or runtime.chain_error is not None:
             return JobResult("reward_epoch", "idle", "waiting for the chain")
+        store = runtime.require_chain_store()
         replica.replicate_rewards()
-        epoch, complete = next_epoch(runtime)
+        epoch, complete = next_epoch(runtime, store)
         if not complete:
             return JobResult("reward_epoch", "idle", f"epoch {epoch} is not complete yet")
         started = time.perf_counter()
-        inputs = epoch_inputs(runtime, epoch)
+        inputs = epoch_inputs(runtime, epoch, store)
         run = run_epoch(
             epoch,
-            store=runtime.require_store(),
+            store=store,
             backend=replica.backend,
             deployment=replica.deployment,
             settings=runtime.settings,
@@ -330,8 +384,9 @@ def reward_epoch(runtime: ServiceRuntime) -> JobResult:
     return JobResult("reward_epoch", "ok", f"epoch {epoch}: {record.status}", 1)
 
 
-def epoch_inputs(runtime: ServiceRuntime, epoch: int) -> dict[str, Any]:
-    """Return `run_epoch`'s inputs for `epoch`: the live policy on what it saw (under the lock).
+def epoch_inputs(runtime: ServiceRuntime, epoch: int, store: Store | None = None) -> dict[str, Any]:
+    """Return `run_epoch`'s inputs for `epoch`: the live policy on what it saw, read from `store`
+    (default: the runtime's own connection, under its lock).
 
     The epoch's signals are the ones the decision records hold (`inputs_for_epoch`). While the
     service trades a baseline policy, the epoch is marked as the baseline's, so its pool is
@@ -341,7 +396,7 @@ def epoch_inputs(runtime: ServiceRuntime, epoch: int) -> dict[str, Any]:
 
     policy = runtime.policy
     assert policy is not None
-    store = runtime.require_store()
+    store = runtime.require_store() if store is None else store
     inputs = load_inputs(
         runtime.settings, store, policy=policy, strategies=runtime.strategies, key=runtime.key
     )
@@ -353,13 +408,24 @@ def epoch_inputs(runtime: ServiceRuntime, epoch: int) -> dict[str, Any]:
 
 
 # --- heartbeat ------------------------------------------------------------------------------------
+def probe_timeout_s(runtime: ServiceRuntime) -> float:
+    """Return how long the heartbeat waits for the node: within the heartbeat and the RPC deadline.
+
+    So a node that stops answering shows as degraded within one heartbeat.
+    """
+    heartbeat_s = runtime.settings.service.heartbeat_s
+    return max(0.2, min(runtime.settings.chain.rpc_timeout_s, heartbeat_s / 2))
+
+
 def heartbeat(runtime: ServiceRuntime) -> JobResult:
-    """Check the chain, refresh the gauges and store the status snapshot for `agora status`."""
+    """Probe the chain, refresh the gauges and store the status snapshot for `agora status`.
+
+    The probe holds no lock and has its own short deadline: a hung node is reported within
+    one heartbeat, whatever the chain thread is waiting on.
+    """
+    runtime.probe_chain(probe_timeout_s(runtime))
     with runtime.lock:
         store = runtime.require_store()
-        replica = runtime.replica
-        if replica is not None and runtime.chain_error is None and not replica.backend.reachable():
-            runtime.mark_chain_down(ChainError(f"{replica.key} does not answer"))
         refresh_gauges(runtime)
         snapshot = runtime.health()
         snapshot["at_ms"] = ledger.now_ms()

@@ -209,6 +209,16 @@ def decisions_after(
     return [_tick(r) for r in rows]
 
 
+def decisions_until(store: Store, market: str, until_ms: int, limit: int) -> list[TickRow]:
+    """Return up to `limit` decided bars (and intents) at or before `until_ms`, newest first."""
+    rows = store.db.execute(
+        f"SELECT {_TICK_COLUMNS} FROM service_ticks WHERE market = ? AND status != 'skipped' "
+        "AND bar_time_ms <= ? ORDER BY bar_time_ms DESC LIMIT ?",
+        [market, until_ms, limit],
+    ).fetchall()
+    return [_tick(r) for r in rows]
+
+
 def count_decisions_after(store: Store, market: str, after_ms: int | None) -> int:
     """Return how many decided bars lie after `after_ms` (all of them when None)."""
     row = store.db.execute(
@@ -347,6 +357,15 @@ def record_failed_execution(
             [chain_key, bar_time_ms, arbitrage_tx, gas_used, now, attempts, reason[:1000]],
         )
     return attempts
+
+
+def rewind_chain(store: Store, chain_key: str, synced_ms: int | None) -> None:
+    """Note that a chain holds the bars only up to `synced_ms` (it lost the later ones)."""
+    with writing(store, f"the replication state of {chain_key}") as conn:
+        conn.execute(
+            "UPDATE service_chains SET synced_bar_ms = ?, updated_ms = ? WHERE chain_key = ?",
+            [synced_ms, now_ms(), chain_key],
+        )
 
 
 def execution(store: Store, chain_key: str, bar_time_ms: int) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ live (none passed the gate), it trades the better baseline on validation
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ def live_model_id(store: Store) -> str | None:
 
 
 def bootstrap_model(
-    store: Store, settings: Settings, candles: Any, key: Any, timesteps: int
+    store: Store,
+    settings: Settings,
+    candles: Any,
+    key: Any,
+    timesteps: int,
+    *,
+    stop: Callable[[], bool] | None = None,
 ) -> Any:
     """Train a first model on the history and put it through the gate; return the verdict.
 
@@ -39,15 +46,25 @@ def bootstrap_model(
         The `PromotionResult` (`promoted` False when the gate refused the model).
 
     Raises:
+        TrainingInterrupted: `stop()` became true (the service is stopping).
         ModelError: training failed.
         DataError: the history is too short for the configured split.
     """
+    from agent.errors import TrainingInterrupted
     from agent.learn import registry
     from agent.learn.dataset import dataset_from_candles
     from agent.learn.train import train
 
     dataset = dataset_from_candles(candles, settings, key=key, store=store)
+    if stop is not None and stop():
+        raise TrainingInterrupted("the bootstrap training was stopped before it began")
     report = train(  # the service masks a failing strategy rather than refusing to trade
-        settings, store, dataset=dataset, seeds=1, timesteps=timesteps, allow_masked_strategies=True
+        settings,
+        store,
+        dataset=dataset,
+        seeds=1,
+        timesteps=timesteps,
+        allow_masked_strategies=True,
+        stop=stop,
     )
     return registry.promote(store, settings, report.runs[0].model_id)

@@ -7,7 +7,10 @@ amounts and the reserves after to the wei). It works out what a bar still needs 
 chain (pool reserves and the two accounts' balances) and comparing with the three states the
 records imply (before the bar, after its arbitrage, after its swap), so a crash between sending
 and recording never sends a swap twice. A fresh chain is synced from its genesis only on a
-chain that does not persist, or by the explicit `agora chain recover`.
+chain that does not persist, or by the explicit `agora chain recover`. A chain that is *behind*
+the records (an anvil node restarted from a state file written a few seconds before it died)
+is found where it stands, at the exact state after one of the recorded bars, and replicated on
+from there (`chain_rewound`); anything else it holds is a divergence.
 `flush_decisions` hands the audit outbox what the DecisionLog lacks; `replicate_rewards`
 publishes (and claims) recorded reward epochs the chain lacks.
 
@@ -27,10 +30,7 @@ chain afterwards by those balances, so it too happens exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,6 +195,8 @@ class ChainReplica:
         """A failed bar is tried again once a bar newer than this one is decided..."""
         self._retry_at = 0.0
         """... or once the monotonic clock passes this (the backoff)."""
+        self.recheck_rewards = False
+        """Whether published epochs must be checked on the chain (it may have lost some)."""
 
     # --- reading ----------------------------------------------------------------------------
     def balances(self, account: str) -> Balances:
@@ -323,6 +325,10 @@ class ChainReplica:
         try:
             if not self._funded:
                 self.ensure_genesis()
+            if not self._verified and self._synced_ms is not None:
+                self._locate()
+                if not self._funded:
+                    self.ensure_genesis()
             return self._sync(limit, stop)
         except ChainError:
             self._verified = False
@@ -357,6 +363,66 @@ class ChainReplica:
         newest = ledger.last_decision(self.store, self.market)
         newer = newest is not None and newest.bar_time_ms > self._retry_after_bar
         return newer or time.monotonic() >= self._retry_at
+
+    def _locate(self, page: int = 256) -> None:
+        """Find the recorded bar the chain stands at when it is behind the records; resume there.
+
+        The chain matches the state after a bar (that bar is done), or after its arbitrage or
+        before it (the bar before it is done): replication resumes after that bar. A chain at
+        the state before the trader was funded resumes from genesis. No match: left as it is,
+        for `_replicate` to report the divergence.
+        """
+        assert self._synced_ms is not None
+        now = self.snapshot()
+        synced = self._synced_ms
+        newer: list[Any] = ledger.decisions_until(self.store, self.market, synced, page + 1)
+        following = ledger.decisions_after(self.store, self.market, synced, 1)
+        if newer and following and newer[0].outcome and following[0].outcome:
+            last = BarPlan.from_outcome(newer[0].bar_time_ms, newer[0].outcome)
+            after_it = BarPlan.from_outcome(following[0].bar_time_ms, following[0].outcome)
+            if now in self._states(after_it, last):
+                return  # at, or part-way into, the next bar: `_replicate` takes it from there
+        target: int | None = synced
+        found = verified = False
+        while newer and not found:
+            plans = [BarPlan.from_outcome(t.bar_time_ms, t.outcome) for t in newer if t.outcome]
+            older = plans[1:] if len(plans) > page else [*plans[1:], None]
+            for plan, previous in zip(plans[:page], older, strict=False):
+                before, coupled, after = self._states(plan, previous)
+                if now == after:
+                    target, verified, found = plan.bar_time_ms, True, True
+                elif now in (coupled, before):
+                    target = None if previous is None else previous.bar_time_ms
+                    found = True
+                if found:
+                    break
+            if len(plans) <= page:
+                break
+            oldest = plans[page].bar_time_ms
+            newer = ledger.decisions_until(self.store, self.market, oldest, page + 1)
+        genesis = self._require_genesis()
+        untouched = Snapshot(
+            self.genesis_pool, tuple(genesis["operator"]), tuple(genesis["trader"])
+        )
+        if not found and now in (untouched, self._expected(self.genesis_pool, None, (0, 0))):
+            target, found, self._funded = None, True, False  # the funding itself was lost
+        if not found:
+            return
+        self._verified = verified
+        if target != synced:
+            ledger.rewind_chain(self.store, self.key, target)
+            self._synced_ms = target
+            self.recheck_rewards = True
+            self.event(
+                "chain_rewound",
+                chain=self.key,
+                synced_bar=synced,
+                resumes_after_bar=target,
+                bars=ledger.count_decisions_after(self.store, self.market, target)
+                - ledger.count_decisions_after(self.store, self.market, synced),
+                note="the node restarted from a state written before its last transactions; "
+                "they are replayed from the records",
+            )
 
     def _replicate(self, plan: BarPlan, previous: BarPlan | None) -> bool:
         """Bring the chain through one bar; False if a transaction reverted (bar failed)."""
@@ -472,7 +538,9 @@ class ChainReplica:
         return receipt
 
     def verify(self) -> Snapshot:
-        """Check that the chain holds exactly what the records imply now; return the snapshot.
+        """Check that the chain holds exactly what the records imply after the last bar it
+        replicated (decisions made since, by another thread, are not its yet); return the
+        snapshot.
 
         With a failed bar owed to the chain, that is the state before the bar or after its
         arbitrage (replication stopped there).
@@ -482,7 +550,10 @@ class ChainReplica:
         """
         if self._failed is not None:
             return self._verify_before_failed(int(self._failed["bar_time_ms"]))
-        last = ledger.last_decision(self.store, self.market)
+        last = None
+        if self._synced_ms is not None:
+            found = ledger.decisions_until(self.store, self.market, self._synced_ms, 1)
+            last = found[0] if found else None
         if last is None or last.outcome is None:
             expected = self._expected(self.genesis_pool, (0, self.initial_quote), (0, 0))
         else:
@@ -535,12 +606,16 @@ class ChainReplica:
     def replicate_rewards(self) -> int:
         """Publish recorded epochs this chain lacks, and claim what was claimed; return how many.
 
+        After the chain may have lost recent state (`recheck_rewards`: it was rewound, or its
+        node restarted), epochs recorded as published on it are checked on the chain too.
+
         Raises:
             ChainError: the node failed, or the chain holds another root for an epoch.
         """
         from agent.rewards.epochs import claim_epoch, publish_epoch
         from agent.rewards.ledger import PUBLISHED, list_epochs, read_epoch
 
+        recheck = self.recheck_rewards
         touched = 0
         for epoch in list_epochs(self.store):
             record = read_epoch(self.store, epoch)
@@ -549,69 +624,52 @@ class ChainReplica:
             if record.status != PUBLISHED or record.chain_key != self.key:
                 publish_epoch(self.store, self.backend, self.deployment, epoch)
                 touched += 1
+            elif recheck:
+                _, sent = publish_epoch(self.store, self.backend, self.deployment, epoch)
+                touched += sent is not None
             claimed = sorted(
                 {a.account for a in record.allocations if a.claimed and a.claimed_chain_key}
-                - {a.account for a in record.allocations if a.claimed_chain_key == self.key}
+                - (
+                    set()
+                    if recheck
+                    else {a.account for a in record.allocations if a.claimed_chain_key == self.key}
+                )
             )
             if claimed:
-                claim_epoch(self.store, self.backend, self.deployment, epoch, accounts=claimed)
-                touched += 1
+                results = claim_epoch(
+                    self.store, self.backend, self.deployment, epoch, accounts=claimed
+                )
+                touched += any(r.tx is not None for r in results) or not recheck
+        self.recheck_rewards = False
         return touched
 
 
 # --- connecting ---------------------------------------------------------------------------------
 def connect_chain(settings: Settings, store: Store, event: Callable[..., None]) -> ChainBackend:
-    """Open the chain `service.chain` names; reattach to an anvil a killed run left behind.
+    """Open the chain `service.chain` names, as the data directory's owner of it.
 
-    The embedded chain is the data directory's chain file, created only on a fresh data
+    Goes through the one place chains are opened (`agent.chain.backends.connect`, with
+    `serve`): the embedded chain file is opened and served on loopback for the commands run
+    beside the service; an anvil node is started from its state file and recorded (or adopted,
+    when a killed run left it running). The embedded chain is created only on a fresh data
     directory: a store with records whose chain file is missing, corrupt or replaced is
     refused (`agora chain recover` rebuilds it), never silently replayed.
 
     Raises:
         ChainLost: the embedded chain file does not hold the store's records.
-        ChainLocked: another process has the embedded chain open.
+        ChainLocked: another process holds the chain and does not serve it.
         ChainError: the node cannot be started or reached.
         ConfigError: the rpc backend lacks its URL or key.
     """
-    from agent.chain.anvil import AnvilBackend, AttachedAnvil, is_our_anvil, process_alive
-    from agent.chain.backends import connect, embedded_state_dir
+    from agent.chain.backends import connect
+    from agent.chain.custody import chain_history, require_chain_for_store
 
     chain = settings.chain.model_copy(update={"backend": settings.service.chain})
-    if chain.backend == "embedded":
-        from agent.chain.custody import open_embedded_for_store
-
-        return open_embedded_for_store(embedded_state_dir(Path(settings.data.dir)), store)
-    if chain.backend != "anvil":
-        return connect(chain, Path(settings.data.dir))
-    state_path = Path(settings.data.dir) / "anvil-state.json" if chain.anvil_persist else None
-    left = ledger.get_state(store, "anvil")
-    if (
-        left is not None
-        and process_alive(int(left["pid"]))
-        and is_our_anvil(left["pid"], left["port"])
-    ):
-        if state_path is not None and left.get("state_path") == str(state_path):
-            try:
-                attached = AttachedAnvil(str(left["url"]), int(left["pid"]))
-            except (OSError, Web3Exception, ValueError, IndexError):
-                attached = None
-            if attached is not None:
-                event("anvil_attached", pid=left["pid"], url=left["url"])
-                return attached
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(left["pid"]), signal.SIGTERM)  # a non-persistent node: its chain is lost
-    backend = AnvilBackend(binary=chain.anvil_path, state_path=state_path)
-    ledger.put_state(
-        store,
-        "anvil",
-        {
-            "pid": backend.process.pid,
-            "port": backend.port,
-            "url": backend.url,
-            "state_path": None if state_path is None else str(state_path),
-        },
-    )
-    event(
-        "anvil_started", pid=backend.process.pid, url=backend.url, persistent=state_path is not None
-    )
+    create = chain.backend != "embedded" or chain_history(store).empty
+    backend = connect(chain, Path(settings.data.dir), create_chain=create, serve=True, event=event)
+    try:
+        require_chain_for_store(backend, store)
+    except BaseException:
+        backend.close()
+        raise
     return backend

@@ -14,6 +14,14 @@ target exposure, the trade the pool mirror implies; all of it is written as the 
 (keyed by the bar's open time, so a bar is decided once), then appended to the audit trail,
 then logged, and only then replicated on the chain and sent to the DecisionLog. A crash at any
 point leaves a state the next start completes without deciding or sending anything twice.
+
+Two locks. `lock` guards the decisions (the store's shared connection, the policy, the feed);
+the heartbeat and the tick need it, and nothing that waits on the chain holds it. `chain_lock`
+guards the chain work (the replica, on a database connection of its own): replicating bars,
+flushing the outbox, paying epochs. Every chain call has a deadline (`chain.rpc_timeout_s`), so
+a hung node costs the chain thread one deadline per attempt while decisions go on. A node the
+service owns that dies is restarted from its persisted state and the chain replicated from the
+records; a node whose state is lost stops the service, naming `agora chain recover`.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from agent.chain.embedded import ChainLocked, ChainLost
+from agent.chain.node import ChainLost
 from agent.config import Settings
 from agent.errors import (
     AgoraError,
@@ -92,11 +100,15 @@ class ServiceRuntime:
         self.log = log or ServiceLog.for_settings(settings)
         self.metrics = ServiceMetrics()
         self.lock = threading.RLock()
+        self.chain_lock = threading.RLock()
+        """Guards the chain work (`replica`, `chain_store`); taken after `lock`, never before."""
         self.stopping = threading.Event()
         self.training = threading.Event()
-        """Set while the retrain job trains (it cannot be interrupted)."""
+        """Set while the retrain job trains (it stops at the next step once `stopping` is set)."""
         self.fatal: AgoraError | None = None
         self.store: Store | None = None
+        self.chain_store: Store | None = None
+        """The chain work's own connection to the database (used under `chain_lock`)."""
         self.feed = feed
         self.policy: LoadedPolicy | BaselinePolicy | None = None
         self._gate_reason: str | None = None
@@ -115,6 +127,7 @@ class ServiceRuntime:
         self._lock_file: Any = None
         self._retry_chain_at = 0.0
         self._chain_failures = 0
+        self._node_restarted = False
         self._config_hash: str | None = None
 
     # --- start-up = recovery ------------------------------------------------------------------
@@ -146,6 +159,9 @@ class ServiceRuntime:
         self.started_ms = ledger.now_ms()
         self._take_lock()
         self.store = ledger.open_shared_store(
+            self.settings.data.database_path, on_busy=self._database_busy
+        )
+        self.chain_store = ledger.open_shared_store(
             self.settings.data.database_path, on_busy=self._database_busy
         )
         self._config_hash = config_digest(self.settings)
@@ -255,6 +271,7 @@ class ServiceRuntime:
                 store.read_candles(self.key),
                 self.key,
                 self.settings.service.bootstrap_timesteps,
+                stop=self.stopping.is_set,
             )
             self.log.event(
                 "bootstrap_trained",
@@ -337,20 +354,33 @@ class ServiceRuntime:
         return done
 
     # --- the chain ----------------------------------------------------------------------------
+    def require_chain_store(self) -> Store:
+        if self.chain_store is None:
+            raise UsageError("the service runtime is not started")
+        return self.chain_store
+
     def connect_chain(self) -> bool:
         """Connect, deploy and bring the chain up to the records; False if it is unreachable.
 
+        Another process holding the chain (a command on the embedded chain) is an outage too:
+        the chain waits for it, decisions do not.
+
         Raises:
             ChainDiverged: the chain holds what the records cannot explain.
+            ChainLost: the chain's state is lost (`agora chain recover`).
             TransactionReverted: a deployment, swap or log transaction reverted.
         """
+        with self.chain_lock:
+            return self._connect_chain()
+
+    def _connect_chain(self) -> bool:
         if self.replica is not None:
             return True
         if time.monotonic() < self._retry_chain_at:
             return False
         from agent.chain.deploy import deploy_all
 
-        store = self.require_store()
+        store = self.require_chain_store()
         assert self.genesis is not None
         try:
             if self.backend is None:
@@ -367,6 +397,8 @@ class ServiceRuntime:
                 event=self.log.event,
                 clock=self.clock,
             )
+            # a node started from its state file may lack its last seconds: epochs included
+            replica.recheck_rewards = self._node_restarted or self.backend.restored
             replica.ensure_genesis()
             started = time.perf_counter()
             replayed = replica.sync(stop=self.stopping.is_set)
@@ -374,11 +406,19 @@ class ServiceRuntime:
                 replica.verify()
             flushed = replica.flush_decisions(force=True)
             epochs = replica.replicate_rewards()
-        except (ChainDiverged, TransactionReverted, ChainLost, ChainLocked):
+        except ChainLost:
+            if self.backend is not None:  # a fresh node found without the records: drop it
+                self.backend.discard_new_state = True
+                with contextlib.suppress(Exception):
+                    self.backend.close(timeout_s=5.0)
+                self.backend = None
+            raise
+        except (ChainDiverged, TransactionReverted):
             raise  # not an outage: retrying would not change it
         except ChainError as e:
-            self.mark_chain_down(e)
+            self._chain_failed(e)
             return False
+        self._node_restarted = False
         self.replica = replica
         self._chain_up()
         self.log.event(
@@ -413,15 +453,61 @@ class ServiceRuntime:
         self._retry_chain_at = 0.0
         self.metrics.set("agora_chain_reachable", 1)
 
+    def _chain_failed(self, error: Exception) -> None:
+        """Note a chain failure; a node this service runs that died is released for a restart.
+
+        The next attempt (`sync_chain`, after the backoff) reconnects through the same path as
+        a start: the node is started again from its persisted state, the replica finds where
+        that state stands and replicates the records (and the outbox) from there.
+        """
+        backend = self.backend
+        if backend is not None and backend.node_dead():
+            self.log.warning(
+                "chain_node_died",
+                chain=self.settings.service.chain,
+                url=backend.url,
+                note="restarting it from its persisted state and replaying the records",
+            )
+            with contextlib.suppress(Exception):
+                backend.close(timeout_s=1.0)
+            self.backend = None
+            self.replica = None
+            self._node_restarted = True
+        self.mark_chain_down(error)
+
+    def probe_chain(self, timeout_s: float) -> str | None:
+        """Check that the chain's node answers within `timeout_s` (no lock, no waiting on jobs).
+
+        A node that does not answer marks the chain down at once (`/health` degraded, with the
+        cause); the chain thread finds out on its own only after its current call's deadline.
+
+        Returns:
+            Why the node failed, or None.
+        """
+        backend = self.backend
+        if backend is None or self.stopping.is_set():
+            return None
+        cause = backend.probe(timeout_s)
+        if cause is not None and self.chain_error is None and not self.stopping.is_set():
+            self.mark_chain_down(ChainError(cause))
+        return cause
+
     def sync_chain(self) -> None:
         """Replicate what the chain lacks and flush the outbox; an outage only delays it.
 
+        Runs under `chain_lock` only: the decisions and the heartbeat never wait for it.
+
         Raises:
             ChainDiverged: the chain diverged from the records (the service must stop).
+            ChainLost: the chain's state is lost (a restarted node without its state).
             AuditError: the DecisionLog diverged from the store.
         """
+        with self.chain_lock:
+            self._sync_chain()
+
+    def _sync_chain(self) -> None:
         if self.replica is None:
-            if not self.connect_chain():
+            if not self._connect_chain():
                 return
             assert self.replica is not None
         replica = self.replica
@@ -429,18 +515,18 @@ class ServiceRuntime:
             if time.monotonic() < self._retry_chain_at:
                 return
             if not replica.backend.reachable():
-                self.mark_chain_down(ChainError(f"{replica.key} does not answer"))
+                self._chain_failed(ChainError(f"{replica.key} does not answer"))
                 return
         try:
             replica.sync(stop=self.stopping.is_set)
             report = replica.flush_decisions()
-        except (ChainDiverged, TransactionReverted, ChainLost, ChainLocked):
+        except (ChainDiverged, TransactionReverted, ChainLost):
             raise  # not an outage: retrying would not change it
         except ChainError as e:
-            self.mark_chain_down(e)
+            self._chain_failed(e)
             return
         if report is not None and report.error is not None:
-            self.mark_chain_down(ChainError(report.error))
+            self._chain_failed(ChainError(report.error))
             return
         self._chain_up()
         if report is not None and report.sent:
@@ -611,15 +697,35 @@ class ServiceRuntime:
         """Ask the running job to stop after its current bar."""
         self.stopping.set()
 
-    def close(self, *, exit_code: int = 0) -> None:
-        """Flush what can be flushed, record the stop and release the chain and the store."""
-        with self.lock:
-            if self.replica is not None and self.chain_error is None and self.fatal is None:
-                try:
+    def close(self, *, exit_code: int = 0, deadline: float | None = None) -> bool:
+        """Flush what can be flushed, record the stop and release the chain and the store.
+
+        Args:
+            exit_code: the exit code to record.
+            deadline: a `time.monotonic()` by which to be done; whatever would wait longer
+                (a job still running, a node that does not stop) is left to the next start,
+                which recovers it as after a crash.
+
+        Returns:
+            Whether everything was released (False: a job or the node was left behind).
+        """
+        deadline = time.monotonic() + 60.0 if deadline is None else deadline
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        decisions = self.lock.acquire(timeout=left())
+        chain = self.chain_lock.acquire(timeout=left())
+        clean = decisions and chain
+        try:
+            healthy = self.chain_error is None and self.fatal is None
+            if chain and self.replica is not None and healthy:
+                try:  # the bars decided since the chain job's last run, then the outbox
+                    self.replica.sync(stop=lambda: left() < 1.0)
                     self.replica.flush_decisions(force=True)
                 except AgoraError as e:
                     self.log.warning("final_flush_failed", error=str(e)[:300])
-            if self.store is not None:
+            if decisions and self.store is not None:
                 with contextlib.suppress(StoreError):
                     self.record_run(
                         "stopped" if exit_code == 0 else "failed",
@@ -627,20 +733,45 @@ class ServiceRuntime:
                         exit=exit_code,
                         error=None if self.fatal is None else str(self.fatal),
                     )
-            if self.backend is not None:
+            if chain and self.backend is not None:
                 try:
-                    self.backend.close()
+                    self.backend.close(timeout_s=min(15.0, left()))
                 except Exception as e:
                     self.log.warning("chain_close_failed", error=str(e)[:300])
+                if self.backend.node_left_running:
+                    clean = False
+                    self.log.warning(
+                        "chain_node_left_running",
+                        url=self.backend.url,
+                        note="it did not stop in time (paused?); it writes its state and exits "
+                        "on the SIGTERM it was sent once it runs again",
+                    )
                 self.backend = None
-            self.replica = None
-            if self.store is not None:
+            if chain:
+                self.replica = None
+                if self.chain_store is not None:
+                    self.chain_store.close()
+                    self.chain_store = None
+            if decisions and self.store is not None:
                 self.store.close()
                 self.store = None
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
+        finally:
+            if chain:
+                self.chain_lock.release()
+            if decisions:
+                self.lock.release()
+        if not clean:
+            self.log.warning(
+                "stop_incomplete",
+                decisions_released=decisions,
+                chain_released=chain,
+                note="what was left is recovered by the next start, as after a crash",
+            )
         self.log.event(
             "stopped", exit=exit_code, error=None if self.fatal is None else str(self.fatal)
         )
         self.log.flush()
+        return clean

@@ -110,7 +110,7 @@ def test_a_recorded_address_with_other_code_is_a_clear_error(
     message = str(caught.value)
     assert f"the DecisionLog (decision_log) recorded at {deployment.pool} on " in message
     assert f"{deployment.chain_key} has different code (expected keccak 0x" in message
-    assert "the chain was reset or replaced: run with a fresh data dir or `--redeploy`" in message
+    assert "the chain was reset or replaced (or its state lost); `agora chain recover`" in message
 
 
 def test_a_recorded_address_without_code_is_a_clear_error(

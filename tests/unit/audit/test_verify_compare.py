@@ -142,20 +142,30 @@ def test_a_rewritten_chain_of_records_still_breaks_the_link() -> None:
     assert mismatch is not None and (mismatch.seq, mismatch.kind) == (5, "altered_record")
     pending = [dataclasses.replace(r, status="pending") for r in rows]
     mismatch, _ = find_first_mismatch(pending, [])
-    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (0, "missing_entry")
-    assert "not sent yet" in mismatch.detail
+    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (6, "broken_link")
     forged_log = [*_hashes(records)[:5], rows[5].hash, rows[6].hash]  # a rewritten log, too
     mismatch, _ = find_first_mismatch(rows[:7], forged_log)
     assert mismatch is not None and (mismatch.seq, mismatch.kind) == (6, "broken_link")
 
 
-def test_unsent_decisions_are_missing_entries() -> None:
+def test_unsent_decisions_at_the_end_are_waiting_not_missing() -> None:
+    """A running service's newest decisions wait in the outbox: not a tamper alarm."""
     records = _trail()
     rows = _rows(records)
     rows[-2:] = [dataclasses.replace(r, status="pending") for r in rows[-2:]]
     hashes = _hashes(records)[:-2]
     mismatch, _ = find_first_mismatch(rows, hashes, chain_head(hashes))
-    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (N - 2, "missing_entry")
+    assert mismatch is None
+
+
+def test_decisions_confirmed_but_missing_from_the_log_are_missing_entries() -> None:
+    records = _trail()
+    rows = _rows(records)
+    rows[-2] = dataclasses.replace(rows[-2], status="pending")  # the last one says confirmed
+    hashes = _hashes(records)[:-2]
+    mismatch, _ = find_first_mismatch(rows, hashes, chain_head(hashes))
+    assert mismatch is not None and (mismatch.seq, mismatch.kind) == (N - 1, "missing_entry")
+    assert "the store has it as confirmed" in mismatch.detail
 
 
 def test_a_wrong_head_is_reported_when_every_entry_matches() -> None:

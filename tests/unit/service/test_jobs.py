@@ -213,9 +213,12 @@ def test_decisions_reach_the_log_a_batch_at_a_time_and_all_at_the_stop(
     assert replica is not None
     log = replica.deployment.contract(replica.backend.w3, "decision_log")
 
-    jobs.tick(runtime, max_bars=2)
+    for _ in range(2):  # the chain is replicated after each tick, here after each bar
+        jobs.tick(runtime, max_bars=1)
     assert unconfirmed_count(store) == 2 and log.functions.count().call() == 0
-    jobs.tick(runtime, max_bars=2)
+    jobs.tick(runtime, max_bars=1)
+    assert unconfirmed_count(store) == 0 and log.functions.count().call() == 3
+    jobs.tick(runtime, max_bars=1)
     assert unconfirmed_count(store) == 1 and log.functions.count().call() == 3
     address = log.address
     runtime.close()  # the stop flushes the rest onto the chain file

@@ -21,22 +21,26 @@ def exchange_settings(tmp_path: Path, timeframe: str = "1h", **service: object) 
     return base.model_copy(update={"market": market})
 
 
-def test_the_four_jobs_exist_with_their_ids_and_settings(tmp_path: Path) -> None:
+def test_the_five_jobs_exist_with_their_ids_and_settings(tmp_path: Path) -> None:
     settings = service_settings(tmp_path, replay_speed=2.0, heartbeat_s=5.0)
     scheduler = build_scheduler(ServiceRuntime(settings))
 
     found = {job.id: job for job in scheduler.get_jobs()}
 
-    assert set(found) == set(JOB_IDS) == {"tick", "retrain", "reward_epoch", "heartbeat"}
+    assert set(found) == set(JOB_IDS) == {"tick", "chain", "retrain", "reward_epoch", "heartbeat"}
     for job in found.values():
         assert job.coalesce is True
         assert job.max_instances == 1
         assert job.misfire_grace_time == 1  # half a bar of 0.5 s, at least 1 s
         assert isinstance(job.trigger, IntervalTrigger)
     assert found["tick"].trigger.interval.total_seconds() == 0.5
+    assert found["chain"].trigger.interval.total_seconds() == 0.5
     assert found["heartbeat"].trigger.interval.total_seconds() == 5.0
     assert found["retrain"].executor == "training"
-    assert {found[j].executor for j in ("tick", "reward_epoch", "heartbeat")} == {"default"}
+    # the chain and the heartbeat have threads of their own: a hung node blocks neither the
+    # decisions nor the health check
+    assert found["chain"].executor == "chain" and found["heartbeat"].executor == "monitor"
+    assert {found[j].executor for j in ("tick", "reward_epoch")} == {"default"}
 
 
 def test_the_exchange_feed_ticks_within_each_bar_with_half_a_bar_of_grace(
