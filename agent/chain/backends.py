@@ -457,9 +457,12 @@ def _open_anvil(
     while True:
         record = live_record(data_dir, "anvil", timeout_s=timeout_s)
         if record is not None:
-            if not serve or process_alive(record.owner_pid):
+            # a record this very process wrote is one it no longer holds (a runtime that was
+            # closed without stopping its node): taken over like a killed service's
+            other_owner = record.owner_pid != os.getpid() and process_alive(record.owner_pid)
+            if not serve or other_owner:
                 return AttachedNode(record, rpc_timeout_s=timeout_s)
-            if state is not None and record.state_path == str(state):
+            if record.state_path == (None if state is None else str(state)):
                 return _adopt(record, data_dir, lock_path, timeout_s, say)
             stop_process(record.pid, 15.0)  # left by a run of another configuration
             continue

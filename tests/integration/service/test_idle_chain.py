@@ -170,6 +170,8 @@ def test_an_expired_swap_is_retried_once_then_recorded_as_failed_and_the_next_ba
     # tries the bar once more, records the second failure and starts without a false alarm
     runtime.backend = None
     runtime.close(exit_code=1)
+    for cleanup in node.cleanups:  # as a killed process would: its lock goes, the node stays
+        cleanup(False)
     second = start_runtime(settings, model=False)
     assert second.events("anvil_attached") and second.runtime.fatal is None
     assert executions(second)[0][1:3] == (ledger.FAILED, 2)
