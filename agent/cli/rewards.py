@@ -154,6 +154,7 @@ def run_epoch(
     """
     from agent.errors import UsageError
     from agent.rewards import epochs
+    from agent.rewards.inputs import inputs_for_epoch, load_inputs
     from agent.rewards.ledger import read_epoch
 
     last = epoch if through is None else through
@@ -165,11 +166,11 @@ def run_epoch(
         inputs = None
         for number in range(epoch, last + 1):
             if read_epoch(store, number) is None and inputs is None:
-                inputs = epochs.load_inputs(settings, store, model)
+                inputs = load_inputs(settings, store, model)
             chosen = (
                 None
                 if inputs is None or read_epoch(store, number) is not None
-                else epochs.inputs_for_epoch(inputs, store, number, settings.rewards.epoch_bars)
+                else inputs_for_epoch(inputs, store, number, settings.rewards.epoch_bars)
             )
             with ProgressBar(f"epoch {number}: coalitions") as progress:
                 runs.append(

@@ -392,7 +392,7 @@ def epoch_inputs(runtime: ServiceRuntime, epoch: int, store: Store | None = None
     service trades a baseline policy, the epoch is marked as the baseline's, so its pool is
     carried rather than paid.
     """
-    from agent.rewards.epochs import inputs_for_epoch, load_inputs
+    from agent.rewards.inputs import inputs_for_epoch, load_inputs
 
     policy = runtime.policy
     assert policy is not None

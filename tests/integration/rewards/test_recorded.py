@@ -267,7 +267,8 @@ def test_a_service_epoch_is_paid_on_what_was_recorded_not_on_what_is_stored_now(
     plugin now computing something else, changes nothing; on history it would."""
     from dataclasses import replace
 
-    from agent.rewards.epochs import PayoutAccount, compute_epoch, inputs_for_epoch, load_inputs
+    from agent.rewards.epochs import PayoutAccount, compute_epoch
+    from agent.rewards.inputs import inputs_for_epoch, load_inputs
 
     settings = service_settings(run.database.parent, bars=BARS)  # the run's models
     rewards = settings.rewards.model_copy(update={"significance": 0.0, "group_r2": 1.0})
