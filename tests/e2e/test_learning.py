@@ -18,7 +18,8 @@ has to be named), through `AGORA__` environment variables, as a user would.
    market without an informative strategy at least 90 % of the emitted tokens are carried and
    no strategy receives more than 5 %; on the planted market (seed 7) the planted-signal
    strategy receives at least 80 % of what is paid once its edge is significant, and every
-   noise strategy at most 5 %.
+   noise strategy at most 5 %. The first seed's epochs are claimed, run again (nothing is
+   recomputed, the same roots), and `rewards status` and `show` agree with them.
 
 The market: 30,000 hourly bars (18,000 train, 6,000 validation, 6,000 test), 60 % annual
 volatility, fat tails, GARCH, regime drift 0.1 a year so that buy-and-hold is not a runaway.
@@ -90,22 +91,17 @@ FIRST_TEST_EPOCH, LAST_TEST_EPOCH = 48, 58
 29,500)."""
 
 
-def _pay(workdir: Path, overrides: dict[str, str], model_id: str) -> list[dict[str, Any]]:
+def _pay(
+    workdir: Path, overrides: dict[str, str], model_id: str, *extra: str
+) -> list[dict[str, Any]]:
     """Pay the test split's epochs for one model, in a copy of the data directory."""
     copy = workdir / f"pay-{model_id[:8]}"
-    copy.mkdir()
-    shutil.copy(workdir / "config.yaml", copy / "config.yaml")
-    shutil.copytree(workdir / "data", copy / "data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA__")}
-    epochs = [str(FIRST_TEST_EPOCH), "--through", str(LAST_TEST_EPOCH), "--json"]
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "rewards", "run-epoch", *epochs, "--model", model_id],
-        cwd=copy,
-        env={**env, **overrides},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    if not copy.exists():
+        copy.mkdir()
+        shutil.copy(workdir / "config.yaml", copy / "config.yaml")
+        shutil.copytree(workdir / "data", copy / "data")
+    epochs = [str(FIRST_TEST_EPOCH), "--through", str(LAST_TEST_EPOCH), "--json", *extra]
+    result = _rewards(copy, overrides, "run-epoch", *epochs, "--model", model_id)
     assert result.returncode == 0, result.stderr
     records: list[dict[str, Any]] = json.loads(result.stdout)
     for record in records:  # conservation, epoch by epoch
@@ -113,6 +109,44 @@ def _pay(workdir: Path, overrides: dict[str, str], model_id: str) -> list[dict[s
             record["carry_out"]
         )
     return records
+
+
+def _rewards(
+    directory: Path, overrides: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `agora rewards ARGS` in a data directory's copy."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA__")}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "rewards", *args],
+        cwd=directory,
+        env={**env, **overrides},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _check_the_rewards_commands(
+    workdir: Path, overrides: dict[str, str], model_id: str, records: list[dict[str, Any]]
+) -> None:
+    """The paid, claimed copy: claims landed, a rerun recomputes nothing, status and show agree."""
+    copy = workdir / f"pay-{model_id[:8]}"
+    claimed = [c for r in records for c in r["claims"]]
+    assert all(c["tx"] for c in claimed)
+    again = _pay(workdir, overrides, model_id)  # the same chain: nothing computed or sent
+    assert not any(r["computed_now"] for r in again)
+    assert [r["root"] for r in again] == [r["root"] for r in records]
+    status = _rewards(copy, overrides, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    books = json.loads(status.stdout)
+    assert int(books["emitted"]) == int(books["paid"]) + int(books["carried"])
+    for row in books["contributors"]:
+        assert int(row["claimed"]) == int(row["earned"]) and int(row["unclaimed"]) == 0
+    earned = {row["strategy"]: int(row["earned"]) for row in books["contributors"]}
+    assert earned.get("planted-oracle", 0) == _paid(records)["planted-oracle"]
+    shown = _rewards(copy, overrides, "show", str(LAST_TEST_EPOCH))
+    assert shown.returncode == 0, shown.stderr
+    assert "planted-oracle" in shown.stdout and "source: signals recomputed" in shown.stdout
 
 
 def _paid(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -165,9 +199,12 @@ def test_the_shipped_defaults_learn_the_planted_edge_and_beat_buy_and_hold_and_f
         return  # the payout test runs on one planted market (it costs ~15 s per model)
     paid_after = {name: 0 for name in ["planted-oracle", *NOISE]}
     significant_seeds = 0
-    for run in report["runs"]:
-        records = _pay(workdir, overrides, run["model_id"])
+    for index, run in enumerate(report["runs"]):
+        claim = ("--claim",) if index == 0 else ()
+        records = _pay(workdir, overrides, run["model_id"], *claim)
         print(f"seed {run['seed']}:\n{_standings(records)}")
+        if claim:
+            _check_the_rewards_commands(workdir, overrides, run["model_id"], records)
         verdicts = [{s["name"]: s["verdict"] for s in r["attribution"]["scores"]} for r in records]
         significant = [v["planted-oracle"] == "significant" for v in verdicts]
         if any(significant):

@@ -167,7 +167,7 @@ def test_sigkill_at_random_points_never_loses_or_duplicates_anything(
     assert final.wait_for("replay_finished", 120), "".join(final.lines[-30:])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(final.events("epoch_paid")) < 2:
-        if _epochs_published(database) >= 2:
+        if _epochs_settled(database) >= 2:
             break
         time.sleep(0.2)
     final.process.send_signal(signal.SIGTERM)
@@ -182,9 +182,12 @@ def test_sigkill_at_random_points_never_loses_or_duplicates_anything(
     assert time.monotonic() - started < 240
 
 
-def _epochs_published(database: Path) -> int:
+def _epochs_settled(database: Path) -> int:
+    """Epochs recorded and done: published, or with nothing to publish."""
     with sqlite3.connect(database) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM reward_epochs WHERE status = 'published'")
+        row = conn.execute(
+            "SELECT COUNT(*) FROM reward_epochs WHERE status IN ('published', 'empty')"
+        )
         return int(row.fetchone()[0])
 
 
@@ -221,6 +224,7 @@ def check_chain_matches_the_records(workdir: Path) -> None:
             conn.execute("SELECT name, address FROM deployments WHERE chain_key = ?", [key])
         )
         roots = dict(conn.execute("SELECT epoch, root FROM reward_epochs WHERE root IS NOT NULL"))
+        recorded = [r[0] for r in conn.execute("SELECT epoch FROM reward_epochs ORDER BY 1")]
         (executions,) = conn.execute(
             "SELECT COUNT(DISTINCT bar_time_ms) FROM service_executions WHERE chain_key = ?", [key]
         ).fetchone()
@@ -264,6 +268,9 @@ def check_chain_matches_the_records(workdir: Path) -> None:
             genesis["trader_address"]: sum(o["trade"]["side"] != "none" for o in outcomes),
         }
         distributor = contract("reward_distributor", "RewardDistributor")
-        assert len(roots) >= 2
-        for epoch, root in roots.items():
-            assert "0x" + bytes(distributor.functions.epochRoot(epoch).call()).hex() == root
+        # both epochs run through the kills; in epoch 15 no strategy changes an action of this
+        # policy (nothing to pay, nothing published), epoch 16 publishes
+        assert recorded == [15, 16] and len(roots) >= 1
+        for epoch in recorded:
+            on_chain = "0x" + bytes(distributor.functions.epochRoot(epoch).call()).hex()
+            assert on_chain == roots.get(epoch, "0x" + "00" * 32)

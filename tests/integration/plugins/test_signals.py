@@ -81,7 +81,7 @@ def test_hidden_series_reach_no_strategy_the_config_does_not_name_as_a_fixture(
         refused = {"declares-hidden"} | (
             {"planted-oracle"} if settings is not only_oracle else set()
         )
-        assert set(matrix.reasons) == refused
+        assert set(matrix.reasons) == refused, matrix.reasons
         for name in refused:
             assert "only test fixtures named in strategies.fixtures" in matrix.reasons[name]
             assert not matrix.column(name)[1].any()
