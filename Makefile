@@ -56,8 +56,9 @@ browser:
 sandbox:
 	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 
-# The few slow end-to-end tests (training, kill test, demo) run in a second pytest process
-# beside the rest, one per core; both must pass.
+# The slow end-to-end tests (the learning runs with the shipped defaults and their payouts,
+# the kill test, the node and busy-database runs, `agora run`) run in a second pytest process
+# beside the rest, one per core, so both take about as long; both must pass.
 pytest: $(STAMP) $(NPM_STAMP) browser sandbox
 	@$(BIN)/pytest -q -m slow > .pytest-slow.log 2>&1 & slow=$$!; \
 	$(BIN)/pytest -q -m "not slow"; fast=$$?; \

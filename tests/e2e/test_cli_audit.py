@@ -48,7 +48,6 @@ def anvil_workdir(workdir: Path) -> Path:
     return workdir
 
 
-@pytest.mark.slow
 def test_verify_and_show_on_a_persistent_anvil_chain(anvil_workdir: Path, agora: Run) -> None:
     address = _log_trail(anvil_workdir)
 
@@ -80,7 +79,6 @@ def test_verify_and_show_on_a_persistent_anvil_chain(anvil_workdir: Path, agora:
     assert "7 of 12 stored decisions verified" in result.stdout
 
 
-@pytest.mark.slow
 def test_verify_in_another_process_checks_the_embedded_chain_file_without_replay(
     workdir: Path, agora: Run
 ) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import Run
 from tests.e2e.test_cli_audit import _log_trail, _tamper
 
@@ -18,7 +16,6 @@ def _chain_file(workdir: Path) -> Path:
     return workdir / "data" / "chain" / "embedded.sqlite"
 
 
-@pytest.mark.slow
 def test_a_deleted_chain_file_is_refused_then_recover_rebuilds_it(
     workdir: Path, agora: Run
 ) -> None:
@@ -51,7 +48,6 @@ def test_a_deleted_chain_file_is_refused_then_recover_rebuilds_it(
     assert result.returncode == 2 and "nothing to recover" in result.stderr
 
 
-@pytest.mark.slow
 def test_recover_keeps_a_corrupt_chain_file_aside_and_the_audit_still_catches_tampering(
     workdir: Path, agora: Run
 ) -> None:

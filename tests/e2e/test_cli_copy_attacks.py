@@ -13,8 +13,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from agent.plugins.registry import read_registrations
 from agent.store import Store
 from tests.e2e.conftest import Run
@@ -45,7 +43,6 @@ COPY_NAMES = {
 }
 
 
-@pytest.mark.slow
 def test_submit_refuses_every_copy_naming_ma_crossover_and_registers_an_original(
     agora: Run, workdir: Path
 ) -> None:

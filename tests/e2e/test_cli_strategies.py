@@ -35,7 +35,6 @@ def contributor_dir(workdir: Path) -> Path:
     return workdir
 
 
-@pytest.mark.slow
 def test_new_validate_submit_then_list_shows_the_registered_version(
     agora: Run, contributor_dir: Path
 ) -> None:
@@ -111,7 +110,6 @@ baselines: [buy-and-hold]
 """
 
 
-@pytest.mark.slow
 def test_a_backtest_quarantines_a_lookahead_plugin_and_list_shows_its_first_bad_bar(
     agora: Run, contributor_dir: Path
 ) -> None:

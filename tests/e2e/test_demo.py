@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import Run
 
 SMALL = {
@@ -21,7 +19,6 @@ SMALL = {
 }
 
 
-@pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_its_checks_hold(agora: Run, workdir: Path) -> None:
     result = agora("demo", "--json", extra_env=SMALL)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]

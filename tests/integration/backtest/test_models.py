@@ -51,7 +51,6 @@ def test_without_a_live_model_the_error_says_what_to_do(tmp_path: Path) -> None:
         run_scenario(scenario, Settings(), store=store, strategies=STRATEGIES)
 
 
-@pytest.mark.slow
 def test_walk_forward_trains_each_window_and_stitches_the_tests() -> None:
     scenario = Scenario.model_validate(
         {

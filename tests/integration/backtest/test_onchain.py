@@ -27,7 +27,7 @@ from agent.plugins.market_data import build_market_data
 from agent.store import Store
 from strategies import MACrossover
 
-BARS = 260
+BARS = 190
 START = 48
 POOL = PoolConfig(liquidity_quote=400_000.0, fee_bps=30, gas_price_gwei=25.0)
 CONTEXT = RecordContext("synthetic:SYN/USD:1h", text_id("baseline:pattern"), "0x" + "11" * 32)
@@ -48,7 +48,6 @@ def _settings(tmp_path: Path) -> Settings:
     return Settings.model_validate({"data": {"dir": str(tmp_path)}, "dex": dex.model_dump()})
 
 
-@pytest.mark.slow
 def test_onchain_run_equals_offchain_to_the_wei(backend: EmbeddedBackend, tmp_path: Path) -> None:
     candles = generate(SyntheticSettings(bars=BARS, seed=5), "1h").candles
     n = len(candles)
@@ -105,7 +104,6 @@ def test_a_pool_that_is_not_fresh_is_refused(backend: EmbeddedBackend, tmp_path:
         )
 
 
-@pytest.mark.slow
 def test_scenario_with_onchain_execution_records_the_onchain_run(tmp_path: Path) -> None:
     scenario = parse_scenario(
         {

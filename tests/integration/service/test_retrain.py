@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from agent.learn.registry import list_models, live_model
 from agent.service import jobs, ledger
 from tests.integration.service.conftest import StartRuntime
@@ -15,7 +13,6 @@ from tests.unit.service.fixtures import service_settings
 TINY = {"timesteps": 256, "n_steps": 128, "batch_size": 32, "eval_every_steps": 256}
 
 
-@pytest.mark.slow
 def test_bootstrap_then_retrain_through_the_promotion_gate(
     tmp_path: Path, start_runtime: StartRuntime
 ) -> None:
