@@ -26,6 +26,7 @@ the same output checks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -319,6 +320,10 @@ class _Child:
 
     def _exit_reason(self) -> str:
         code = self._exit_status()
+        if code is None and self.zygote is not None:
+            # the zygote, not the plugin, lost the call (its socket failed, it exited): the
+            # caller runs the call again cold rather than blame the plugin for a timeout
+            raise warm.ZygoteError("the zygote did not report how the call ended")
         if code is not None and code > 128 and self.limits.sandbox == "bubblewrap":
             code = 128 - code  # bwrap exits with 128 + the signal that killed the child
         if code is None:
@@ -636,6 +641,25 @@ def run_plugin(
     After the first failure the remaining frames are not run: they fail with the same reason.
     """
     limits = limits or SandboxLimits()
+    arguments = (location, frames, name, params, warmup_bars, hidden_inputs, expected_sha256)
+    try:
+        return _run_plugin(*arguments, allow_nan, limits)
+    except warm.ZygoteError:
+        return _run_plugin(*arguments, allow_nan, dataclasses.replace(limits, warm_start=False))
+
+
+def _run_plugin(
+    location: PluginLocation,
+    frames: Sequence[pd.DataFrame],
+    name: str,
+    params: Mapping[str, Any] | None,
+    warmup_bars: int,
+    hidden_inputs: Sequence[str],
+    expected_sha256: str | None,
+    allow_nan: bool,
+    limits: SandboxLimits,
+) -> list[SignalResult]:
+    """`run_plugin` once; a warm call whose zygote lost it raises `warm.ZygoteError`."""
     started = time.monotonic()
     results: list[SignalResult] = []
 
@@ -691,6 +715,8 @@ def run_plugin(
             results.append(_check(name, values, len(frame), warmup_bars, allow_nan, elapsed))
             if not results[-1].ok:
                 return fail_rest(str(results[-1].reason))
+    except warm.ZygoteError:
+        raise  # `run_plugin` runs it again cold
     except (_Failed, PluginError) as e:
         return fail_rest(str(e))
     finally:

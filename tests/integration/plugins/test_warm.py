@@ -169,6 +169,38 @@ def test_warm_calls_give_the_same_signals_as_cold_calls(
         np.testing.assert_array_equal(result.values, cold_result.values)
 
 
+def test_a_call_its_zygote_loses_runs_again_cold_and_the_plugin_is_not_blamed(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zygote that cannot say how a call ended (its socket failed, it exited) is the
+    sandbox's problem, not the plugin's: the call runs again cold and its signal is kept."""
+    from agent.plugins import sandbox
+
+    path = tmp_path / "good.py"
+    path.write_text(GOOD_PLUGIN)
+    lost: list[int] = []
+    status = warm.Zygote.exit_status
+
+    def forgetful(self: warm.Zygote, call_id: int, timeout_s: float) -> int | None:
+        if not lost:
+            lost.append(call_id)
+            return None  # as when the zygote's socket fails mid-call
+        return status(self, call_id, timeout_s)
+
+    receive = sandbox._Child.receive
+
+    def ends_early(self: sandbox._Child) -> tuple[dict[str, object], bytes]:
+        if self.zygote is not None and not lost:
+            raise sandbox._Failed(self._exit_reason())  # the call's pipes closed: EOF
+        return receive(self)
+
+    monkeypatch.setattr(warm.Zygote, "exit_status", forgetful)
+    monkeypatch.setattr(sandbox._Child, "receive", ends_early)
+    result = _run(path, "volume-momentum", candles)
+    assert lost, "the warm call was tried first"
+    assert result.ok, result.reason
+
+
 def test_no_call_sees_the_files_module_state_or_processes_of_an_earlier_call(
     tmp_path: Path, candles: pd.DataFrame
 ) -> None:
