@@ -61,14 +61,14 @@ service:
 
 
 class Service:
-    """One `agora run` subprocess and its JSON events."""
+    """One `agora run` subprocess and its JSON events (stderr read in a thread)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA__")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run"],
             cwd=workdir,
-            env=env,
+            env={**env, **(extra_env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

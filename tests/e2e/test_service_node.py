@@ -13,9 +13,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +24,7 @@ import pytest
 from agent.config import load_settings
 from agent.store import Store
 from tests.e2e.conftest import Run
-from tests.e2e.test_service_kill import PREFUND, anvils_of
+from tests.e2e.test_service_kill import PREFUND, Service, anvils_of
 from tests.unit.service.fixtures import install_model
 
 BARS, START = 600, 300
@@ -58,36 +55,6 @@ service:
   port: 0
   heartbeat_s: {HEARTBEAT_S}
 """
-
-
-class Service:
-    """One `agora run` subprocess and its JSON events (stderr read in a thread)."""
-
-    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA__")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
-            cwd=workdir,
-            env={**env, **(extra_env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [
-            json.loads(line)
-            for line in list(self.lines)
-            if line.startswith("{") and f'"event":"{name}"' in line
-        ]
 
 
 def health(url: str) -> dict[str, Any]:
