@@ -159,7 +159,9 @@ def test_on_anvil_commands_a_dead_node_a_paused_node_and_a_lost_state_lose_nothi
         lambda: (h := health(url))["status"] == "degraded" and h, 10, "degraded", service
     )
     noticed_s = time.monotonic() - paused
-    assert noticed_s <= HEARTBEAT_S + 1.0, noticed_s
+    # at the first heartbeat after the pause, whose node check gives up after half a
+    # heartbeat; one more second for scheduling on a loaded 2-core machine
+    assert noticed_s <= 1.5 * HEARTBEAT_S + 1.0, noticed_s
     cause = degraded["chain"]["error"]
     assert degraded["chain"]["reachable"] is False
     assert "did not answer" in cause or "timed out" in cause, cause
