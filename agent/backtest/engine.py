@@ -65,6 +65,7 @@ __all__ = [
     "random_policy",
     "run_backtest",
     "same_run",
+    "same_trades",
     "signal_to_target",
     "strategy_policy",
 ]
@@ -207,6 +208,7 @@ def run_backtest(
     *,
     progress: Progress | None = None,
     callback: StepCallback | None = None,
+    exact: bool = False,
 ) -> BacktestResult:
     """Run one policy over `data` with the environment's timing and pool math (the rollout).
 
@@ -215,25 +217,31 @@ def run_backtest(
         policy: a `ModelPolicy` or a `TargetPolicy`.
         config: costs, starting value and window.
         progress: optional callback (done, total).
-        callback: optional per-step callback (`agent.env.rollout.Step`).
+        callback: optional per-step callback (`agent.env.rollout.Step`); the run then goes
+            through the exact integer mirror, bar by bar.
+        exact: run the exact integer mirror even without a callback (the on-chain parity check).
     """
     config = config or BacktestConfig()
     start, end = config.window(data)
-    total = end - start
     step_callback = callback
-    if progress is not None:
-        report = progress
+    if progress is not None and callback is not None:
+        report, total = progress, end - start
 
         def step_callback(step: Step) -> None:
-            if callback is not None:
-                callback(step)
+            callback(step)
             if (step.t - start + 1) % _PROGRESS_EVERY == 0:
                 report(step.t - start + 1, total)
 
-    result = rollout(data, policy, config.env_config(), start, end, callback=step_callback)
-    if progress is not None:
-        progress(total, total)
-    return result
+    return rollout(
+        data,
+        policy,
+        config.env_config(),
+        start,
+        end,
+        callback=step_callback,
+        exact=exact,
+        progress=progress,
+    )
 
 
 def frictionless(config: BacktestConfig, depth_quote: float = 1e15) -> BacktestConfig:
@@ -248,3 +256,18 @@ def same_run(a: BacktestResult, b: BacktestResult) -> bool:
     """Return whether two results made identical decisions with identical outcomes."""
     names = ("equity", "target", "side", "base", "quote", "fee_quote", "impact_quote", "gas_quote")
     return all(np.array_equal(getattr(a, n), getattr(b, n)) for n in names)
+
+
+def same_trades(kernel: BacktestResult, exact: BacktestResult) -> bool:
+    """Return whether a kernel run made the exact mirror's trades at the same bars, with money
+    equal within the kernel's documented bound (`agent.env.kernel.EQUITY_RTOL`)."""
+    from agent.env.kernel import EQUITY_RTOL
+
+    if kernel.decisions != exact.decisions or not np.array_equal(kernel.side, exact.side):
+        return False
+    scale = float(np.max(np.abs(exact.equity)))
+    names = ("equity", "base", "quote", "fee_quote", "impact_quote", "gas_quote", "traded_quote")
+    return all(
+        np.allclose(getattr(kernel, n), getattr(exact, n), rtol=0, atol=EQUITY_RTOL * scale)
+        for n in names
+    )

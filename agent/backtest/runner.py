@@ -465,8 +465,15 @@ def _onchain(
             prepared.data, policy, config, venue, context, progress=_stage(progress, "on-chain")
         )
         run = replace(run, chain_key=chain_key(backend))
-    if not engine.same_run(run.result, target):
-        raise ChainError(f"parity broken: the on-chain run of {target.name} differs from off-chain")
+    mirror = engine.run_backtest(prepared.data, policy, config, exact=True)
+    if not engine.same_run(run.result, mirror):
+        raise ChainError(
+            f"parity broken: the on-chain run of {target.name} differs from the exact mirror's"
+        )
+    if not engine.same_trades(target, mirror):
+        raise ChainError(
+            f"parity broken: the kernel's run of {target.name} trades unlike the exact mirror"
+        )
     onchain = replace(target, extra={**target.extra, **run.result.extra})
     return [onchain if r is target else r for r in results], run
 

@@ -31,10 +31,10 @@ import numpy as np
 from agent.dex.amm import PoolState, SwapResult
 from agent.dex.pool import MarketCoupledPool, TradeResult
 from agent.env.spec import BASE_SCALE, QUOTE_SCALE
-from agent.errors import ConfigError
+from agent.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
+    from agent.env.trading_env import EnvConfig, MarketData
 
 PolicyKind = Literal["model", "strategy", "baseline"]
 Predict = Callable[[np.ndarray], Any]
@@ -42,7 +42,7 @@ Predict = Callable[[np.ndarray], Any]
 SIDE_CODE: dict[str, int] = {"none": 0, "buy": 1, "sell": -1}
 
 
-# --- one bar ---------------------------------------------------------------------------------
+# --- one bar -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Fill:
     """One bar's execution: the arbitrage that coupled the pool to the price, then the trade.
@@ -111,7 +111,7 @@ class Step:
 StepCallback = Callable[[Step], None]
 
 
-# --- policies ----------------------------------------------------------------------------------
+# --- policies ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TargetPolicy:
     """A policy given as a wanted exposure for every bar of the data.
@@ -265,8 +265,17 @@ class _Recorder:
         c[10].append(quote_units / QUOTE_SCALE)
         c[11].append(step.reward)
 
+    def rows(self) -> np.ndarray:
+        """Return the decisions as rows in `_COLUMNS` order."""
+        return np.array(self.columns, dtype="float64").T.reshape(-1, len(self.columns))
+
 
 # --- the rollout ---------------------------------------------------------------------------------
+_CHUNK = 20_000
+"""Bars the kernel runs between two progress reports."""
+Progress = Callable[[int, int], None]
+
+
 def rollout(
     data: MarketData,
     policy: Policy,
@@ -276,8 +285,15 @@ def rollout(
     *,
     visible: np.ndarray | None = None,
     callback: StepCallback | None = None,
+    exact: bool = False,
+    progress: Progress | None = None,
 ) -> RolloutResult:
     """Run `policy` over decisions at bars start .. end - 1 of `data`, valued at bar `end`.
+
+    The run goes through the compiled kernel (`agent.env.kernel`), the policy's forward pass
+    included when it is a packed MLP (a `NumpyPolicy`); with a `callback` or `exact`, it goes
+    through the exact integer mirror instead, bar by bar, because what the callback does with
+    a step (send it on-chain) needs the mirror's wei.
 
     Args:
         data: the market (it must reach the close of bar `end`).
@@ -288,86 +304,289 @@ def rollout(
         end: the bar whose close values the last decision.
         visible: which strategies the model may see (default: all); attribution masks here.
         callback: called after every decision with its `Step` (e.g. to send it on-chain).
+        exact: run the exact integer mirror even without a callback.
+        progress: called with (decisions done, decisions in total) every 20,000 bars.
 
     Raises:
         ConfigError: the window does not fit the data or the policy's look-back.
     """
-    from agent.env.trading_env import TradingEnv
-
     env_config = _run_config(policy, config, start)
     if not 0 <= start < end <= data.bars - 1:
         raise ConfigError(
             f"window: decisions on bars [{start}, {end}) must lie within "
             f"[0, {data.bars - 1}) of the {data.bars} bars"
         )
-    env = TradingEnv(data, env_config)
     mask = np.ones(data.n_strategies, dtype=bool) if visible is None else visible
-    env.reset(options={"start": start, "end": end, "strategy_mask": np.asarray(mask, bool)})
-    record = _Recorder()
-    close = env.closes
-    terminated = False
-    decide = _decider(env, policy, data.bars)
-    for t in range(start, end):
-        target, observation = decide(t)
-        step = env.advance(target, observation)
-        record.add(step, close[t])
-        if callback is not None:
-            callback(step)
-        if step.terminated:
-            terminated = True
-            break
-    c = record.columns
-    n = len(c[1])
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if callback is not None or exact:
+        rows, terminated = _exact_rows(data, policy, env_config, start, end, mask, callback)
+    else:
+        rows, terminated = _kernel_rows(data, policy, env_config, start, end, mask, progress)
+    if progress is not None:
+        progress(len(rows), end - start)
+    return _result(data, policy, env_config, start, rows, terminated)
+
+
+def _result(
+    data: MarketData,
+    policy: Policy,
+    env_config: EnvConfig,
+    start: int,
+    rows: np.ndarray,
+    terminated: bool,
+) -> RolloutResult:
+    n = len(rows)
     kind: PolicyKind = "model" if isinstance(policy, ModelPolicy) else policy.kind
     extra: dict[str, Any] = {}
     if isinstance(policy, ModelPolicy) and policy.model_id:
         extra["model_id"] = policy.model_id
+    columns = {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(_COLUMNS)}
+    equity = np.empty(n + 1, dtype="float64")
+    equity[0] = env_config.initial_value_quote
+    equity[1:] = columns.pop("equity")
     return RolloutResult(
         name=policy.name,
         kind=kind,
         start=start,
         open_time=np.asarray(data.open_time[start : start + n + 1]),
         close=np.asarray(data.close[start : start + n + 1], dtype="float64"),
-        equity=np.array([env_config.initial_value_quote, *c[0]], dtype="float64"),
-        target=np.array(c[1], dtype="float64"),
-        exposure_before=np.array(c[2], dtype="float64"),
-        exposure=np.array(c[3], dtype="float64"),
-        side=np.array(c[4], dtype="int8"),
-        traded_quote=np.array(c[5], dtype="float64"),
-        fee_quote=np.array(c[6], dtype="float64"),
-        impact_quote=np.array(c[7], dtype="float64"),
-        gas_quote=np.array(c[8], dtype="float64"),
-        base=np.array(c[9], dtype="float64"),
-        quote=np.array(c[10], dtype="float64"),
-        reward=np.array(c[11], dtype="float64"),
+        equity=equity,
+        side=columns.pop("side").astype("int8"),
         terminated=terminated,
         extra=extra,
+        **columns,
     )
 
 
-def _decider(
-    env: TradingEnv, policy: Policy, bars: int
-) -> Callable[[int], tuple[float, np.ndarray | None]]:
-    """Return bar -> (target exposure, what the policy observed) for a policy in `env`."""
-    if isinstance(policy, ModelPolicy):
-        predict, spec = policy.predict, env.policy_spec
+_COLUMNS = (
+    "equity",
+    "target",
+    "exposure_before",
+    "exposure",
+    "side",
+    "traded_quote",
+    "fee_quote",
+    "impact_quote",
+    "gas_quote",
+    "base",
+    "quote",
+    "reward",
+)
+"""The per-decision columns, in the kernel's row order (`agent.env.kernel.COLUMNS`)."""
 
-        def model(_t: int) -> tuple[float, np.ndarray | None]:
-            observation = env.observation()
-            return spec.target_exposure(predict(observation)), observation
 
-        return model
+# --- the kernel path -----------------------------------------------------------------------------
+def _kernel_rows(
+    data: MarketData,
+    policy: Policy,
+    cfg: EnvConfig,
+    start: int,
+    end: int,
+    visible: np.ndarray,
+    progress: Progress | None,
+) -> tuple[np.ndarray, bool]:
+    from agent.env import kernel
+
+    kernel.ensure_compiled()
+    close = np.ascontiguousarray(data.close, dtype="float64")
+    p = kernel.params(cfg.pool, cfg.turnover_penalty, cfg.initial_value_quote)
+    state = kernel.initial_state(cfg.pool, float(close[start]), cfg.initial_value_quote)
+    rows = np.zeros((end - start, len(_COLUMNS)))
+    run = _kernel_runner(data, policy, cfg, close, p, state, rows, visible, start)
+    for chunk in range(start, end, _CHUNK):
+        stop = min(end, chunk + _CHUNK)
+        made = run(chunk, stop)
+        if made < stop - chunk:
+            return rows[: chunk - start + made], True
+        if progress is not None and stop < end:
+            progress(stop - start, end - start)
+    return rows, False
+
+
+def _kernel_runner(
+    data: MarketData,
+    policy: Policy,
+    cfg: EnvConfig,
+    close: np.ndarray,
+    p: np.ndarray,
+    state: np.ndarray,
+    rows: np.ndarray,
+    visible: np.ndarray,
+    start: int,
+) -> Callable[[int, int], int]:
+    """Return (first bar, end bar) -> decisions made, running the policy on the kernel."""
+    from agent.env import kernel
+
+    def row_view(chunk: int, stop: int) -> np.ndarray:
+        return rows[chunk - start : stop - start]
+
+    if isinstance(policy, TargetPolicy):
+        targets = _checked_targets(policy, data.bars)
+        band = float(policy.rebalance_band)
+
+        def run_targets(chunk: int, stop: int) -> int:
+            view = row_view(chunk, stop)
+            return int(kernel.run_targets(state, p, close, targets, band, chunk, stop, view))
+
+        return run_targets
+    spec = cfg.spec(data.strategy_names)
+    features = np.ascontiguousarray(data.features, dtype=np.float32)
+    signals = np.ascontiguousarray(data.signals, dtype=np.float32)
+    mask = np.ascontiguousarray(data.mask, dtype=bool)
+    network = getattr(policy.predict, "network", None)
+    if network is not None:
+        if network.n_inputs != spec.observation_size:
+            raise ModelError(
+                f"observation has {spec.observation_size} values; the policy expects "
+                f"{network.n_inputs}"
+            )
+        levels = np.asarray(spec.exposure_levels, dtype="float64")
+        no_observations = np.zeros((0, spec.observation_size), dtype=np.float32)
+
+        def run_network(chunk: int, stop: int) -> int:
+            return int(
+                kernel.run_network(
+                    state, p, close, features, signals, mask, visible, spec.lookback_bars,
+                    levels, network.weights, network.biases, network.sizes,
+                    network.activations, network.head, network.low, network.high,
+                    chunk, stop, row_view(chunk, stop), no_observations,
+                )
+            )  # fmt: skip
+
+        return run_network
+    predict = policy.predict
+    trade = np.zeros(kernel.TRADE_SIZE)
+
+    def run_python(chunk: int, stop: int) -> int:
+        view = row_view(chunk, stop)
+        exposure_now = float(kernel.exposure_of(state, float(close[chunk])))
+        for t in range(chunk, stop):
+            observation = spec.observe(features, signals, mask, t, exposure_now, visible)
+            target = spec.target_exposure(predict(observation))
+            kernel.env_bar(state, p, close, t, target, view[t - chunk], trade)
+            if trade[kernel.T_RUINED]:
+                return t - chunk + 1
+            exposure_now = float(trade[kernel.T_NEXT_EXPOSURE])
+        return stop - chunk
+
+    return run_python
+
+
+def _checked_targets(policy: TargetPolicy, bars: int) -> np.ndarray:
     if len(policy.targets) != bars:
         raise ConfigError(
             f"policy {policy.name!r} has {len(policy.targets)} targets for {bars} bars"
         )
-    targets = np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0).tolist()
+    return np.ascontiguousarray(np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0))
+
+
+# --- the exact path ------------------------------------------------------------------------------
+class ExactBook:
+    """The agent's balances traded through the exact integer mirror pool, bar by bar.
+
+    What a callback sees (`Step`, with the mirror's `Fill`) and what goes on-chain come from
+    here; the kernel reproduces it in float64 (`agent.env.kernel`).
+    """
+
+    def __init__(self, data: MarketData, config: EnvConfig, start: int) -> None:
+        self.config = config
+        self.closes: list[float] = np.asarray(data.close, dtype="float64").tolist()
+        self.pool = MarketCoupledPool(config.pool)
+        self.pool.reset(self.closes[start])
+        self.t = start
+        self.base = 0
+        self.quote = round(config.initial_value_quote * QUOTE_SCALE)
+
+    def value(self, price: float) -> float:
+        return self.base / BASE_SCALE * price + self.quote / QUOTE_SCALE
+
+    def exposure_now(self) -> float:
+        price = self.closes[self.t]
+        value = self.value(price)
+        return (self.base / BASE_SCALE * price) / value if value > 0 else 0.0
+
+    def advance(self, target: float, observation: np.ndarray | None = None) -> Step:
+        """Decide the current bar with `target` exposure and move to the next bar.
+
+        The pool is coupled to the bar's close and the portfolio rebalanced (`execute_target`);
+        the reward is the log change of value from this close (before the trade) to the next
+        one, minus the turnover penalty.
+        """
+        t = self.t
+        price = self.closes[t]
+        base_before = self.base
+        value_before = self.value(price)
+        exposure_before = self.exposure_now()
+        fill = execute_target(self.pool, self.base, self.quote, target, price)
+        trade = fill.trade
+        self.base, self.quote = trade.base_balance, trade.quote_balance
+        value_after = self.value(self.closes[t + 1])
+        reward = math.log(value_after / value_before) if value_after > 0 else -10.0
+        if trade.side != "none":
+            reward -= self.config.turnover_penalty * abs(target - exposure_before)
+        self.t = t + 1
+        return Step(
+            t=t,
+            observation=observation,
+            target=target,
+            exposure_before=exposure_before,
+            fill=fill,
+            base_before=base_before,
+            base=self.base,
+            quote=self.quote,
+            value_before=value_before,
+            value_after=value_after,
+            reward=float(reward),
+            terminated=value_after <= 0.01 * self.config.initial_value_quote,
+        )
+
+
+def _exact_rows(
+    data: MarketData,
+    policy: Policy,
+    cfg: EnvConfig,
+    start: int,
+    end: int,
+    visible: np.ndarray,
+    callback: StepCallback | None,
+) -> tuple[np.ndarray, bool]:
+    book = ExactBook(data, cfg, start)
+    record = _Recorder()
+    close = book.closes
+    decide = _decider(book, data, policy, cfg, visible)
+    for t in range(start, end):
+        target, observation = decide(t)
+        step = book.advance(target, observation)
+        record.add(step, close[t])
+        if callback is not None:
+            callback(step)
+        if step.terminated:
+            return record.rows(), True
+    return record.rows(), False
+
+
+def _decider(
+    book: ExactBook, data: MarketData, policy: Policy, cfg: EnvConfig, visible: np.ndarray
+) -> Callable[[int], tuple[float, np.ndarray | None]]:
+    """Return bar -> (target exposure, what the policy observed) for a policy on the mirror."""
+    if isinstance(policy, ModelPolicy):
+        predict, spec = policy.predict, cfg.spec(data.strategy_names)
+        features = np.ascontiguousarray(data.features, dtype=np.float32)
+        signals = np.ascontiguousarray(data.signals, dtype=np.float32)
+        mask = np.ascontiguousarray(data.mask, dtype=bool)
+
+        def model(t: int) -> tuple[float, np.ndarray | None]:
+            observation = spec.observe(features, signals, mask, t, book.exposure_now(), visible)
+            return spec.target_exposure(predict(observation)), observation
+
+        return model
+    targets = _checked_targets(policy, data.bars).tolist()
     band = policy.rebalance_band
 
     def rule(t: int) -> tuple[float, np.ndarray | None]:
         target = targets[t]
         if band > 0.0 or target != target:  # NaN: hold
-            now = env.exposure_now()
+            now = book.exposure_now()
             if target != target or abs(target - now) < band:
                 target = min(1.0, now)
         return target, None

@@ -6,24 +6,22 @@ to bar t's close; its reward is the log change of portfolio value from the close
 the trade) to the close of t + 1, so fee, price impact and gas are all paid out of it. Nothing
 at or after t + 1 is visible at t.
 
-Everything is precomputed in `MarketData`; `step` does integer pool math and array indexing
-only (no pandas).
+Everything is precomputed in `MarketData`; `step` is one call into the compiled rollout kernel
+(`agent.env.kernel`) and a row copy (no pandas).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from agent.dex.pool import MarketCoupledPool, PoolConfig
+from agent.dex.pool import PoolConfig
 from agent.env.features import FEATURE_NAMES, FeatureParams
-from agent.env.rollout import Step, execute_target
-from agent.env.spec import BASE_SCALE, QUOTE_SCALE, ActionKind, PolicySpec
+from agent.env.spec import ActionKind, PolicySpec
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -165,12 +163,18 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
     episode is a random window of `episode_bars`. `options={"strategy_mask": m}` forces which
     strategies are visible (attribution); otherwise each strategy is dropped for the whole
     episode with probability `strategy_dropout`. What the agent observes and how an action
-    becomes a target exposure is the `PolicySpec`'s (`self.policy_spec`); one bar is `advance`.
+    becomes a target exposure is the `PolicySpec`'s (`self.policy_spec`).
+
+    A step is one call into the compiled kernel (`agent.env.kernel.env_bar`: couple the pool,
+    trade, value at the next close); the observations of an episode are assembled in blocks
+    (`PolicySpec.observe`'s layout), so a step copies one row and sets the exposure.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
 
     def __init__(self, data: MarketData, config: EnvConfig | None = None) -> None:
+        from agent.env import kernel
+
         self.data = data
         self.config = config or EnvConfig()
         cfg = self.config
@@ -184,19 +188,28 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
                 f"the data has {data.features.shape[1]} feature columns; the policy spec "
                 f"observes {len(FEATURE_NAMES)}"
             )
+        kernel.ensure_compiled()
+        self._kernel = kernel
         self.policy_spec = cfg.spec(data.strategy_names)
         self.observation_space = self.policy_spec.observation_space()
         self.action_space: gym.spaces.Space[Any] = self.policy_spec.action_space()
-        self.closes: list[float] = data.close.astype("float64").tolist()
+        self._close = np.ascontiguousarray(data.close, dtype="float64")
         self._features = np.ascontiguousarray(data.features, dtype=np.float32)
         self._signals = np.ascontiguousarray(data.signals, dtype=np.float32)
         self._mask = np.ascontiguousarray(data.mask, dtype=bool)
-        self.pool = MarketCoupledPool(cfg.pool)
+        self._params = kernel.params(cfg.pool, cfg.turnover_penalty, cfg.initial_value_quote)
+        self._fresh: dict[float, np.ndarray] = {}
+        self._state = np.zeros(4)
+        self._row = np.zeros(len(kernel.COLUMNS))
+        self._trade = np.zeros(kernel.TRADE_SIZE)
+        self._levels = self.policy_spec.exposure_levels
+        self._discrete = self.policy_spec.action == "discrete"
         self._visible = np.ones(data.n_strategies, dtype=bool)
+        self._block = np.zeros((0, self.policy_spec.observation_size), dtype=np.float32)
+        self._block_start = 0
         self._t = cfg.first_bar
         self._end = data.bars - 1
-        self._base = 0
-        self._quote = 0
+        self._exposure_now = 0.0
 
     # --- gymnasium API ----------------------------------------------------------------------
     def reset(
@@ -228,63 +241,40 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         else:
             self._visible = np.ones(self.data.n_strategies, dtype=bool)
         self._t, self._end = start, end
-        price = self.closes[start]
-        self.pool.reset(price)
-        self._base = 0
-        self._quote = round(cfg.initial_value_quote * QUOTE_SCALE)
-        return self.observation(), {"value_quote": self._value(price), "bar": start}
+        price = float(self._close[start])
+        fresh = self._fresh.get(price)
+        if fresh is None:  # the mirror's fresh pool at this price (cached: resets are frequent)
+            fresh = self._kernel.initial_state(cfg.pool, price, cfg.initial_value_quote)
+            self._fresh[price] = fresh
+        self._state[:] = fresh
+        self._exposure_now = 0.0
+        self._block = self._block[:0]
+        return self.observation(), {"value_quote": cfg.initial_value_quote, "bar": start}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        step = self.advance(self.policy_spec.target_exposure(action))
-        trade = step.fill.trade
-        truncated = not step.terminated and self._t >= self._end
-        info = {
-            "bar": step.t,
-            "target_exposure": step.target,
-            "exposure_before": step.exposure_before,
-            "side": trade.side,
-            "fee_quote": trade.fee_paid_quote / QUOTE_SCALE,
-            "impact_quote": trade.price_impact_quote / QUOTE_SCALE,
-            "gas_quote": trade.gas_quote / QUOTE_SCALE,
-            "value_quote": step.value_after,
-        }
-        return self.observation(), step.reward, step.terminated, truncated, info
-
-    # --- one bar ----------------------------------------------------------------------------
-    def advance(self, target: float, observation: np.ndarray | None = None) -> Step:
-        """Decide the current bar with `target` exposure and move to the next bar.
-
-        The pool is coupled to the bar's close and the portfolio rebalanced (`execute_target`);
-        the reward is the log change of value from this close (before the trade) to the next
-        one, minus the turnover penalty.
-        """
+        if self._discrete:
+            target = self._levels[int(action)]
+        else:
+            target = self.policy_spec.target_exposure(action)
         t = self._t
-        price = self.closes[t]
-        base_before = self._base
-        value_before = self._value(price)
-        exposure_before = self._exposure(price, value_before)
-        fill = execute_target(self.pool, self._base, self._quote, target, price)
-        trade = fill.trade
-        self._base, self._quote = trade.base_balance, trade.quote_balance
-        value_after = self._value(self.closes[t + 1])
-        reward = math.log(value_after / value_before) if value_after > 0 else -10.0
-        if trade.side != "none":
-            reward -= self.config.turnover_penalty * abs(target - exposure_before)
+        row, trade = self._row, self._trade
+        reward = self._kernel.env_bar(self._state, self._params, self._close, t, target, row, trade)
         self._t = t + 1
-        return Step(
-            t=t,
-            observation=observation,
-            target=target,
-            exposure_before=exposure_before,
-            fill=fill,
-            base_before=base_before,
-            base=self._base,
-            quote=self._quote,
-            value_before=value_before,
-            value_after=value_after,
-            reward=float(reward),
-            terminated=value_after <= 0.01 * self.config.initial_value_quote,
-        )
+        self._exposure_now = float(trade[_NEXT_EXPOSURE])
+        terminated = bool(trade[_RUINED])
+        truncated = not terminated and self._t >= self._end
+        values = row.tolist()
+        info = {
+            "bar": t,
+            "target_exposure": target,
+            "exposure_before": values[2],
+            "side": _SIDES[int(values[4])],
+            "fee_quote": values[6],
+            "impact_quote": values[7],
+            "gas_quote": values[8],
+            "value_quote": values[0],
+        }
+        return self.observation(), float(reward), terminated, truncated, info
 
     # --- helpers ----------------------------------------------------------------------------
     def target_exposure(self, action: Any) -> float:
@@ -293,22 +283,46 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
 
     def exposure_now(self) -> float:
         """The portfolio's exposure at the current bar's close."""
-        price = self.closes[self._t]
-        return self._exposure(price, self._value(price))
-
-    def _value(self, price: float) -> float:
-        return self._base / BASE_SCALE * price + self._quote / QUOTE_SCALE
-
-    def _exposure(self, price: float, value: float) -> float:
-        return (self._base / BASE_SCALE * price) / value if value > 0 else 0.0
+        return self._exposure_now
 
     def observation(self) -> np.ndarray:
-        """What the policy sees at the current bar (`PolicySpec.observe`)."""
-        return self.policy_spec.observe(
-            self._features, self._signals, self._mask, self._t, self.exposure_now(), self._visible
-        )
+        """What the policy sees at the current bar (`PolicySpec.observe`'s layout)."""
+        t = self._t
+        at = t - self._block_start
+        if not 0 <= at < len(self._block):
+            self._fill_block(t)
+            at = 0
+        obs = self._block[at].copy()
+        obs[-1] = self._exposure_now
+        return obs
+
+    def _fill_block(self, t: int) -> None:
+        """Assemble the observations of bars t .. t + 1,023 (up to the episode's end)."""
+        spec = self.policy_spec
+        bars = np.arange(t, min(t + _BLOCK, self._end) + 1)
+        lookback = np.arange(1 - spec.lookback_bars, 1)
+        window = self._features[bars[:, None] + lookback[None, :]].reshape(len(bars), -1)
+        shown = self._mask[bars] & self._visible
+        values = np.where(shown, self._signals[bars], np.float32(0.0))
+        block = np.empty((len(bars), spec.observation_size), dtype=np.float32)
+        width = window.shape[1]
+        n = self.data.n_strategies
+        block[:, :width] = window
+        block[:, width : width + n] = values
+        block[:, width + n : width + 2 * n] = shown
+        block[:, -1] = 0.0
+        self._block, self._block_start = block, t
 
     @property
-    def portfolio(self) -> tuple[int, int]:
-        """The agent's (base, quote) balances in token units."""
-        return self._base, self._quote
+    def portfolio(self) -> tuple[float, float]:
+        """The agent's (base, quote) balances in token units (float64, as the kernel holds them)."""
+        from agent.env.kernel import S_BASE, S_QUOTE
+
+        return float(self._state[S_BASE]), float(self._state[S_QUOTE])
+
+
+_BLOCK = 1_024
+"""Observations assembled at once (a few hundred kB)."""
+_SIDES = {0: "none", 1: "buy", -1: "sell"}
+_NEXT_EXPOSURE, _RUINED = 6, 7
+"""`agent.env.kernel.T_NEXT_EXPOSURE` and `T_RUINED` (the kernel is imported lazily)."""

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agent.env.kernel import Network
 from agent.errors import ModelError
 
 Activation = Literal["tanh", "relu", "identity"]
@@ -72,6 +73,7 @@ class NumpyPolicy:
         self.low = None if low is None else np.asarray(low, dtype=np.float32)
         self.high = None if high is None else np.asarray(high, dtype=np.float32)
         self.n_inputs = int(self.layers[0].weight.shape[0])
+        self._network: Network | None = None
 
     # --- building -----------------------------------------------------------------------
     @classmethod
@@ -134,6 +136,16 @@ class NumpyPolicy:
             x = _apply(x, layer)
         actions = self._head(x)
         return actions[0] if single else actions
+
+    @property
+    def network(self) -> Network:
+        """The same network packed for the rollout kernel (its forward pass, compiled)."""
+        if self._network is None:
+            low = 0.0 if self.low is None else float(self.low.reshape(-1)[0])
+            high = 1.0 if self.high is None else float(self.high.reshape(-1)[0])
+            layers = [(layer.weight, layer.bias, layer.activation) for layer in self.layers]
+            self._network = Network.pack(layers, self.head, low, high)
+        return self._network
 
     def __call__(self, observation: np.ndarray) -> Any:
         """Return the action for one observation (an int for a discrete space)."""

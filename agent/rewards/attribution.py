@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ DEFAULT_BOOTSTRAP_SAMPLES = 1000
 DEFAULT_BOOTSTRAP_BLOCK = 24
 MIN_PARALLEL_EVALUATIONS = 16
 """Batches smaller than this run in-process: starting workers would cost more than it saves."""
+PAYS_SECONDS = 2.0
+"""Workers start only when the rest of a batch would take longer than this in-process: forking
+them, warming their kernel and sending results back costs a few tenths of a second."""
+PROBE_EVALUATIONS = 4
+"""Evaluations timed in-process before deciding whether workers pay."""
 
 _worker_game: Game | None = None
 
@@ -120,14 +126,22 @@ class CachedGame:
         game: the characteristic function; pure (same coalition, same value).
         workers: processes used for a batch (1: in this process).
         min_parallel: batches smaller than this run in this process.
+        pays_seconds: the rest of a batch runs on workers only if it would take longer than
+            this in this process, judged from the first evaluations' time.
     """
 
     def __init__(
-        self, game: Game, *, workers: int = 1, min_parallel: int = MIN_PARALLEL_EVALUATIONS
+        self,
+        game: Game,
+        *,
+        workers: int = 1,
+        min_parallel: int = MIN_PARALLEL_EVALUATIONS,
+        pays_seconds: float = PAYS_SECONDS,
     ) -> None:
         self.game = game
         self.workers = max(1, int(workers))
         self.min_parallel = min_parallel
+        self.pays_seconds = pays_seconds
         self.values: dict[Coalition, float] = {}
         self.series: dict[Coalition, np.ndarray] = {}
 
@@ -148,29 +162,42 @@ class CachedGame:
         return len(self.values)
 
     def evaluate(self, coalitions: Iterable[Coalition], progress: Progress | None = None) -> None:
-        """Evaluate every coalition not yet known, on `workers` processes when worth it."""
+        """Evaluate every coalition not yet known: in this process first (each one is a kernel
+        run), then the rest on `workers` processes if the first ones show that it pays."""
         todo = [c for c in dict.fromkeys(frozenset(c) for c in coalitions) if c not in self.values]
-        if not todo:
+        done = 0
+        started = time.perf_counter()
+        while done < len(todo) and not self._workers_pay(done, len(todo), started):
+            self(todo[done])
+            done += 1
+            if progress is not None:
+                progress(done, len(todo))
+        rest = todo[done:]
+        if not rest:
             return
-        if self.workers == 1 or len(todo) < self.min_parallel:
-            for done, coalition in enumerate(todo, start=1):
-                self(coalition)
-                if progress is not None:
-                    progress(done, len(todo))
-            return
-        workers = min(self.workers, len(todo))
-        chunksize = max(1, len(todo) // (workers * 8))
+        workers = min(self.workers, len(rest))
+        chunksize = max(1, len(rest) // (workers * 8))
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=_context(),
             initializer=_install_game,
             initargs=(self.game,),
         ) as pool:
-            results = pool.map(_evaluate_installed, todo, chunksize=chunksize)
-            for done, (coalition, value) in enumerate(zip(todo, results, strict=True), start=1):
+            results = pool.map(_evaluate_installed, rest, chunksize=chunksize)
+            for coalition, value in zip(rest, results, strict=True):
                 self._store(coalition, value)
+                done += 1
                 if progress is not None:
                     progress(done, len(todo))
+
+    def _workers_pay(self, done: int, total: int, started: float) -> bool:
+        """Whether the rest of a batch should go to workers (judged after a few evaluations)."""
+        if self.workers == 1 or total - done < self.min_parallel:
+            return False
+        if done < min(PROBE_EVALUATIONS, total):
+            return self.pays_seconds <= 0.0
+        per_evaluation = (time.perf_counter() - started) / done
+        return per_evaluation * (total - done) > self.pays_seconds
 
 
 def _context() -> Any:

@@ -160,6 +160,9 @@ class EpochGame:
         policy = ModelPolicy("epoch", self.predict, self.env_config)
         result = rollout(self.data_for(coalition), policy, self.env_config, self.start, self.end)
         equity = np.asarray(result.equity, dtype="float64")
+        bars = self.end - self.start + 1
+        if len(equity) < bars:  # ruined: the run stopped; what is left stays flat to the end
+            equity = np.concatenate([equity, np.full(bars - len(equity), equity[-1])])
         return EpisodeOutcome(float(equity[0]), float(equity[-1]), result.decisions, equity)
 
     def partition(self) -> list[list[int]]:

@@ -57,8 +57,10 @@ def test_onchain_run_equals_offchain_to_the_wei(backend: EmbeddedBackend, tmp_pa
     targets = np.repeat(np.tile(pattern, n // 30 + 1), 3)[:n]
     policy = TargetPolicy("pattern", "baseline", targets)
     config = BacktestConfig(pool=POOL, start=START)
-    offchain = engine.run_backtest(data, policy, config)
+    offchain = engine.run_backtest(data, policy, config, exact=True)  # the integer mirror
     assert (offchain.side == 1).sum() > 10 and (offchain.side == -1).sum() > 10
+    # the kernel (float64 units) makes the same trades, its money within its documented bound
+    assert engine.same_trades(engine.run_backtest(data, policy, config), offchain)
 
     settings = _settings(tmp_path)
     with Store(tmp_path / "agora.db") as store:

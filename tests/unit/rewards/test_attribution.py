@@ -277,7 +277,7 @@ def test_two_workers_give_the_same_values_as_one() -> None:
     serial = shapley(game, data.strategy_names, workers=1)
     progress: list[tuple[int, int]] = []
     parallel = shapley(
-        CachedGame(game, workers=2, min_parallel=2),
+        CachedGame(game, workers=2, min_parallel=2, pays_seconds=0.0),
         data.strategy_names,
         progress=lambda done, total: progress.append((done, total)),
     )
@@ -376,3 +376,20 @@ def test_a_later_copy_is_grouped_with_its_original_in_the_epoch_game() -> None:
     values = result.by_name()
     assert abs(values["lagged"]) + abs(values["scaled"]) <= 0.05 * abs(values["oracle"])
     assert sum(result.values) == pytest.approx(result.v_all - result.v_empty, abs=1e-12)
+
+
+def test_a_coalition_whose_run_is_ruined_stays_flat_to_the_end_of_the_epoch() -> None:
+    """With 10 % fees, following the noise signal ruins the portfolio within the epoch; its
+    null (a constant) never trades twice. The ruined runs stop early; their series still
+    cover the epoch (flat after the ruin), so the Shapley values exist and add up."""
+    from agent.dex.pool import PoolConfig
+
+    data = market()
+    costly = replace(CONFIG, pool=PoolConfig(fee_bps=1_000))
+    game = evaluate_epoch(SumOfSignals([3]), data, 60, 340, env_config=costly)
+    ruined = game.outcome(frozenset({3}))
+    assert ruined.decisions < 280, "the noise follower should be ruined inside the epoch"
+    assert len(ruined.equity) == 281 and ruined.equity[-1] == ruined.equity[ruined.decisions]
+    result = shapley(game, data.strategy_names)
+    assert result.values[3] < -1.0
+    assert sum(result.values) == pytest.approx(result.v_all - result.v_empty, abs=1e-9)
