@@ -7,6 +7,10 @@ measured in the same run on the same synthetic candles. Agora's environment does
 than the reference, which only tracks a long/short position on the close. Also prints the cost
 of one deterministic action from SB3's `predict` and from the numpy policy used by backtests.
 
+Targets (issue 16), judged on the discrete environment (the default action space): raw steps per
+second at least 1.0x StocksEnv's, and PPO training steps per second at least 0.9x PPO's on
+StocksEnv.
+
 Run: `.venv/bin/python benchmarks/env.py [--bars N] [--raw-steps N] [--ppo-steps N]`
 """
 
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import print_header, print_table, print_targets, ratio_target
 
 from agent.config import Settings, SyntheticSettings
 from agent.env.trading_env import EnvConfig, TradingEnv
@@ -103,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     agora = TradingEnv(data, config)
     reference = anytrading_env(candles, config.lookback_bars)
 
-    print(f"candles: {args.bars} synthetic 1h bars; {len(STRATEGIES)} strategies for Agora")
-    print(f"{'environment':<34}{'raw steps/s':>14}{'PPO steps/s':>14}")
+    print_header(
+        ("numpy", "stable-baselines3", "torch", "gym-anytrading"),
+        f"{args.bars:,} synthetic 1h bars; {len(STRATEGIES)} strategies for Agora",
+    )
     rows = [("agora TradingEnv (discrete)", agora)]
     rows.append(
         (
@@ -114,14 +122,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     if reference is not None:
         rows.append(("gym-anytrading StocksEnv", reference))
+    measured = {}
     for name, env in rows:
-        raw = raw_steps_per_s(env, args.raw_steps)
-        ppo = ppo_steps_per_s(env, args.ppo_steps)
-        print(f"{name:<34}{raw:>14,.0f}{ppo:>14,.0f}")
+        measured[name] = (
+            raw_steps_per_s(env, args.raw_steps),
+            ppo_steps_per_s(env, args.ppo_steps),
+        )
+    print_table(
+        ("environment", "raw steps/s", "PPO steps/s"), [(n, *m) for n, m in measured.items()]
+    )
     if reference is None:
         print("gym-anytrading is not installed (pip install gym-anytrading): no reference row")
     sb3, fast = inference_us(agora)
     print(f"one deterministic action: SB3 predict {sb3:.1f} us, numpy policy {fast:.1f} us")
+    if reference is not None:
+        ours, theirs = measured["agora TradingEnv (discrete)"], measured["gym-anytrading StocksEnv"]
+        print_targets(
+            [
+                ratio_target("raw env steps/s", ours[0], "StocksEnv", theirs[0], 1.0),
+                ratio_target("PPO training steps/s", ours[1], "PPO on StocksEnv", theirs[1], 0.9),
+            ]
+        )
 
 
 if __name__ == "__main__":
