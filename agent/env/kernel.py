@@ -176,12 +176,12 @@ def ensure_compiled() -> float:
     pool = PoolConfig()
     close = np.array([100.0, 101.0, 99.0, 100.0])
     p = params(pool, 0.0, 10_000.0)
-    rows = np.zeros((3, len(COLUMNS)))
+    cols = np.zeros((len(COLUMNS), 3))
     trade = np.zeros(TRADE_SIZE)
     state = initial_state(pool, 100.0, 10_000.0)
-    env_bar(state, p, close, 0, 0.5, rows[0], trade)
+    env_bar(state, p, close, 0, 0.5, cols, 0, trade)
     exposure_of(state, 100.0)
-    run_targets(initial_state(pool, 100.0, 10_000.0), p, close, np.ones(4), 0.0, 0, 3, rows)
+    run_targets(initial_state(pool, 100.0, 10_000.0), p, close, np.ones(4), 0.0, 0, 3, cols)
     features = np.zeros((4, 3), dtype=np.float32)
     signals = np.zeros((4, 1), dtype=np.float32)
     mask = np.ones((4, 1), dtype=bool)
@@ -189,7 +189,7 @@ def ensure_compiled() -> float:
     run_network(
         initial_state(pool, 100.0, 10_000.0), p, close, features, signals, mask,
         np.ones(1, dtype=bool), 1, np.array([0.0, 1.0]), net.weights, net.biases, net.sizes,
-        net.activations, net.head, net.low, net.high, 0, 3, rows,
+        net.activations, net.head, net.low, net.high, 0, 3, cols,
         np.zeros((0, 6), dtype=np.float32),
     )  # fmt: skip
     _actions_batch(
@@ -321,9 +321,11 @@ def _bar(
     next_price: float,
     target: float,
     trade: np.ndarray,
-    row: np.ndarray,
+    cols: np.ndarray,
+    i: int,
 ) -> bool:
-    """Decide one bar: couple, trade, value at the next close; fill `row` (COLUMNS order).
+    """Decide one bar: couple, trade, value at the next close; fill column i of `cols`
+    ([COLUMNS, decisions]: each column of a result is a contiguous row here).
 
     Returns whether the portfolio is ruined (the run stops).
     """
@@ -338,18 +340,18 @@ def _bar(
         reward -= p[P_PENALTY] * abs(target - exposure_before)
     held = state[S_BASE] / BASE_SCALE * price
     value_now = held + state[S_QUOTE] / QUOTE_SCALE
-    row[0] = value_after
-    row[1] = target
-    row[2] = exposure_before
-    row[3] = held / value_now if value_now > 0.0 else 0.0
-    row[4] = trade[T_SIDE]
-    row[5] = abs(state[S_BASE] - base_before) / BASE_SCALE * price
-    row[6] = trade[T_FEE] / QUOTE_SCALE
-    row[7] = trade[T_IMPACT] / QUOTE_SCALE
-    row[8] = trade[T_GAS] / QUOTE_SCALE
-    row[9] = state[S_BASE] / BASE_SCALE
-    row[10] = state[S_QUOTE] / QUOTE_SCALE
-    row[11] = reward
+    cols[0, i] = value_after
+    cols[1, i] = target
+    cols[2, i] = exposure_before
+    cols[3, i] = held / value_now if value_now > 0.0 else 0.0
+    cols[4, i] = trade[T_SIDE]
+    cols[5, i] = abs(state[S_BASE] - base_before) / BASE_SCALE * price
+    cols[6, i] = trade[T_FEE] / QUOTE_SCALE
+    cols[7, i] = trade[T_IMPACT] / QUOTE_SCALE
+    cols[8, i] = trade[T_GAS] / QUOTE_SCALE
+    cols[9, i] = state[S_BASE] / BASE_SCALE
+    cols[10, i] = state[S_QUOTE] / QUOTE_SCALE
+    cols[11, i] = reward
     return value_after <= p[P_RUIN]
 
 
@@ -360,14 +362,15 @@ def env_bar(
     close: np.ndarray,
     t: int,
     target: float,
-    row: np.ndarray,
+    cols: np.ndarray,
+    i: int,
     trade: np.ndarray,
 ) -> float:
-    """One environment step at bar t; returns the reward (the row holds the rest)."""
-    ruined = _bar(state, p, close[t], close[t + 1], target, trade, row)
+    """One environment step at bar t into `cols[:, i]`; returns the reward."""
+    ruined = _bar(state, p, close[t], close[t + 1], target, trade, cols, i)
     trade[T_NEXT_EXPOSURE] = _exposure(state, close[t + 1])
     trade[T_RUINED] = 1.0 if ruined else 0.0
-    return row[11]
+    return cols[11, i]
 
 
 # --- whole runs -----------------------------------------------------------------------------------
@@ -380,11 +383,11 @@ def run_targets(
     band: float,
     start: int,
     end: int,
-    rows: np.ndarray,
+    cols: np.ndarray,
 ) -> int:
     """Run wanted exposures over bars [start, end); NaN holds, `band` skips small changes.
 
-    Fills `rows[i]` for decision start + i; returns the decisions made (fewer if ruined).
+    Fills `cols[:, i]` for decision start + i; returns the decisions made (fewer if ruined).
     """
     trade = np.zeros(TRADE_SIZE)
     for t in range(start, end):
@@ -395,9 +398,24 @@ def run_targets(
             if target != target or abs(target - now) < band:
                 target = min(1.0, now)
         target = min(1.0, max(0.0, target))
-        if _bar(state, p, price, close[t + 1], target, trade, rows[t - start]):
+        if _bar(state, p, price, close[t + 1], target, trade, cols, t - start):
             return t - start + 1
     return end - start
+
+
+@njit(cache=True, nogil=True)
+def _tanh32(v: float) -> float:
+    """tanh in float64 (one exp), for a float32 result: within one float32 rounding of SB3's.
+
+    libm's tanhf costs three times as much, and only the float32 rounding is kept anyway.
+    """
+    a = min(abs(v), 20.0)
+    if a < 1e-4:
+        r = a - a * a * a / 3.0
+    else:
+        e = math.exp(-2.0 * a)
+        r = (1.0 - e) / (1.0 + e)
+    return r if v >= 0.0 else -r
 
 
 @njit(cache=True, nogil=True)
@@ -413,7 +431,11 @@ def _forward(
     scratch_a: np.ndarray,
     scratch_b: np.ndarray,
 ) -> float:
-    """Return the deterministic action of one observation: an index, or a continuous value."""
+    """Return the deterministic action of one observation: an index, or a continuous value.
+
+    Each layer accumulates in float64 and rounds its output to float32, as SB3's float32
+    network does (the order of the sums differs; tests bound the difference).
+    """
     current = scratch_a
     following = scratch_b
     n_in = sizes[0]
@@ -423,22 +445,26 @@ def _forward(
     b_at = 0
     for layer in range(len(activations)):
         n_out = sizes[layer + 1]
+        acc = following[:n_out]
+        bias = biases[b_at : b_at + n_out]
         for j in range(n_out):
-            following[j] = biases[b_at + j]
+            acc[j] = bias[j]
         for i in range(n_in):
             xi = current[i]
-            if xi != 0.0:
-                base = w_at + i * n_out
-                for j in range(n_out):
-                    following[j] += xi * weights[base + j]
+            row = weights[w_at + i * n_out : w_at + (i + 1) * n_out]
+            for j in range(n_out):
+                acc[j] += xi * row[j]
         act = activations[layer]
-        for j in range(n_out):
-            v = np.float32(following[j])
-            if act == ACT_TANH:
-                v = np.tanh(v)
-            elif act == ACT_RELU and v < 0.0:
-                v = np.float32(0.0)
-            following[j] = v
+        if act == ACT_TANH:
+            for j in range(n_out):
+                acc[j] = np.float32(_tanh32(np.float64(np.float32(acc[j]))))
+        elif act == ACT_RELU:
+            for j in range(n_out):
+                v = np.float32(acc[j])
+                acc[j] = v if v > 0.0 else 0.0
+        else:
+            for j in range(n_out):
+                acc[j] = np.float32(acc[j])
         w_at += n_in * n_out
         b_at += n_out
         n_in = n_out
@@ -452,7 +478,7 @@ def _forward(
     raw = np.float32(current[0])
     if head == HEAD_CLIP:
         return float(min(max(raw, np.float32(low)), np.float32(high)))
-    squashed = np.tanh(raw)
+    squashed = np.float32(_tanh32(np.float64(raw)))
     return float(
         np.float32(low)
         + np.float32(0.5) * (squashed + np.float32(1.0)) * (np.float32(high) - np.float32(low))
@@ -526,13 +552,13 @@ def run_network(
     high: float,
     start: int,
     end: int,
-    rows: np.ndarray,
+    cols: np.ndarray,
     observations: np.ndarray,
 ) -> int:
     """Run a packed MLP policy over bars [start, end): observe, act, decide, bar by bar.
 
     A discrete action picks `levels[action]`; a continuous one is clipped to [0, 1]. Fills
-    `rows` and, when it has rows, `observations`; returns the decisions made.
+    `cols` and, when it has rows, `observations`; returns the decisions made.
     """
     trade = np.zeros(TRADE_SIZE)
     width = sizes.max()
@@ -549,6 +575,6 @@ def run_network(
             x, weights, biases, sizes, activations, head, low, high, scratch_a, scratch_b
         )
         target = levels[int(action)] if head == HEAD_ARGMAX else min(1.0, max(0.0, action))
-        if _bar(state, p, price, close[t + 1], target, trade, rows[t - start]):
+        if _bar(state, p, price, close[t + 1], target, trade, cols, t - start):
             return t - start + 1
     return end - start

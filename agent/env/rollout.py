@@ -266,8 +266,8 @@ class _Recorder:
         c[11].append(step.reward)
 
     def rows(self) -> np.ndarray:
-        """Return the decisions as rows in `_COLUMNS` order."""
-        return np.array(self.columns, dtype="float64").T.reshape(-1, len(self.columns))
+        """Return the decisions as [`_COLUMNS`, decisions] (the kernel's layout)."""
+        return np.array(self.columns, dtype="float64").reshape(len(self.columns), -1)
 
 
 # --- the rollout ---------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def rollout(
     else:
         rows, terminated = _kernel_rows(data, policy, env_config, start, end, mask, progress)
     if progress is not None:
-        progress(len(rows), end - start)
+        progress(rows.shape[1], end - start)
     return _result(data, policy, env_config, start, rows, terminated)
 
 
@@ -335,12 +335,12 @@ def _result(
     rows: np.ndarray,
     terminated: bool,
 ) -> RolloutResult:
-    n = len(rows)
+    n = rows.shape[1]
     kind: PolicyKind = "model" if isinstance(policy, ModelPolicy) else policy.kind
     extra: dict[str, Any] = {}
     if isinstance(policy, ModelPolicy) and policy.model_id:
         extra["model_id"] = policy.model_id
-    columns = {name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(_COLUMNS)}
+    columns = {name: rows[i] for i, name in enumerate(_COLUMNS)}  # contiguous views
     equity = np.empty(n + 1, dtype="float64")
     equity[0] = env_config.initial_value_quote
     equity[1:] = columns.pop("equity")
@@ -391,13 +391,13 @@ def _kernel_rows(
     close = np.ascontiguousarray(data.close, dtype="float64")
     p = kernel.params(cfg.pool, cfg.turnover_penalty, cfg.initial_value_quote)
     state = kernel.initial_state(cfg.pool, float(close[start]), cfg.initial_value_quote)
-    rows = np.zeros((end - start, len(_COLUMNS)))
+    rows = np.zeros((len(_COLUMNS), end - start))
     run = _kernel_runner(data, policy, cfg, close, p, state, rows, visible, start)
     for chunk in range(start, end, _CHUNK):
         stop = min(end, chunk + _CHUNK)
         made = run(chunk, stop)
         if made < stop - chunk:
-            return rows[: chunk - start + made], True
+            return rows[:, : chunk - start + made], True
         if progress is not None and stop < end:
             progress(stop - start, end - start)
     return rows, False
@@ -418,7 +418,7 @@ def _kernel_runner(
     from agent.env import kernel
 
     def row_view(chunk: int, stop: int) -> np.ndarray:
-        return rows[chunk - start : stop - start]
+        return rows[:, chunk - start : stop - start]
 
     if isinstance(policy, TargetPolicy):
         targets = _checked_targets(policy, data.bars)
@@ -463,7 +463,7 @@ def _kernel_runner(
         for t in range(chunk, stop):
             observation = spec.observe(features, signals, mask, t, exposure_now, visible)
             target = spec.target_exposure(predict(observation))
-            kernel.env_bar(state, p, close, t, target, view[t - chunk], trade)
+            kernel.env_bar(state, p, close, t, target, view, t - chunk, trade)
             if trade[kernel.T_RUINED]:
                 return t - chunk + 1
             exposure_now = float(trade[kernel.T_NEXT_EXPOSURE])

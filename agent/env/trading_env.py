@@ -200,7 +200,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         self._params = kernel.params(cfg.pool, cfg.turnover_penalty, cfg.initial_value_quote)
         self._fresh: dict[float, np.ndarray] = {}
         self._state = np.zeros(4)
-        self._row = np.zeros(len(kernel.COLUMNS))
+        self._row = np.zeros((len(kernel.COLUMNS), 1))
         self._trade = np.zeros(kernel.TRADE_SIZE)
         self._levels = self.policy_spec.exposure_levels
         self._discrete = self.policy_spec.action == "discrete"
@@ -258,12 +258,14 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
             target = self.policy_spec.target_exposure(action)
         t = self._t
         row, trade = self._row, self._trade
-        reward = self._kernel.env_bar(self._state, self._params, self._close, t, target, row, trade)
+        reward = self._kernel.env_bar(
+            self._state, self._params, self._close, t, target, row, 0, trade
+        )
         self._t = t + 1
         self._exposure_now = float(trade[_NEXT_EXPOSURE])
         terminated = bool(trade[_RUINED])
         truncated = not terminated and self._t >= self._end
-        values = row.tolist()
+        values = row[:, 0].tolist()
         info = {
             "bar": t,
             "target_exposure": target,
