@@ -61,9 +61,9 @@ def strategy_specs(players: int) -> list[str]:
 def frictionless_env() -> EnvConfig:
     """Return the default environment without costs (no fee, gas or minimum; a deep pool).
 
-    An untrained policy churns: with costs it is ruined within the epoch, its run stops early,
-    and `shapley` refuses series of unequal length. Without them every coalition runs the whole
-    epoch and every rebalance still goes through the pool math.
+    An untrained policy churns: with costs it is ruined within the epoch and its run stops
+    early (flat to the epoch's end), which would flatter the time. Without them every coalition
+    runs all 1,000 bars, the worst case, and every rebalance still goes through the pool math.
     """
     pool = replace(
         PoolConfig(), fee_bps=0, gas_price_gwei=0.0, min_trade_quote=0.0, liquidity_quote=1e15
