@@ -43,7 +43,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bar (read at tqdm import)
 
-from _common import print_header, print_table, print_targets, ratio_target, timed
+from _common import (
+    print_header,
+    print_kernel_compile,
+    print_table,
+    print_targets,
+    ratio_target,
+    timed,
+)
 
 from agent.backtest.engine import (
     BacktestConfig,
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         ("numpy", "pandas", "numba", "vectorbt", "backtesting", "stable-baselines3"),
         f"{args.bars:,} synthetic 1h bars",
     )
+    print_kernel_compile()
     candles = generate(SyntheticSettings(bars=args.bars, seed=7), "1h").candles
     strategies = resolve_strategies([STRATEGY])
     precompute_s, (data, _) = timed(lambda: build_market_data(candles, strategies))

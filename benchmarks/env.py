@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import print_header, print_table, print_targets, ratio_target
+from _common import print_header, print_kernel_compile, print_table, print_targets, ratio_target
 
 from agent.config import Settings, SyntheticSettings
 from agent.env.trading_env import EnvConfig, TradingEnv
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         ("numpy", "stable-baselines3", "torch", "gym-anytrading"),
         f"{args.bars:,} synthetic 1h bars; {len(STRATEGIES)} strategies for Agora",
     )
+    print_kernel_compile()
     rows = [("agora TradingEnv (discrete)", agora)]
     rows.append(
         (

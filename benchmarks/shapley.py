@@ -28,7 +28,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import Target, limit_target, print_header, print_table, print_targets, timed
+from _common import (
+    Target,
+    limit_target,
+    print_header,
+    print_kernel_compile,
+    print_table,
+    print_targets,
+    timed,
+)
 
 from agent.config import SyntheticSettings
 from agent.dex.pool import PoolConfig
@@ -120,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         f"an epoch of {args.epoch_bars:,} synthetic 1h bars; {', '.join(map(str, args.players))} "
         "players",
     )
+    print_kernel_compile()
     start = 2 * EnvConfig().first_bar  # past the features' and the strategies' warm-up
     bars = start + args.epoch_bars + 1
     candles = generate(SyntheticSettings(bars=bars, seed=7), "1h").candles
