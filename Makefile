@@ -59,10 +59,11 @@ sandbox:
 
 # The slow end-to-end tests (the learning runs with the shipped defaults and their payouts,
 # the kill test, the node and busy-database runs, `agora run`) run in a second pytest process
-# beside the rest, one per core, so both take about as long; both must pass.
+# beside the rest, one per core, so both take about as long; both must pass. Each prints its
+# slowest tests (where the time goes: benchmarks/README.md).
 pytest: $(STAMP) $(NPM_STAMP) browser sandbox
-	@$(BIN)/pytest -q -m slow > .pytest-slow.log 2>&1 & slow=$$!; \
-	$(BIN)/pytest -q -m "not slow"; fast=$$?; \
+	@$(BIN)/pytest -q -m slow --durations=10 > .pytest-slow.log 2>&1 & slow=$$!; \
+	$(BIN)/pytest -q -m "not slow" --durations=25; fast=$$?; \
 	wait $$slow; slow_rc=$$?; \
 	echo "== slow tests (pytest -m slow)"; cat .pytest-slow.log; rm -f .pytest-slow.log; \
 	test $$fast -eq 0 && test $$slow_rc -eq 0
