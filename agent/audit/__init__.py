@@ -1,7 +1,7 @@
 """The audit trail: decision records, their canonical encoding and hash, the outbox that logs
 them on the DecisionLog contract, and the verifier that checks the store against the chain.
 
-    record   DecisionRecord (immutable), encode / decision_hash / chain_head
+    record   DecisionRecord (immutable), encode / decision_hash(es) / chain_records / chain_head
     outbox   the `decisions` table and DecisionOutbox (store first, then chain, exactly once)
     trail    AuditTrail: append + flush, for backtests and the service
     verify   verify (first mismatch by seq and kind), prove (one decision's on-chain proof)
@@ -33,9 +33,12 @@ from agent.audit.record import (
     as_bytes32,
     canonical_json,
     chain_head,
+    chain_records,
     config_digest,
     decision_hash,
+    decision_hashes,
     encode,
+    keccak256,
     observation_digest,
     record_from_json,
     text_id,
@@ -72,10 +75,13 @@ __all__ = [
     "as_bytes32",
     "canonical_json",
     "chain_head",
+    "chain_records",
     "config_digest",
     "decision_hash",
+    "decision_hashes",
     "encode",
     "find_first_mismatch",
+    "keccak256",
     "locate_decision_log",
     "observation_digest",
     "prove",

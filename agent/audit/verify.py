@@ -54,7 +54,13 @@ from agent.audit.outbox import (
     read_chain,
     read_decision,
 )
-from agent.audit.record import ZERO_HASH, DecisionRecord, chain_head, decision_hash
+from agent.audit.record import (
+    ZERO_HASH,
+    DecisionRecord,
+    chain_head,
+    decision_hash,
+    decision_hashes,
+)
 from agent.chain.backends import ChainBackend
 from agent.errors import AuditError
 from agent.store import Store
@@ -215,7 +221,10 @@ def verify_records(
     Raises:
         ChainError: the chain cannot be read.
     """
-    entries = [_GivenRecord(record, decision_hash(record)) for record in records]
+    given = list(records)
+    entries = [
+        _GivenRecord(record, h) for record, h in zip(given, decision_hashes(given), strict=True)
+    ]
     return _verify_entries(
         entries, backend, log_address, page_blocks, from_block, source="the records"
     )
@@ -280,14 +289,21 @@ def _verify_entries(
 
 
 def recompute_hashes(rows: Sequence[TrailEntry]) -> list[str | None]:
-    """Return the hash recomputed from each record (None where it does not parse)."""
-    hashes: list[str | None] = []
+    """Return the hash recomputed from each record (None where it does not parse).
+
+    A record handed to `verify_records` was hashed when it was given; it is not hashed again.
+    """
+    parsed: list[DecisionRecord | None] = []
     for row in rows:
         try:
-            hashes.append(decision_hash(row.record()))
+            parsed.append(None if isinstance(row, _GivenRecord) else row.record())
         except AuditError:
-            hashes.append(None)
-    return hashes
+            parsed.append(None)
+    fresh = iter(decision_hashes(r for r in parsed if r is not None))
+    return [
+        row.hash if isinstance(row, _GivenRecord) else None if record is None else next(fresh)
+        for row, record in zip(rows, parsed, strict=True)
+    ]
 
 
 def _effective_hashes(rows: Sequence[TrailEntry]) -> list[str]:

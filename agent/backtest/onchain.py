@@ -4,10 +4,11 @@ The run is the one rollout (`agent.env.rollout`) with a per-step callback: after
 (`MarketCoupledPool`) couples to the bar's price and decides the trade, the callback arbitrages
 the contract pool to the same price, sends the trade through `OnChainExecutor` (which checks
 that the chain paid exactly what the mirror computed) and writes the decision as an
-`agent.audit.record` DecisionRecord, with the swap's real transaction hash and gas. The records
-are chained by `prev_hash`, their hashes appended to the run's own DecisionLog in batches, and
-returned, so `agora audit verify --run RUN` checks an on-chain backtest exactly as it checks the
-service's trail.
+`agent.audit.record` DecisionRecord, with the swap's real transaction hash and gas. After the
+run the records are chained by `prev_hash` and hashed, once each (`chain_records`), their hashes
+appended to the run's own DecisionLog in batches, and returned, so `agora audit verify --run RUN`
+checks an on-chain backtest exactly as it checks the service's trail. An off-chain backtest
+hashes nothing: this module computes no hash on import, and only `run_onchain` builds records.
 
 The trader is the chain's second account; on a chain with one key (`rpc`) the operator trades
 too: it then arbitrages from a float minted once, and the run's accounting takes the
@@ -28,7 +29,7 @@ from agent.audit.record import (
     DecisionRecord,
     ExecutedTrade,
     chain_head,
-    decision_hash,
+    chain_records,
     observation_digest,
 )
 from agent.backtest.engine import BacktestConfig, BacktestResult, Progress, run_backtest
@@ -39,8 +40,10 @@ from agent.errors import ChainError
 
 LOG_BATCH = 100
 """Decision hashes per DecisionLog transaction."""
-NO_OBSERVATION = observation_digest(np.zeros(0, dtype=np.float32))
-"""The observation digest of a rule or baseline policy, which observes nothing."""
+NO_OBSERVATION = "0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+"""The observation digest of a rule or baseline policy, which observes nothing: keccak256 of
+the empty string, written out so that importing this module (as every backtest does) hashes
+nothing."""
 
 
 @dataclass
@@ -79,10 +82,14 @@ class RecordContext:
 
 @dataclass(frozen=True)
 class OnChainRun:
-    """An on-chain backtest: the result, its decision records and where they were logged."""
+    """An on-chain backtest: the result, its decision records and where they were logged.
+
+    `hashes` are the records' decision hashes, in order, computed once when they were logged.
+    """
 
     result: BacktestResult
     records: tuple[DecisionRecord, ...]
+    hashes: tuple[str, ...]
     log_address: str
     head: str
     chain_key: str = ""
@@ -122,14 +129,12 @@ def run_onchain(
     fee_bps = config.pool.fee_bps
     times = np.asarray(data.open_time, dtype="int64")
     names = data.strategy_names
-    records: list[DecisionRecord] = []
+    decisions: list[DecisionFields] = []
     totals = {"gas_quote": 0, "gas_used": 0, "transactions": 0}
     arbitrage_flow = [0, 0]  # (base, quote) the arbitrage moved: the trader's too when shared
-    prev = ZERO_HASH
     state = {"pool": mirror.state, "base": 0, "quote": quote_units}
 
     def on_step(step: Step) -> None:
-        nonlocal prev
         state.update(pool=step.fill.pool_after, base=step.base, quote=step.quote)
         price = float(data.close[step.t])
         arbitrage = executor.arbitrage_to_price(price)
@@ -158,20 +163,20 @@ def run_onchain(
         digest = (
             NO_OBSERVATION if step.observation is None else observation_digest(step.observation)
         )
-        record = DecisionFields(
-            bar_time_ms=int(times[step.t]),
-            market=context.market,
-            model_id=context.model_id,
-            config_hash=context.config_hash,
-            observation_digest=digest,
-            strategy_names=names,
-            signals=tuple(float(v) for v in data.signals[step.t]),
-            masks=tuple(bool(m) for m in data.mask[step.t]),
-            target_exposure=step.target,
-            trade=executed,
-        ).to_record(len(records), prev)
-        records.append(record)
-        prev = decision_hash(record)
+        decisions.append(
+            DecisionFields(
+                bar_time_ms=int(times[step.t]),
+                market=context.market,
+                model_id=context.model_id,
+                config_hash=context.config_hash,
+                observation_digest=digest,
+                strategy_names=names,
+                signals=tuple(float(v) for v in data.signals[step.t]),
+                masks=tuple(bool(m) for m in data.mask[step.t]),
+                target_exposure=step.target,
+                trade=executed,
+            )
+        )
 
     result = run_backtest(data, policy, config, progress=progress, callback=on_step)
     _check_reserves(executor, state["pool"], "at the end")
@@ -186,12 +191,13 @@ def run_onchain(
             f"parity broken: the trader holds (base {held[0]}, quote {held[1]} after gas) "
             f"on-chain, the mirror (base {base}, quote {quote})"
         )
-    hashes = [decision_hash(r) for r in records]
+    records, hashes = chain_records(decisions)
     head = venue.record_hashes(hashes) if hashes else ZERO_HASH
-    if head != chain_head(hashes):
+    expected_head = chain_head(hashes)
+    if head != expected_head:
         raise ChainError(
             f"the DecisionLog at {venue.log_address} has head {head}; the run's records give "
-            f"{chain_head(hashes)}"
+            f"{expected_head}"
         )
     extra = {
         **result.extra,
@@ -204,7 +210,9 @@ def run_onchain(
     }
     if isinstance(policy, ModelPolicy) and policy.model_id:
         extra["model_id"] = policy.model_id
-    return OnChainRun(replace(result, extra=extra), tuple(records), venue.log_address, head)
+    return OnChainRun(
+        replace(result, extra=extra), tuple(records), tuple(hashes), venue.log_address, head
+    )
 
 
 def _check_reserves(executor: Any, expected: Any, when: str) -> None:

@@ -539,7 +539,7 @@ def record_run(
         )
         onchain = run.onchain
         if onchain is not None:
-            from agent.audit.record import canonical_json, decision_hash
+            from agent.audit.record import canonical_json
 
             conn.execute(
                 "INSERT INTO backtest_logs (run_id, chain_key, address, head, decisions) "
@@ -555,8 +555,8 @@ def record_run(
             conn.executemany(
                 "INSERT INTO backtest_decisions (run_id, seq, record, hash) VALUES (?, ?, ?, ?)",
                 [
-                    (meta.run_id, r.seq, canonical_json(r), decision_hash(r))
-                    for r in onchain.records
+                    (meta.run_id, r.seq, canonical_json(r), h)
+                    for r, h in zip(onchain.records, onchain.hashes, strict=True)
                 ],
             )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.audit.record import DecisionRecord, decision_hash, observation_digest, to_fixed_e9
+from agent.audit.record import DecisionRecord, decision_hashes, observation_digest, to_fixed_e9
 from agent.env.features import FEATURE_NAMES
 from agent.env.spec import ObservationParts, PolicySpec, observation_parts
 from agent.env.trading_env import MarketData
@@ -162,6 +162,7 @@ def verify_observations(
                 "the audit trail: the service's next start appends it"
             )
     stored = _read_records(store, sorted({b.seq for b in observed if b.seq is not None}))
+    hashes = dict(zip(stored, decision_hashes(r for r, _ in stored.values()), strict=True))
     records = {}
     for bar in observed:
         assert bar.seq is not None
@@ -169,7 +170,7 @@ def verify_observations(
         if bar.seq not in stored:
             raise AuditError(f"{where}: the audit trail has no decision record {bar.seq}")
         record, stored_hash = stored[bar.seq]
-        if decision_hash(record) != stored_hash:
+        if hashes[bar.seq] != stored_hash:
             raise AuditError(f"{where}: the stored decision record does not hash to its hash")
         check_observation(record, bar, market)
         records[bar.bar] = record
