@@ -11,18 +11,20 @@ a fraction of each trade, no gas, a pool deep enough for no price impact.
 
 Rows:
 
-- `agora rule-based`: `run_backtest` of the `TargetPolicy` (the one rollout: exact integer V2
-  pool math per bar, the result's arrays).
+- `agora rule-based`: `run_backtest` of the `TargetPolicy` (the one rollout on the compiled
+  kernel: the V2 pool's arithmetic per bar in float64 units, the result's arrays).
 - `agora trained policy`: `run_backtest` of a PPO MlpPolicy [64, 64], trained briefly on the
-  first bars, as a `ModelPolicy` through `NumpyPolicy` (observation, numpy inference, pool
-  math per bar), without costs so the briefly trained policy is not ruined early.
+  first bars, as a `ModelPolicy` through `NumpyPolicy` (its network packed for the kernel:
+  observation, forward pass and pool math per bar, all compiled), without costs so the briefly
+  trained policy is not ruined early.
 - `vectorbt from_orders`: `Portfolio.from_orders` with `size_type='targetpercent'` on the same
   targets (a hold as NaN: no order), `fees` the same fraction, fills at the close.
 - `backtesting.py rule-based`: the same targets as an indicator, bought in full above 0.5 and
   closed below, fractional units, fills at the close.
 
-Each engine's first call is timed apart (`first call`: vectorbt's Numba compile, and Agora's
-once its rollout kernel is compiled); the `bars/s` column is the best of `--repeat` further
+Each engine's first call is timed apart (`first call`: vectorbt's Numba compile or cache
+load; Agora's kernel compile is printed apart above the table, so its first call is the run's
+own set-up); the `bars/s` column is the best of `--repeat` further
 calls. Targets (issue 16): rule-based at least 1.0x vectorbt, trained policy
 at least 1.0x backtesting.py. Prints tables; asserts nothing.
 """

@@ -3,7 +3,8 @@
 Prints, for each environment, raw steps per second (random actions, resets included) and steps
 per second inside PPO training (SB3 MlpPolicy [64, 64], n_steps 2048, one torch thread), all
 measured in the same run on the same synthetic candles. Agora's environment does more per step
-(exact integer AMM math, fee, impact and gas, strategy signals and masks in the observation)
+(the V2 pool's arithmetic in the compiled kernel, fee, impact and gas, strategy signals and
+masks in the observation)
 than the reference, which only tracks a long/short position on the close. Also prints the cost
 of one deterministic action from SB3's `predict` and from the numpy policy used by backtests.
 
