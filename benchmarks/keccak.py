@@ -30,9 +30,13 @@ import importlib
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eth_utils import keccak as eth_utils_keccak
 
