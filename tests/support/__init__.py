@@ -1,0 +1,1 @@
+"""Helpers the tests share that are not fakes: the headless browser driver."""
