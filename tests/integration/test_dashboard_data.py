@@ -1,4 +1,4 @@
-"""benchmarks/dashboard_data.py fills a data directory that the project's own readers accept.
+"""benchmarks/_dashboard_data.py fills a data directory that the project's own readers accept.
 
 A small fill (2,000 decisions, 20 epochs) through the command line, read back with the
 functions the CLI commands call: the service ledger, the audit trail and its offline
@@ -34,7 +34,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     done = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "dashboard_data.py"),
+            str(ROOT / "benchmarks" / "_dashboard_data.py"),
             str(data_dir),
             "--decisions",
             str(DECISIONS),

@@ -13,7 +13,7 @@ valid: their hashes chain, and the offline part of `agora audit verify` accepts 
 `pending`: never sent to a DecisionLog). Timestamps that the writers take from the wall clock
 (`created_ms`, `created_at`) are the time of the fill; bar times are real hours ending now.
 
-    python benchmarks/dashboard_data.py DIR [--decisions N] [--epochs N] [--seed N]
+    python benchmarks/_dashboard_data.py DIR [--decisions N] [--epochs N] [--seed N]
 
 prints the summary as JSON (counts, seconds per part, the database's size).
 """
