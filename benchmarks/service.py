@@ -104,8 +104,9 @@ def start(data_dir: Path, backend: str, bars: int, *, chain: bool = True) -> Ser
     runtime = ServiceRuntime(
         settings_for(data_dir, backend, bars), log=ServiceLog(stream=io.StringIO())
     )
-    if not chain:
+    if not chain:  # the chain is never reached: the peer decides and logs only
         runtime.connect_chain = lambda: False  # type: ignore[method-assign]
+        runtime._connect_chain = lambda: False  # type: ignore[method-assign]
     runtime.start()
     return runtime
 
