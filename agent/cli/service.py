@@ -29,7 +29,12 @@ def run(
     from agent.service import run as run_service
 
     settings = settings_for(ctx, config)
-    code = run_service(settings, once=once)
+    http_server = None
+    if settings.service.dashboard:
+        from agent.dashboard.server import service_server
+
+        http_server = service_server(settings)
+    code = run_service(settings, once=once, http_server=http_server)
     if code:
         raise typer.Exit(code)
 
