@@ -90,6 +90,15 @@ def _print(state: dict[str, Any]) -> None:
                 f"{decision['side']}, value {decision['value_quote']:.2f}",
             )
         )
+    equity = state.get("equity")
+    if equity:
+        rows.append(
+            (
+                "equity",
+                f"live model {equity['live']}, buy-and-hold {equity['hold']}, flat "
+                f"{equity['flat']} (since {equity['since']})",
+            )
+        )
     for chain in state.get("chains", [])[:1]:
         rows.append(("chain", f"{chain['chain_key']}: replicated to {chain['synced_bar']}"))
         failed = chain.get("failed_bar")
