@@ -42,13 +42,12 @@ def check_bind(host: str, token: str | None, *, option: str = "--host") -> None:
         )
 
 
-def _uvicorn_server(app: Any, sock: socket.socket) -> Any:
+def _uvicorn_server(app: Any) -> Any:
+    """Return a quiet uvicorn server (in a thread it leaves signals to the service)."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    return server
+    return uvicorn.Server(config)
 
 
 def _bind(host: str, port: int, what: str) -> socket.socket:
@@ -92,7 +91,7 @@ class DashboardServer:
         self.host = host
         self.port = int(self._socket.getsockname()[1])
         self.app = create_app(settings, runtime=runtime, token=token or "")
-        self._server = _uvicorn_server(self.app, self._socket)
+        self._server = _uvicorn_server(self.app)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},
