@@ -40,6 +40,7 @@ POLL_S = 0.5
 """How often the event stream looks for new decisions in the store."""
 KEEPALIVE_S = 15.0
 STRATEGIES_TTL_S = 60.0
+STATUS_TTL_S = 2.0
 
 
 def token_from_env(environ: Any = None) -> str | None:
@@ -58,6 +59,8 @@ class Dashboard:
         self.board = queries.LeaderboardCache()
         self._strategies: tuple[float, list[dict[str, Any]]] | None = None
         self._equity: tuple[Any, Any] | None = None
+        self._status: tuple[float, int, dict[str, Any]] | None = None
+        self._head: tuple[int, str | None] = (0, None)
 
     def store(self) -> Store:
         return Store(self.settings.data.database_path)
@@ -70,6 +73,34 @@ class Dashboard:
         if self._equity is None or self._equity[0] != key:
             self._equity = (key, equity_since_start(store, self.settings))
         return self._equity[1]
+
+    def status(self, store: Store) -> dict[str, Any]:
+        """Return `service.status.status` (as `agora status`), at most once per new decision
+        or STATUS_TTL_S."""
+        from agent.service.status import status
+
+        now, seq = time.monotonic(), queries.last_seq(store)
+        cached = self._status
+        if cached is None or cached[1] != seq or now - cached[0] > STATUS_TTL_S:
+            self._status = cached = (now, seq, status(self.settings))
+        return cached[2]
+
+    def confirmed_head(self, store: Store, count: int) -> str | None:
+        """Return the running head over the first `count` decisions, extended incrementally."""
+        from agent.audit.outbox import read_hashes
+        from agent.audit.record import ZERO_HASH, chain_head
+
+        done, head = self._head
+        if count < done:
+            done, head = 0, None
+        while done < count:
+            page = read_hashes(store, done, min(5_000, count - done))
+            if not page:
+                break
+            head = chain_head([h for _, h in page], head or ZERO_HASH)
+            done = page[-1][0] + 1
+        self._head = (done, head)
+        return head
 
     def strategies(self, store: Store) -> list[dict[str, Any]]:
         """Return `plugins.registry.list_strategies` (as `agora strategies list`), cached."""
@@ -117,15 +148,12 @@ def _app(request: Request) -> Dashboard:
 
 # --- pages -------------------------------------------------------------------------------------
 def live(request: Request) -> Response:
-    from agent.service.status import status
-
     dash = _app(request)
-    state = status(dash.settings)
     with dash.store() as store:
         html = views.live_page(
             store,
             dash.settings,
-            state,
+            dash.status(store),
             dash.equity(store),
             before=_int(request, "before"),
             limit=queries.clamp_limit(_int(request, "limit")),
@@ -148,7 +176,7 @@ def decision(request: Request) -> Response:
 def audit(request: Request) -> Response:
     dash = _app(request)
     with dash.store() as store:
-        return HTMLResponse(views.audit_page(store, bool(dash.token)))
+        return HTMLResponse(views.audit_page(store, bool(dash.token), dash.confirmed_head))
 
 
 def contributors(request: Request) -> Response:

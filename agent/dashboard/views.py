@@ -106,17 +106,16 @@ document.getElementById('verify').addEventListener('click', async () => {
 """
 
 
-def audit_page(store: Store, actions_enabled: bool) -> str:
+def audit_page(store: Store, actions_enabled: bool, confirmed_head: Any) -> str:
     """The DecisionLog's address and head, and a button running `audit verify`."""
     from agent.audit.outbox import stored_count, unconfirmed_count
-    from agent.audit.record import chain_head
 
     chain = queries.current_chain(store)
     address = queries.decision_log_address(store, chain)
     confirmed = store.db.execute(
         "SELECT COUNT(*) FROM decisions WHERE status = 'confirmed'"
     ).fetchone()[0]
-    head = _confirmed_head(store, int(confirmed), chain_head)
+    head = confirmed_head(store, int(confirmed))
     note = (
         "actions need the token (AGORA_DASHBOARD_TOKEN)"
         if actions_enabled
@@ -147,23 +146,6 @@ def audit_page(store: Store, actions_enabled: bool) -> str:
         f"<script>{AUDIT_SCRIPT}</script>"
     )
     return layout("Audit", "/audit", body)
-
-
-def _confirmed_head(store: Store, count: int, chain_head: Any) -> str | None:
-    """Return the running head over the confirmed decisions (what the log's head should be)."""
-    if count == 0:
-        return None
-    from agent.audit.outbox import read_hashes
-
-    head = None
-    start = 0
-    while start < count:
-        page = read_hashes(store, start, min(5_000, count - start))
-        if not page:
-            break
-        head = chain_head([h for _, h in page], *(() if head is None else (head,)))
-        start = page[-1][0] + 1
-    return head
 
 
 def contributors_page(

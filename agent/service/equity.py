@@ -69,16 +69,35 @@ class EquityComparison:
 
 
 def _curve(store: Store, market: str, points: int) -> tuple[list[int], list[float], int]:
-    """Return (bar times, values) of the decided bars, an even stride of them, and the count."""
-    rows = store.db.execute(
-        "SELECT bar_time_ms, json_extract(outcome, '$.value_quote'), total FROM ("
-        "  SELECT bar_time_ms, outcome, ROW_NUMBER() OVER (ORDER BY bar_time_ms) AS n,"
-        "  COUNT(*) OVER () AS total FROM service_ticks WHERE market = ? AND status != 'skipped'"
-        ") WHERE (n - 1) % MAX(1, (total + ? - 1) / ?) = 0 OR n = total ORDER BY bar_time_ms",
-        [market, points, points],
-    ).fetchall()
-    total = int(rows[0][2]) if rows else 0
-    return [int(r[0]) for r in rows], [float(r[1]) for r in rows], total
+    """Return (bar times, values) of the decided bars, an even stride of them, and the count.
+
+    The bars are listed first and only the chosen ones' values read, so a long service's
+    outcomes are not all parsed.
+    """
+    times = [
+        int(t)
+        for (t,) in store.db.execute(
+            "SELECT bar_time_ms FROM service_ticks WHERE market = ? AND status != 'skipped' "
+            "ORDER BY bar_time_ms",
+            [market],
+        ).fetchall()
+    ]
+    if not times:
+        return [], [], 0
+    stride = max(1, -(-len(times) // points))
+    chosen = times[::stride]
+    if chosen[-1] != times[-1]:
+        chosen.append(times[-1])
+    values: dict[int, float] = {}
+    for at in range(0, len(chosen), 500):
+        page = chosen[at : at + 500]
+        rows = store.db.execute(
+            "SELECT bar_time_ms, json_extract(outcome, '$.value_quote') FROM service_ticks "
+            f"WHERE market = ? AND bar_time_ms IN ({','.join('?' * len(page))})",
+            [market, *page],
+        ).fetchall()
+        values.update((int(t), float(v)) for t, v in rows)
+    return chosen, [values[t] for t in chosen], len(times)
 
 
 def equity_since_start(store: Store, settings: Settings, *, points: int = CURVE_POINTS) -> Any:
