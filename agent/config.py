@@ -298,6 +298,8 @@ class ServiceSettings(Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65_535)
+    dashboard: bool = True
+    """Serve the dashboard (agent.dashboard) beside /health and /metrics on host:port."""
     mode: Literal["paper"] = "paper"
     feed: Literal["replay", "exchange"] = "replay"
     chain: Literal["embedded", "anvil", "rpc"] = "embedded"

@@ -140,44 +140,15 @@ def _pct(value: float | None) -> str:
 
 
 def _compare_with_baselines(runtime: Any, result: DemoResult) -> None:
-    """Set the traded policy's return over the traded bars, and buy-and-hold's on the same bars.
+    """Set the traded policy's return over the traded bars, and buy-and-hold's on the same bars
+    (`agent.service.equity`: the figures the dashboard's live page shows); flat earns 0."""
+    from agent.service.equity import equity_since_start
 
-    The policy's value after its last decision (at that bar's close, every cost paid) against
-    the starting portfolio; buy-and-hold through the one rollout over the same bars with the
-    same costs; flat earns exactly 0.
-    """
-    import math
-
-    from agent.env.rollout import buy_and_hold, log_return, rollout
-    from agent.env.trading_env import EnvConfig
-    from agent.plugins.market_data import build_market_data
-    from agent.service import ledger
-
-    store = runtime.require_store()
-    last = ledger.last_decision(store, runtime.market)
-    genesis = runtime.genesis
-    if last is None or last.outcome is None or genesis is None:
+    equity = equity_since_start(runtime.require_store(), runtime.settings, points=2)
+    if equity is None or equity.live_value is None:
         return
-    initial = genesis.initial_quote / 10**6
-    value = _outcome_value(last.outcome)
-    result.policy_return = value / initial - 1.0
-    candles = store.read_candles(runtime.key)
-    times = candles["open_time"].to_numpy(dtype="int64")
-    first = int((times <= genesis.after_ms).sum())
-    end = int((times <= last.bar_time_ms).sum()) - 1
-    if end <= first:
-        return
-    data, _ = build_market_data(candles.iloc[: end + 1], [])
-    costs = EnvConfig.from_settings(runtime.settings)
-    hold = rollout(data, buy_and_hold(data), costs, first, end)
-    result.hold_return = math.exp(log_return(hold)) - 1.0
-
-
-def _outcome_value(outcome: Any) -> float:
-    value = getattr(outcome, "value_quote", None)
-    if value is None:
-        value = outcome["value_quote"]
-    return float(value)
+    result.policy_return = equity.live_return
+    result.hold_return = equity.hold_return
 
 
 def _check_audit(runtime: Any, result: DemoResult, say: Say) -> None:

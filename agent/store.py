@@ -337,6 +337,13 @@ def _m012_failed_executions(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE service_executions ADD COLUMN error TEXT")
 
 
+def _m013_dashboard_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes for the dashboard's paged reads (agent.dashboard): a decision's bar by its seq,
+    backtest runs newest first."""
+    db.execute("CREATE INDEX service_ticks_seq ON service_ticks (seq) WHERE seq IS NOT NULL")
+    db.execute("CREATE INDEX backtest_runs_created ON backtest_runs (created_at, run_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -350,6 +357,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m010_backtest_decisions,
     _m011_lookahead,
     _m012_failed_executions,
+    _m013_dashboard_indexes,
 )
 
 

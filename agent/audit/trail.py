@@ -8,7 +8,8 @@ send them; a chain that is down never stops the caller, the decisions wait in th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,3 +162,39 @@ def locate_decision_log(
     deployment = deploy_all(backend, store, settings)
     report = DecisionOutbox(store, backend, deployment.decision_log).flush()
     return LogLocation(deployment.decision_log, key, replayed=report.sent)
+
+
+@contextmanager
+def open_trail(
+    settings: Settings,
+    store: Store,
+    *,
+    address: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[tuple[ChainBackend, LogLocation]]:
+    """Open the configured chain and find the DecisionLog the store's decisions are checked
+    against (`address`, or the one recorded for the chain: `locate_decision_log`).
+
+    What `agora audit verify` / `show` and the dashboard's audit action open; the backend is
+    closed on exit. A chain is created only when the store holds no decisions yet.
+
+    Raises:
+        UsageError: `address` is not an address.
+        AuditError, ChainError: as `locate_decision_log`.
+    """
+    from web3 import Web3
+
+    from agent.chain.backends import connect
+    from agent.chain.deploy import chain_key
+    from agent.errors import UsageError
+
+    with connect(settings.chain, settings.data.dir, create_chain=stored_count(store) == 0) as b:
+        if address is not None:
+            if not Web3.is_address(address):
+                raise UsageError(f"--address {address!r}: expected a 20-byte hex address")
+            yield b, LogLocation(Web3.to_checksum_address(address), chain_key(b))
+            return
+        location = locate_decision_log(b, store, settings, progress=progress)
+        if location.replayed and progress is not None:
+            progress(f"replayed {location.replayed} decisions onto the fresh log")
+        yield b, location

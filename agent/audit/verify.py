@@ -183,6 +183,29 @@ class DecisionProof:
         return data
 
 
+def describe_report(report: VerifyReport, chain_key: str) -> list[str]:
+    """Return the verdict as `agora audit verify` prints it (and the dashboard shows it)."""
+    if report.ok:
+        waiting = (
+            f"; {report.waiting} newer decisions are waiting in the outbox (not sent yet, "
+            "checked against the store only)"
+            if report.waiting
+            else ""
+        )
+        return [
+            f"OK: {report.verified} decisions verified: each record hashes to its entry in the "
+            f"DecisionLog {report.decision_log} on {chain_key}; "
+            f"head {report.head_onchain}{waiting}"
+        ]
+    mismatch = report.mismatch
+    assert mismatch is not None
+    return [
+        f"MISMATCH at seq {mismatch.seq} ({mismatch.kind}): {mismatch.detail}",
+        f"{report.verified} of {report.stored} stored decisions verified before it; the "
+        f"DecisionLog {report.decision_log} holds {report.onchain} entries",
+    ]
+
+
 # --- reading the log ------------------------------------------------------------------------
 
 

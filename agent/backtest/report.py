@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,13 +379,20 @@ def format_cell(value: Any, kind: str) -> str:
 
 def table_rows(run: BacktestRun) -> list[list[str]]:
     """Return the comparison table as text cells: policy, kind, then `TABLE_COLUMNS`."""
-    rows = []
-    for r in run.results:
-        values = run.metrics[r.name].as_dict()
-        rows.append(
-            [r.name, r.kind, *(format_cell(values[key], kind) for key, _, kind in TABLE_COLUMNS)]
-        )
-    return rows
+    return comparison_rows((r.name, r.kind, run.metrics[r.name].as_dict()) for r in run.results)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Return the comparison table of a stored run (its `summary_document`), as `table_rows`."""
+    return comparison_rows((p["name"], p["kind"], p["metrics"]) for p in summary["policies"])
+
+
+def comparison_rows(policies: Iterable[tuple[str, str, dict[str, Any]]]) -> list[list[str]]:
+    """Return comparison table cells from (policy, kind, metrics) triples."""
+    return [
+        [name, kind, *(format_cell(values.get(key), fmt) for key, _, fmt in TABLE_COLUMNS)]
+        for name, kind, values in policies
+    ]
 
 
 def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], css: str = "") -> str:

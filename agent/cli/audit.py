@@ -44,31 +44,15 @@ AddressOption = Annotated[
 @contextmanager
 def _trail(ctx: typer.Context, config: Any, address: str | None) -> Iterator[tuple[Any, Any, Any]]:
     """Yield (store, backend, location) for the configured chain, closing both afterwards."""
-    from agent.audit.outbox import stored_count
-    from agent.audit.trail import LogLocation, locate_decision_log
-    from agent.chain.backends import connect
-    from agent.chain.deploy import chain_key
-    from agent.errors import UsageError
+    from agent.audit.trail import open_trail
 
     settings = settings_for(ctx, config)
     with (
         open_store(settings) as store,
-        connect(
-            settings.chain, settings.data.dir, create_chain=stored_count(store) == 0
-        ) as backend,
+        open_trail(
+            settings, store, address=address, progress=lambda m: stderr.print(f"note: {m}")
+        ) as (backend, location),
     ):
-        if address is not None:
-            from web3 import Web3
-
-            if not Web3.is_address(address):
-                raise UsageError(f"--address {address!r}: expected a 20-byte hex address")
-            location = LogLocation(Web3.to_checksum_address(address), chain_key(backend))
-        else:
-            location = locate_decision_log(
-                backend, store, settings, progress=lambda m: stderr.print(f"note: {m}")
-            )
-            if location.replayed:
-                stderr.print(f"note: replayed {location.replayed} decisions onto the fresh log")
         yield store, backend, location
 
 
@@ -131,34 +115,11 @@ def verify_cmd(
         key = location.chain_key
     if as_json:
         print_json({**report.to_json_data(), "chain_key": key})
-    elif report.ok:
-        waiting = (
-            f"; {report.waiting} newer decisions are waiting in the outbox (not sent yet, "
-            "checked against the store only)"
-            if report.waiting
-            else ""
-        )
-        stdout.print(
-            f"OK: {report.verified} decisions verified: each record hashes to its entry in the "
-            f"DecisionLog {report.decision_log} on {key}; "
-            f"head {report.head_onchain}{waiting}",
-            markup=False,
-            highlight=False,
-        )
     else:
-        mismatch = report.mismatch
-        assert mismatch is not None
-        stdout.print(
-            f"MISMATCH at seq {mismatch.seq} ({mismatch.kind}): {mismatch.detail}",
-            markup=False,
-            highlight=False,
-        )
-        stdout.print(
-            f"{report.verified} of {report.stored} stored decisions verified before it; the "
-            f"DecisionLog {report.decision_log} holds {report.onchain} entries",
-            markup=False,
-            highlight=False,
-        )
+        from agent.audit.verify import describe_report
+
+        for line in describe_report(report, key):
+            stdout.print(line, markup=False, highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -17,7 +17,7 @@ import typer
 from agent.cli import audit as audit_cli
 from agent.cli import backtest as backtest_cli
 from agent.cli import chain as chain_cli
-from agent.cli import config_cmd, data, demo
+from agent.cli import config_cmd, dashboard, data, demo
 from agent.cli import models as models_cli
 from agent.cli import rewards as rewards_cli
 from agent.cli import service as service_cli
@@ -41,6 +41,7 @@ app.add_typer(chain_cli.app, name="chain")
 app.add_typer(rewards_cli.app, name="rewards")
 app.command("run")(service_cli.run)
 app.command("status")(service_cli.status)
+app.command("dashboard")(dashboard.dashboard)
 app.add_typer(strategies_cli.app, name="strategies")
 app.command("train")(train_cli.train)
 app.add_typer(models_cli.app, name="models")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,32 +17,18 @@ app = typer.Typer(
 IdArgument = Annotated[str, typer.Argument(help="Model id, or a unique prefix (6+ characters).")]
 
 
-def _summary(record: Any) -> dict[str, Any]:
-    metrics = record.metrics
-    return {
-        "id": record.id,
-        "status": record.status,
-        "algorithm": record.algorithm,
-        "seeds": record.seeds,
-        "created_ms": record.created_ms,
-        "validation_return": metrics.get("validation", {}).get("total_return"),
-        "test_return": metrics.get("test", {}).get("total_return"),
-        "strategies": record.strategies,
-    }
-
-
 @app.command("list")
 def list_(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List registered models, newest first."""
     from rich.table import Table
 
-    from agent.learn.registry import list_models
+    from agent.learn.registry import format_return, list_models, summary
     from agent.market.schema import format_time_ms
 
     settings = settings_for(ctx, config)
     with open_store(settings) as store:
         records = list_models(store)
-    rows = [_summary(r) for r in records]
+    rows = [summary(r) for r in records]
     if as_json:
         print_json(rows)
         return
@@ -57,14 +43,10 @@ def list_(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption =
             row["algorithm"],
             ",".join(str(s) for s in row["seeds"]),
             format_time_ms(row["created_ms"]),
-            _pct(row["validation_return"]),
-            _pct(row["test_return"]),
+            format_return(row["validation_return"]),
+            format_return(row["test_return"]),
         )
     stdout.print(table)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2%}"
 
 
 @app.command()
@@ -75,6 +57,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show everything recorded about one model."""
+    from agent.learn.registry import format_return
     from agent.learn.registry import show as run_show
 
     settings = settings_for(ctx, config)
@@ -91,7 +74,7 @@ def show(
     for split in ("validation", "test"):
         metrics = record.metrics.get(split, {})
         stdout.print(
-            f"{split}: return {_pct(metrics.get('total_return'))}, "
+            f"{split}: return {format_return(metrics.get('total_return'))}, "
             f"costs {metrics.get('cost_fraction', 0):.2%}, trades {metrics.get('trades')}",
             markup=False,
             highlight=False,

@@ -24,6 +24,7 @@ from agent.cli.common import (
     settings_for,
     stdout,
 )
+from agent.rewards.units import format_amount, format_units
 
 app = typer.Typer(
     help="Contributor rewards: measure, publish and claim an epoch; show one; the leaderboard.",
@@ -33,19 +34,6 @@ app = typer.Typer(
 EpochArgument = Annotated[
     int, typer.Argument(min=0, max=MAX_STORED_INT, help="Epoch number (bars k*epoch_bars …).")
 ]
-TOKEN_DECIMALS = 18
-
-
-def format_units(amount: int, decimals: int = TOKEN_DECIMALS) -> str:
-    """Return token units as an exact decimal number of tokens (`1.5` for 1.5e18 units)."""
-    whole, fraction = divmod(int(amount), 10**decimals)
-    digits = f"{fraction:0{decimals}d}".rstrip("0")
-    return f"{whole:,}.{digits}" if digits else f"{whole:,}"
-
-
-def format_amount(amount: int, decimals: int = TOKEN_DECIMALS) -> str:
-    """Return token units as tokens rounded to 2 decimals, for tables (`format_units` is exact)."""
-    return f"{int(amount) / 10**decimals:,.2f}"
 
 
 @contextmanager

@@ -29,7 +29,12 @@ def run(
     from agent.service import run as run_service
 
     settings = settings_for(ctx, config)
-    code = run_service(settings, once=once)
+    http_server = None
+    if settings.service.dashboard:
+        from agent.dashboard.server import service_server
+
+        http_server = service_server(settings)
+    code = run_service(settings, once=once, http_server=http_server)
     if code:
         raise typer.Exit(code)
 
@@ -83,6 +88,15 @@ def _print(state: dict[str, Any]) -> None:
                 "last decision",
                 f"bar {decision['bar']}: exposure {decision['target_exposure']}, "
                 f"{decision['side']}, value {decision['value_quote']:.2f}",
+            )
+        )
+    equity = state.get("equity")
+    if equity:
+        rows.append(
+            (
+                "equity",
+                f"live model {equity['live']}, buy-and-hold {equity['hold']}, flat "
+                f"{equity['flat']} (since {equity['since']})",
             )
         )
     for chain in state.get("chains", [])[:1]:

@@ -208,6 +208,26 @@ def _from_row(row: tuple[Any, ...]) -> ModelRecord:
     )
 
 
+def summary(record: ModelRecord) -> dict[str, Any]:
+    """Return a model's row as `agora models list` (and the dashboard) show it."""
+    metrics = record.metrics
+    return {
+        "id": record.id,
+        "status": record.status,
+        "algorithm": record.algorithm,
+        "seeds": record.seeds,
+        "created_ms": record.created_ms,
+        "validation_return": metrics.get("validation", {}).get("total_return"),
+        "test_return": metrics.get("test", {}).get("total_return"),
+        "strategies": record.strategies,
+    }
+
+
+def format_return(value: float | None) -> str:
+    """Return a total return as `agora models` prints it (`+1.23%`, `-` when unknown)."""
+    return "-" if value is None else f"{value:+.2%}"
+
+
 def register(store: Store, record: ModelRecord) -> ModelRecord:
     """Record a trained model as a candidate; a model already registered is left as it is.
 

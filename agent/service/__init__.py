@@ -26,8 +26,12 @@ from typing import Any
 from agent.config import Settings
 
 
-def run(settings: Settings, *, once: bool = False) -> int:
+def run(settings: Settings, *, once: bool = False, http_server: Any = None) -> int:
     """Run the service until SIGTERM / SIGINT (`agora run`); with `once`, run each job once.
+
+    `http_server` builds the loopback endpoint (runtime, host, port) -> server; the default
+    serves /health and /metrics (`agent.service.http.HealthServer`); `agora run` passes the
+    dashboard's when `service.dashboard` is on.
 
     Returns:
         The exit code (0).
@@ -37,7 +41,7 @@ def run(settings: Settings, *, once: bool = False) -> int:
     """
     from agent.service.scheduler import run_service
 
-    return run_service(settings, once=once)
+    return run_service(settings, once=once, http_server=http_server)
 
 
 def status(settings: Settings) -> dict[str, Any]:

@@ -24,6 +24,21 @@ from agent.errors import ConfigError
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def health_response(runtime: Any) -> tuple[int, bytes, str]:
+    """Return (status code, body, content type) of /health: 503 once stopping or failed.
+
+    The one rendering of /health: this server and the dashboard (`agent.dashboard`) serve it.
+    """
+    health = runtime.health()
+    code = 503 if health["status"] in ("stopping", "failed") else 200
+    return code, json.dumps(health, sort_keys=True).encode(), "application/json"
+
+
+def metrics_response(runtime: Any) -> tuple[int, bytes, str]:
+    """Return (status code, body, content type) of /metrics: the Prometheus text format."""
+    return 200, runtime.metrics.render().encode(), PROMETHEUS_CONTENT_TYPE
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     runtime: Any
@@ -40,12 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         runtime = self.server.runtime
         path = self.path.split("?", 1)[0]
         if path == "/health":
-            health = runtime.health()
-            code = 503 if health["status"] in ("stopping", "failed") else 200
-            body = json.dumps(health, sort_keys=True).encode()
-            self._send(code, body, "application/json")
+            self._send(*health_response(runtime))
         elif path == "/metrics":
-            self._send(200, runtime.metrics.render().encode(), PROMETHEUS_CONTENT_TYPE)
+            self._send(*metrics_response(runtime))
         elif path == "/":
             self._send(200, b"agora service: /health, /metrics\n", "text/plain; charset=utf-8")
         else:

@@ -123,8 +123,18 @@ def run_once(runtime: ServiceRuntime) -> list[jobs.JobResult]:
     return results
 
 
+HttpServerFactory = Callable[[ServiceRuntime, str, int], Any]
+"""Builds the loopback endpoint of a runtime on (host, port): an object with `host`, `port`
+and `close()`, serving at least /health and /metrics (`HealthServer`, or the dashboard's
+`agent.dashboard.server.DashboardServer`, which the command line passes in)."""
+
+
 def run_service(
-    settings: Settings, *, once: bool = False, runtime: ServiceRuntime | None = None
+    settings: Settings,
+    *,
+    once: bool = False,
+    runtime: ServiceRuntime | None = None,
+    http_server: HttpServerFactory | None = None,
 ) -> int:
     """Run the service until SIGTERM or SIGINT (or a fatal error); return the exit code.
 
@@ -132,6 +142,7 @@ def run_service(
         settings: the configuration.
         once: run every job once (a replay reveals a single bar), then stop.
         runtime: a prepared runtime (tests); built from `settings` when None.
+        http_server: builds the endpoint (default: `HealthServer`, /health and /metrics).
 
     Raises:
         AgoraError: start-up failed, or a job failed fatally (after a clean stop).
@@ -147,7 +158,8 @@ def run_service(
         expected=ROUTINE_SCHEDULER_MESSAGES,
         on_expected=lambda: runtime.metrics.inc("agora_scheduler_coalesced_total"),
     )
-    server: HealthServer | None = None
+    server: Any = None
+    serve = http_server or HealthServer
     scheduler: BackgroundScheduler | None = None
     try:
         try:
@@ -164,7 +176,7 @@ def run_service(
         if once and not interrupted:
             run_once(runtime)
         elif not stop.is_set() and not interrupted:
-            server = HealthServer(runtime, settings.service.host, settings.service.port)
+            server = serve(runtime, settings.service.host, settings.service.port)
             runtime.http_port = server.port
             with runtime.lock:
                 runtime.record_run("running")

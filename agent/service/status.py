@@ -54,6 +54,7 @@ def status(settings: Settings) -> dict[str, Any]:
     """Return the service's state: run, market progress, chain, model, outbox, epochs, jobs."""
     from agent.audit.outbox import stored_count, unconfirmed_count
     from agent.rewards.ledger import list_epochs, read_epoch
+    from agent.service.equity import equity_since_start
     from agent.service.policy import live_model_id
     from agent.store import Store
 
@@ -109,6 +110,7 @@ def status(settings: Settings) -> dict[str, Any]:
                 "ORDER BY updated_ms DESC LIMIT 3"
             ).fetchall()
         ]
+        equity = equity_since_start(store, settings, points=2)
         epochs = list_epochs(store)
         last_epoch = None
         if epochs:
@@ -140,6 +142,12 @@ def status(settings: Settings) -> dict[str, Any]:
             "last_bar": last_bar,
             "last_decision": last_decision,
             "recent_skips": skips,
+            "equity": None
+            if equity is None or equity.live_value is None
+            else {
+                **equity.figures(),
+                "since": _when(equity.times_ms[0]) if equity.times_ms else None,
+            },
             "decisions_stored": stored_count(store),
             "outbox_size": unconfirmed_count(store),
             "live_model": live_model_id(store),
