@@ -28,7 +28,8 @@ main{padding:1em 1.5em}table{border-collapse:collapse;margin:.5em 0 1.5em;font-s
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#eef}code{font-size:.85em;word-break:break-all}.ok{color:#080}.bad{color:#b00}
 .figures span{display:inline-block;margin-right:2em}.muted{color:#777}
-pre{background:#f3f3f3;padding:.6em;overflow:auto;max-width:100%}
+pre{background:#f3f3f3;padding:.6em;overflow:auto;max-width:100%;white-space:pre-wrap;
+word-break:break-all}
 """
 
 
