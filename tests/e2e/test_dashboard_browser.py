@@ -47,9 +47,8 @@ PRIVATE_KEY = "0x" + "c0ffee5e" * 8
 """The configured chain key (`chain.private_key_env` names KEY_ENV): never in a response."""
 STRATEGIES = ("planted-oracle", "ma-crossover")
 DECISIONS = 22
-"""Bars 300-321: epoch 15 (bars 300-319, 20 a epoch) is complete and paid."""
+"""Bars 300-321: epoch 15 (bars 300-319, 20 bars an epoch) is complete and paid."""
 LOOKBACK_BARS = 16
-SHOTS = ("live", "audit", "contributors", "models", "backtests")
 SIZE = (1280, 900)
 
 
@@ -402,22 +401,36 @@ def test_models_page_names_the_live_model_agora_models_list_shows(served: Served
     ) == [m["id"] for m in listed]
 
 
-def test_backtests_page_opens_the_report_agora_backtest_wrote(served: Served) -> None:
+def test_backtests_page_shows_the_run_agora_backtest_printed_and_opens_its_report(
+    served: Served,
+) -> None:
+    from agent.backtest.report import TABLE_COLUMNS, format_cell
+
     run = json.loads(served.cli["backtest"].stdout)
     run_id = run["metadata"]["run_id"]
+    printed = [
+        [
+            p["name"],
+            p["kind"],
+            *(format_cell(p["metrics"][k], kind) for k, _, kind in TABLE_COLUMNS),
+        ]
+        for p in run["policies"]
+    ]
+    title = re.search(r"<title>(.*?)</title>", Path(run["report"]).read_text())
+    section = f'[data-testid=backtest][data-run="{run_id}"]'
 
     served.open("/backtests")
-    tables = served.browser.texts(f'[data-testid=backtest][data-run="{run_id}"] table')
+    shown = served.browser.evaluate(
+        f"Array.from(document.querySelectorAll({json.dumps(section + ' tbody tr')}),"
+        " r => Array.from(r.cells, c => c.innerText.trim()))"
+    )
     _screenshot(served, "backtests")
-    link = f'[data-testid=backtest][data-run="{run_id}"] [data-testid=report-link]'
-    _click_through(served, link, f"/backtests/{run_id}/report")
+    _click_through(served, f"{section} [data-testid=report-link]", f"/backtests/{run_id}/report")
     served.browser.wait_for("document.querySelectorAll('.main-svg').length > 0", 20)
 
-    assert len(tables) == 1 and "ma-crossover" in tables[0] and "buy-and-hold" in tables[0]
-    assert (
-        served.browser.evaluate("document.title")
-        == Path(run["report"]).read_text().split("<title>")[1].split("</title>")[0]
-    )
+    assert shown == printed
+    assert {"ma-crossover", "buy-and-hold", "flat"} <= {row[0] for row in shown}
+    assert title is not None and served.browser.evaluate("document.title") == title.group(1)
     assert served.new_errors() == []
 
 
