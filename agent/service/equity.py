@@ -71,33 +71,26 @@ class EquityComparison:
 def _curve(store: Store, market: str, points: int) -> tuple[list[int], list[float], int]:
     """Return (bar times, values) of the decided bars, an even stride of them, and the count.
 
-    The bars are listed first and only the chosen ones' values read, so a long service's
-    outcomes are not all parsed.
+    Read from the values that triggers copy out of each tick's outcome as it is written
+    (`service_tick_values`), so a long service's outcomes are not parsed.
     """
     import numpy as np
 
-    cursor = store.db.execute(  # the covering index service_ticks_decided: no row is read
-        "SELECT bar_time_ms FROM service_ticks WHERE market = ? AND status != 'skipped' "
-        "ORDER BY bar_time_ms",
-        [market],
+    rows = np.fromiter(
+        store.db.execute(
+            "SELECT bar_time_ms, value_quote FROM service_tick_values WHERE market = ? "
+            "ORDER BY bar_time_ms",
+            [market],
+        ),
+        dtype=[("time", "int64"), ("value", "float64")],
     )
-    times = np.fromiter(cursor, dtype=[("t", "int64")])["t"]
-    if not len(times):
+    if not len(rows):
         return [], [], 0
-    stride = max(1, -(-len(times) // points))
-    chosen = [int(t) for t in times[::stride]]
-    if chosen[-1] != times[-1]:
-        chosen.append(int(times[-1]))
-    values: dict[int, float] = {}
-    for at in range(0, len(chosen), 500):
-        page = chosen[at : at + 500]
-        rows = store.db.execute(
-            "SELECT bar_time_ms, json_extract(outcome, '$.value_quote') FROM service_ticks "
-            f"WHERE market = ? AND bar_time_ms IN ({','.join('?' * len(page))})",
-            [market, *page],
-        ).fetchall()
-        values.update((int(t), float(v)) for t, v in rows)
-    return chosen, [values[t] for t in chosen], len(times)
+    stride = max(1, -(-len(rows) // points))
+    chosen = rows[::stride]
+    if chosen[-1]["time"] != rows[-1]["time"]:
+        chosen = np.concatenate([chosen, rows[-1:]])
+    return chosen["time"].tolist(), chosen["value"].tolist(), len(rows)
 
 
 def equity_since_start(store: Store, settings: Settings, *, points: int = CURVE_POINTS) -> Any:

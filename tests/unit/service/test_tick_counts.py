@@ -1,8 +1,9 @@
-"""`ledger.tick_counts` reads counts that triggers keep; they equal a count over every tick row.
+"""Counts and values that triggers keep as ticks are written equal a pass over every tick row.
 
-The slow count is the query `tick_counts` ran before the counts were kept (it parsed every
-outcome); after any mix of intents, decisions, skips, failed writes, rewrites and deletes, and
-after the migration fills the counts of a store written without them, both agree.
+`ledger.tick_counts` reads the counts and the equity curve reads the decided bars' values
+(`service_tick_values`); the slow pass is the query each ran before (parsing every outcome).
+After any mix of intents, decisions, skips, failed writes, rewrites and deletes, and after the
+migrations fill a store written without them, both agree.
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ def slow_counts(store: Store, market: str) -> dict[str, int]:
         [market],
     ).fetchone()
     return {"decided": int(row[0] or 0), "skipped": int(row[1] or 0), "trades": int(row[2] or 0)}
+
+
+def slow_values(store: Store, market: str) -> list[tuple[int, float]]:
+    return store.db.execute(
+        "SELECT bar_time_ms, json_extract(outcome, '$.value_quote') FROM service_ticks "
+        "WHERE market = ? AND status != 'skipped' ORDER BY bar_time_ms",
+        [market],
+    ).fetchall()
+
+
+def kept_values(store: Store, market: str) -> list[tuple[int, float]]:
+    return store.db.execute(
+        "SELECT bar_time_ms, value_quote FROM service_tick_values WHERE market = ? "
+        "ORDER BY bar_time_ms",
+        [market],
+    ).fetchall()
+
+
+def assert_kept(store: Store) -> None:
+    for market in (*MARKETS, "nowhere"):
+        assert ledger.tick_counts(store, market) == slow_counts(store, market)
+        assert kept_values(store, market) == slow_values(store, market)
 
 
 def outcome_json(outcome: BarOutcome) -> str:
@@ -71,11 +94,11 @@ def test_counts_equal_the_slow_count_after_intents_decisions_skips_and_failures(
     with Store(tmp_path / "agora.db") as store:
         assert ledger.tick_counts(store, MARKETS[0]) == {"decided": 0, "skipped": 0, "trades": 0}
         write_a_mix(store)
+        assert_kept(store)
         for market in MARKETS:
             counts = ledger.tick_counts(store, market)
-            assert counts == slow_counts(store, market)
             assert counts["decided"] > counts["trades"] > 0 and counts["skipped"] > 0
-        assert ledger.tick_counts(store, "nowhere") == slow_counts(store, "nowhere")
+            assert len(kept_values(store, market)) == counts["decided"]
 
 
 def test_counts_follow_rows_rewritten_moved_and_deleted(tmp_path: Path) -> None:
@@ -101,11 +124,11 @@ def test_counts_follow_rows_rewritten_moved_and_deleted(tmp_path: Path) -> None:
             "WHERE market = ? AND bar_time_ms IN (31000, 33000)",
             [MARKETS[1], MARKETS[0]],
         )
-        for market in MARKETS:
-            assert ledger.tick_counts(store, market) == slow_counts(store, market)
+        assert_kept(store)
         store.db.execute("DELETE FROM service_ticks")
         for market in MARKETS:
             assert ledger.tick_counts(store, market) == {"decided": 0, "skipped": 0, "trades": 0}
+            assert kept_values(store, market) == []
 
 
 def test_the_migration_counts_the_ticks_a_store_holds_already(tmp_path: Path) -> None:
@@ -113,6 +136,7 @@ def test_the_migration_counts_the_ticks_a_store_holds_already(tmp_path: Path) ->
     with Store(path) as store:
         write_a_mix(store)
         expected = {market: slow_counts(store, market) for market in MARKETS}
+        values = {market: slow_values(store, market) for market in MARKETS}
     # the same rows in a store at the schema before the counts (migration 14)
     counted = MIGRATIONS.index(next(m for m in MIGRATIONS if m.__name__ == "_m014_tick_counts"))
     old = sqlite_utils.Database(tmp_path / "old.db")
@@ -129,8 +153,10 @@ def test_the_migration_counts_the_ticks_a_store_holds_already(tmp_path: Path) ->
         assert store.schema_version == len(MIGRATIONS)
         for market in MARKETS:
             assert ledger.tick_counts(store, market) == expected[market]
+            assert kept_values(store, market) == values[market]
         ledger.record_skip(store, MARKETS[0], 10**9, "after the upgrade")
-        assert ledger.tick_counts(store, MARKETS[0]) == slow_counts(store, MARKETS[0])
+        ledger.record_intent(store, MARKETS[0], 10**9 + 1, outcomes()[1])
+        assert_kept(store)
 
 
 def test_a_write_that_fails_leaves_the_counts_as_they_were(tmp_path: Path) -> None:
@@ -145,4 +171,5 @@ def test_a_write_that_fails_leaves_the_counts_as_they_were(tmp_path: Path) -> No
                 [MARKETS[0], 10**9, outcome_json(held)],
             )
             conn.execute("SELECT * FROM no_such_table")
-        assert ledger.tick_counts(store, MARKETS[0]) == before == slow_counts(store, MARKETS[0])
+        assert ledger.tick_counts(store, MARKETS[0]) == before
+        assert_kept(store)
