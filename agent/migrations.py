@@ -403,7 +403,8 @@ def _m016_decision_heads(db: sqlite_utils.Database) -> None:
     """Each decision's DecisionLog running head, so the head of any prefix is one read."""
     # `head`: keccak256(head of seq - 1 ‖ hash), as DecisionLog computes it, written with the
     # decision (agent.audit.outbox); NULL on decisions stored before this migration until the
-    # next decision is appended (which fills them: the hashing lives in agent.audit).
+    # service starts or the next decision is appended (`fill_heads`: the hashing lives in
+    # agent.audit, above the store).
     db.execute("ALTER TABLE decisions ADD COLUMN head TEXT")
 
 

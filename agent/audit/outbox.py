@@ -120,6 +120,19 @@ def append_decision(store: Store, fields: DecisionFields) -> DecisionRecord:
     return record
 
 
+def fill_heads(store: Store) -> None:
+    """Write the running heads of the decisions stored before decisions kept them.
+
+    Once, after the upgrade that added heads (the service does it as it starts; the next
+    `append_decision` would too), so `stored_head` is one read from then on. Heads missing
+    are always the newest decisions: a store that has its last head has them all.
+    """
+    with store.transaction("the decisions' heads") as conn:
+        last = conn.execute("SELECT head FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is not None and last[0] is None:
+            _fill_heads(conn)
+
+
 def _fill_heads(conn: Any) -> str:
     """Write the running head of every decision stored without one; return the last head."""
     base = conn.execute(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.audit.outbox import append_decision, read_hashes, stored_head
+from agent.audit.outbox import append_decision, fill_heads, read_hashes, stored_head
 from agent.audit.record import ZERO_HASH, chain_head
 from agent.errors import AuditError
 from agent.store import Store
@@ -52,3 +52,17 @@ def test_heads_missing_from_an_older_store_are_hashed_then_filled_by_the_next_ap
         missing = store.db.execute("SELECT COUNT(*) FROM decisions WHERE head IS NULL")
         assert missing.fetchone()[0] == 0
         assert [stored_head(store, count) for count in range(14)] == expected_heads(store)
+
+
+def test_fill_heads_writes_the_missing_heads_once(tmp_path: Path) -> None:
+    with Store(tmp_path / "agora.db") as store:
+        fill_heads(store)  # nothing stored: nothing to do
+        for i in range(8):
+            append_decision(store, sample_fields(i))
+        heads = expected_heads(store)
+        store.db.execute("UPDATE decisions SET head = NULL WHERE seq >= 3")
+        fill_heads(store)
+        stored = [h for (h,) in store.db.execute("SELECT head FROM decisions ORDER BY seq")]
+        assert stored == heads[1:]
+        fill_heads(store)  # all there: unchanged
+        assert [stored_head(store, count) for count in range(9)] == heads
