@@ -131,10 +131,10 @@ def limit_target(name: str, seconds: float, limit_s: float) -> Target:
     return Target(name, seconds, None, "limit", None, f"<= {limit_s:g} s", seconds <= limit_s)
 
 
-def print_targets(targets: Sequence[Target]) -> None:
-    """Print the targets table: figure, peer, ratio, wanted, verdict."""
+def print_targets(targets: Sequence[Target], *, issue: int = 16) -> None:
+    """Print the targets table (of `issue`): figure, peer, ratio, wanted, verdict."""
     print()
-    print("targets (issue 16):")
+    print(f"targets (issue {issue}):")
     print_table(
         ("target", "agora", "peer", "peer figure", "ratio", "wanted", "verdict"),
         [

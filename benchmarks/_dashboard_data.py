@@ -527,11 +527,11 @@ def _epochs(
 
 # --- backtests ----------------------------------------------------------------------------------
 def _backtests(store: Store, settings: Settings, count: int) -> int:
-    """Run and record `count` small backtests on synthetic data, as `agora backtest` does."""
+    """Run and record `count` small backtests on synthetic data (with their results and HTML
+    reports under the data directory's `reports/`), as `agora backtest` does."""
     if count <= 0:
         return 0
-    from agent.backtest.report import record_run
-    from agent.backtest.runner import run_scenario
+    from agent.backtest.runner import run_scenario, write_outputs
     from agent.backtest.scenario import Scenario
     from strategies import MACD, MACrossover, RSIReversion
 
@@ -545,7 +545,7 @@ def _backtests(store: Store, settings: Settings, count: int) -> int:
             }
         )
         run = run_scenario(scenario, settings, strategies=[MACrossover, RSIReversion, MACD])
-        record_run(store, run, None, None)
+        write_outputs(run, scenario, store, Path(settings.data.dir) / "reports")
     return count
 
 

@@ -102,16 +102,78 @@ def append_decision(store: Store, fields: DecisionFields) -> DecisionRecord:
     (`Store.transaction`); the record is built inside it, so a retry never writes twice.
     """
     with store.transaction("a decision record") as conn:
-        last = conn.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (0, ZERO_HASH) if last is None else (int(last[0]) + 1, str(last[1]))
+        last = conn.execute(
+            "SELECT seq, hash, head FROM decisions ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        seq, prev, head = (0, ZERO_HASH, ZERO_HASH) if last is None else last
+        seq = 0 if last is None else int(seq) + 1
+        if head is None:  # stored before decisions kept their heads: fill them in, once
+            head = _fill_heads(conn)
         record = fields.to_record(seq, prev)
+        digest = decision_hash(record)
         now = _now_ms()
         conn.execute(
-            "INSERT INTO decisions (seq, hash, record, status, attempts, created_ms, updated_ms) "
-            "VALUES (?, ?, ?, 'pending', 0, ?, ?)",
-            [seq, decision_hash(record), canonical_json(record), now, now],
+            "INSERT INTO decisions (seq, hash, record, status, attempts, created_ms, updated_ms, "
+            "head) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+            [seq, digest, canonical_json(record), now, now, chain_head([digest], head)],
         )
     return record
+
+
+def fill_heads(store: Store) -> None:
+    """Write the running heads of the decisions stored before decisions kept them.
+
+    Once, after the upgrade that added heads (the service does it as it starts; the next
+    `append_decision` would too), so `stored_head` is one read from then on. Heads missing
+    are always the newest decisions: a store that has its last head has them all.
+    """
+    with store.transaction("the decisions' heads") as conn:
+        last = conn.execute("SELECT head FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is not None and last[0] is None:
+            _fill_heads(conn)
+
+
+def _fill_heads(conn: Any) -> str:
+    """Write the running head of every decision stored without one; return the last head."""
+    base = conn.execute(
+        "SELECT seq, head FROM decisions WHERE head IS NOT NULL ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    seq, head = (-1, ZERO_HASH) if base is None else (int(base[0]), str(base[1]))
+    heads = []
+    for number, digest in conn.execute(
+        "SELECT seq, hash FROM decisions WHERE seq > ? ORDER BY seq", [seq]
+    ).fetchall():
+        head = chain_head([digest], head)
+        heads.append((head, number))
+    conn.executemany("UPDATE decisions SET head = ? WHERE seq = ?", heads)
+    return head
+
+
+def stored_head(store: Store, count: int) -> str:
+    """Return the DecisionLog head that the first `count` stored decisions make.
+
+    Read from the head stored with the decision `count - 1` (each decision keeps the running
+    head it makes, written with it), so the head of a long trail is one read; decisions stored
+    before heads were kept are hashed from the last stored head. It is the head as written: a
+    hash changed in the store afterwards is what `agora audit verify` finds, not this.
+
+    Raises:
+        AuditError: the store holds fewer than `count` decisions.
+    """
+    if count <= 0:
+        return ZERO_HASH
+    row = store.db.execute("SELECT head FROM decisions WHERE seq = ?", [count - 1]).fetchone()
+    if row is None:
+        raise AuditError(f"the store holds fewer than {count} decisions: no head for them")
+    if row[0] is not None:
+        return str(row[0])
+    base = store.db.execute(
+        "SELECT seq, head FROM decisions WHERE seq < ? AND head IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1",
+        [count - 1],
+    ).fetchone()
+    seq, head = (-1, ZERO_HASH) if base is None else (int(base[0]), str(base[1]))
+    return chain_head([h for _, h in read_hashes(store, seq + 1, count - 1 - seq)], head)
 
 
 def stored_count(store: Store) -> int:

@@ -40,7 +40,6 @@ POLL_S = 0.5
 """How often the event stream looks for new decisions in the store."""
 KEEPALIVE_S = 15.0
 STRATEGIES_TTL_S = 60.0
-STATUS_TTL_S = 2.0
 
 
 def token_from_env(environ: Any = None) -> str | None:
@@ -56,11 +55,8 @@ class Dashboard:
         self.settings = settings
         self.runtime = runtime
         self.token = token
-        self.board = queries.LeaderboardCache()
         self._strategies: tuple[float, list[dict[str, Any]]] | None = None
         self._equity: tuple[Any, Any] | None = None
-        self._status: tuple[float, int, dict[str, Any]] | None = None
-        self._head: tuple[int, str | None] = (0, None)
 
     def store(self) -> Store:
         return Store(self.settings.data.database_path)
@@ -75,32 +71,10 @@ class Dashboard:
         return self._equity[1]
 
     def status(self, store: Store) -> dict[str, Any]:
-        """Return `service.status.status` (as `agora status`), at most once per new decision
-        or STATUS_TTL_S."""
+        """Return `service.status.status` (as `agora status`), with this page's equity."""
         from agent.service.status import status
 
-        now, seq = time.monotonic(), queries.last_seq(store)
-        cached = self._status
-        if cached is None or cached[1] != seq or now - cached[0] > STATUS_TTL_S:
-            self._status = cached = (now, seq, status(self.settings))
-        return cached[2]
-
-    def confirmed_head(self, store: Store, count: int) -> str | None:
-        """Return the running head over the first `count` decisions, extended incrementally."""
-        from agent.audit.outbox import read_hashes
-        from agent.audit.record import ZERO_HASH, chain_head
-
-        done, head = self._head
-        if count < done:
-            done, head = 0, None
-        while done < count:
-            page = read_hashes(store, done, min(5_000, count - done))
-            if not page:
-                break
-            head = chain_head([h for _, h in page], head or ZERO_HASH)
-            done = page[-1][0] + 1
-        self._head = (done, head)
-        return head
+        return status(self.settings, equity=self.equity(store))
 
     def strategies(self, store: Store) -> list[dict[str, Any]]:
         """Return `plugins.registry.list_strategies` (as `agora strategies list`), cached."""
@@ -176,7 +150,7 @@ def decision(request: Request) -> Response:
 def audit(request: Request) -> Response:
     dash = _app(request)
     with dash.store() as store:
-        return HTMLResponse(views.audit_page(store, bool(dash.token), dash.confirmed_head))
+        return HTMLResponse(views.audit_page(store, bool(dash.token)))
 
 
 def contributors(request: Request) -> Response:
@@ -184,7 +158,7 @@ def contributors(request: Request) -> Response:
     limit = queries.clamp_limit(_int(request, "limit"), 20)
     with dash.store() as store:
         html = views.contributors_page(
-            store, dash.board.get(store), dash.strategies(store), _int(request, "before"), limit
+            store, queries.board(store), dash.strategies(store), _int(request, "before"), limit
         )
     return HTMLResponse(html)
 

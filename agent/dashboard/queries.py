@@ -217,32 +217,13 @@ def epochs_page(store: Store, before: int | None, limit: int) -> list[Any]:
     return [r for r in (read_epoch(store, int(e)) for (e,) in rows) if r is not None]
 
 
-class LeaderboardCache:
-    """`rewards.ledger.leaderboard` and `totals`, recomputed only when the epochs change.
+def board(store: Store) -> tuple[list[dict[str, Any]], dict[str, int], int]:
+    """Return (`rewards.ledger.leaderboard`, `totals`, epochs recorded), as `agora rewards
+    status` reads them (each one pass over the epochs, whatever their number)."""
+    from agent.rewards.ledger import leaderboard, totals
 
-    Both read every epoch (as `agora rewards status` does); the fingerprint (epochs, the newest
-    one, claims made) is one cheap query, so a page over 1,000 epochs reads them once.
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._value: tuple[list[dict[str, Any]], dict[str, int], int] | None = None
-
-    def get(self, store: Store) -> tuple[list[dict[str, Any]], dict[str, int], int]:
-        """Return (leaderboard rows, totals, epochs recorded)."""
-        from agent.rewards.ledger import leaderboard, list_epochs, totals
-
-        key = tuple(
-            store.db.execute(
-                "SELECT (SELECT COUNT(*) FROM reward_epochs), (SELECT MAX(epoch) FROM "
-                "reward_epochs), (SELECT COUNT(claimed_chain_key) FROM reward_allocations), "
-                "(SELECT MAX(created_at) FROM reward_epochs)"
-            ).fetchone()
-        )
-        if key != self._key or self._value is None:
-            self._value = (leaderboard(store), totals(store), len(list_epochs(store)))
-            self._key = key
-        return self._value
+    recorded = store.db.execute("SELECT COUNT(*) FROM reward_epochs").fetchone()[0]
+    return leaderboard(store), totals(store), int(recorded)
 
 
 def quarantine(store: Store) -> dict[str, dict[str, Any]]:

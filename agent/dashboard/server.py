@@ -42,6 +42,34 @@ def check_bind(host: str, token: str | None, *, option: str = "--host") -> None:
         )
 
 
+def warm_up() -> float:
+    """Load what the pages compute with, before serving; return the seconds it took.
+
+    The live page's buy-and-hold runs the rollout kernel, which a process loads once from its
+    on-disk cache (about a second; `agent.env.kernel.ensure_compiled`), and the pages import
+    their readers lazily (so `agora --help` stays instant): done here, at start-up, the first
+    person to open a page does not wait for them. Idempotent (nothing is loaded twice).
+    """
+    import importlib
+
+    started = time.perf_counter()
+    for module in (
+        "agent.service.equity",
+        "agent.service.status",
+        "agent.env.rollout",
+        "agent.plugins.market_data",
+        "agent.plugins.registry",
+        "agent.rewards.ledger",
+        "agent.learn.registry",
+        "agent.backtest.report",
+    ):
+        importlib.import_module(module)
+    from agent.env.kernel import ensure_compiled
+
+    ensure_compiled()
+    return time.perf_counter() - started
+
+
 def _uvicorn_server(app: Any) -> Any:
     """Return a quiet uvicorn server (in a thread it leaves signals to the service)."""
     import uvicorn
@@ -88,6 +116,7 @@ class DashboardServer:
         token = token if token is not None else token_from_env()
         check_bind(host, token, option=option)
         self._socket = _bind(host, port, "the dashboard (service.host, service.port)")
+        warm_up()
         self.host = host
         self.port = int(self._socket.getsockname()[1])
         self.app = create_app(settings, runtime=runtime, token=token or "")
@@ -139,6 +168,7 @@ def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     token = token_from_env()
     check_bind(host, token, option="--host")
     sock = _bind(host, port, "the dashboard")
+    warm_up()
     app = create_app(settings, token=token or "")
     config = uvicorn.Config(app, log_level="info", lifespan="off")
     print(f"agora dashboard on http://{host}:{sock.getsockname()[1]}", flush=True)

@@ -106,16 +106,16 @@ document.getElementById('verify').addEventListener('click', async () => {
 """
 
 
-def audit_page(store: Store, actions_enabled: bool, confirmed_head: Any) -> str:
+def audit_page(store: Store, actions_enabled: bool) -> str:
     """The DecisionLog's address and head, and a button running `audit verify`."""
-    from agent.audit.outbox import stored_count, unconfirmed_count
+    from agent.audit.outbox import stored_count, stored_head, unconfirmed_count
 
     chain = queries.current_chain(store)
     address = queries.decision_log_address(store, chain)
     confirmed = store.db.execute(
         "SELECT COUNT(*) FROM decisions WHERE status = 'confirmed'"
     ).fetchone()[0]
-    head = confirmed_head(store, int(confirmed))
+    head = stored_head(store, int(confirmed))
     note = (
         "actions need the token (AGORA_DASHBOARD_TOKEN)"
         if actions_enabled

@@ -182,35 +182,34 @@ def leaderboard(store: Store) -> list[dict[str, Any]]:
     Each strategy's row has its summed per-epoch contributions, its latest standing
     (`accumulated` ± `accumulated_se`, `z`, `verdict`, `group`: see `agent.rewards.scoring`)
     and the tokens it earned, claimed (by Agora or seen claimed on-chain) and left unclaimed;
-    amounts are ints.
+    amounts are ints. One read of the allocations and one of the latest scores, however many
+    epochs are recorded.
     """
     board: dict[tuple[str | None, str], dict[str, Any]] = {}
-    latest: dict[str, dict[str, Any]] = {}
-    for epoch in list_epochs(store):
-        record = read_epoch(store, epoch)
-        assert record is not None
-        for score in record.attribution.get("scores", []):
-            latest[score["name"]] = {**score, "epoch": epoch}
-        for a in record.allocations:
-            entry = board.setdefault(
-                (a.strategy, a.account),
-                {
-                    "strategy": a.strategy or "(remainder)",
-                    "account": a.account,
-                    "epochs": 0,
-                    "contribution": 0.0,
-                    "earned": 0,
-                    "claimed": 0,
-                },
-            )
-            entry["epochs"] += 1
-            entry["contribution"] += a.contribution or 0.0
-            entry["earned"] += a.amount
-            entry["claimed"] += a.amount if a.claimed else 0
+    for strategy, account, contribution, amount, claimed in store.db.execute(
+        "SELECT strategy, account, contribution, amount, claimed_chain_key IS NOT NULL "
+        "FROM reward_allocations ORDER BY epoch, position"
+    ):
+        entry = board.setdefault(
+            (strategy, account),
+            {
+                "strategy": strategy or "(remainder)",
+                "account": account,
+                "epochs": 0,
+                "contribution": 0.0,
+                "earned": 0,
+                "claimed": 0,
+            },
+        )
+        entry["epochs"] += 1
+        entry["contribution"] += contribution or 0.0
+        entry["earned"] += int(amount)
+        entry["claimed"] += int(amount) if claimed else 0
+    latest = latest_scores(store)
     rows = sorted(board.values(), key=lambda e: (-e["earned"], -e["contribution"], e["strategy"]))
     for row in rows:
         row["unclaimed"] = row["earned"] - row["claimed"]
-        standing = latest.get(row["strategy"], {})
+        standing = latest.get(row["strategy"], (0, {}))[1]
         row["accumulated"] = standing.get("accumulated")
         row["accumulated_se"] = standing.get("accumulated_se")
         row["z"] = standing.get("z")
@@ -227,27 +226,36 @@ def totals(store: Store) -> dict[str, int]:
     emitted == paid + carried.
     """
     emitted = paid = carried = 0
-    for epoch in list_epochs(store):
-        record = read_epoch(store, epoch)
-        assert record is not None
-        emitted += record.emission + record.profit_share
-        paid += record.total
-        carried = record.carry_out
+    for emission, profit_share, total, carry_out in store.db.execute(
+        "SELECT emission, profit_share, total, carry_out FROM reward_epochs ORDER BY epoch"
+    ):
+        emitted += int(emission) + int(profit_share)
+        paid += int(total)
+        carried = int(carry_out)
     return {"emitted": emitted, "paid": paid, "carried": carried}
+
+
+def latest_scores(store: Store, before: int | None = None) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Return each strategy's score in the latest epoch (below `before`) that scored it.
+
+    By name: (epoch, score) with the score as the epoch's attribution holds it (`scores`).
+    SQLite picks the latest score of each name, so the attributions are not parsed here.
+    """
+    rows = store.db.execute(
+        "SELECT json_extract(s.value, '$.name'), MAX(e.epoch), s.value "
+        "FROM reward_epochs AS e, json_each(e.attribution, '$.scores') AS s "
+        "WHERE e.epoch < ? GROUP BY 1",
+        [2**62 if before is None else int(before)],
+    ).fetchall()
+    return {str(name): (int(epoch), dict(json.loads(score))) for name, epoch, score in rows}
 
 
 def previous_standings(store: Store, epoch: int) -> dict[str, Standing]:
     """Return each strategy's latest standing recorded before `epoch` (see `scoring`)."""
     found: dict[str, Standing] = {}
-    rows = store.db.execute(
-        "SELECT epoch, attribution FROM reward_epochs WHERE epoch < ? ORDER BY epoch DESC",
-        [epoch],
-    ).fetchall()
-    for number, attribution in rows:
-        for score in json.loads(attribution).get("scores", []):
-            if score["name"] not in found:
-                se = float(score["accumulated_se"])
-                found[score["name"]] = Standing(float(score["accumulated"]), se * se, int(number))
+    for name, (number, score) in latest_scores(store, epoch).items():
+        se = float(score["accumulated_se"])
+        found[name] = Standing(float(score["accumulated"]), se * se, number)
     return found
 
 

@@ -197,7 +197,7 @@ class BarOutcome:
     """One bar's decision and everything the chain must replay and the next bar continues from.
 
     The ledger stores it as the bar's intent (`to_json_data`: the layout the stored rows have
-    always had; `ledger.tick_counts` reads `$.trade.side` from it).
+    always had; the triggers behind `ledger.tick_counts` read `$.trade.side` from it).
 
     Attributes:
         price: the bar's close, the price the pool is coupled to.

@@ -71,33 +71,26 @@ class EquityComparison:
 def _curve(store: Store, market: str, points: int) -> tuple[list[int], list[float], int]:
     """Return (bar times, values) of the decided bars, an even stride of them, and the count.
 
-    The bars are listed first and only the chosen ones' values read, so a long service's
-    outcomes are not all parsed.
+    Read from the values that triggers copy out of each tick's outcome as it is written
+    (`service_tick_values`), so a long service's outcomes are not parsed.
     """
-    times = [
-        int(t)
-        for (t,) in store.db.execute(
-            "SELECT bar_time_ms FROM service_ticks WHERE market = ? AND status != 'skipped' "
+    import numpy as np
+
+    rows = np.fromiter(
+        store.db.execute(
+            "SELECT bar_time_ms, value_quote FROM service_tick_values WHERE market = ? "
             "ORDER BY bar_time_ms",
             [market],
-        ).fetchall()
-    ]
-    if not times:
+        ),
+        dtype=[("time", "int64"), ("value", "float64")],
+    )
+    if not len(rows):
         return [], [], 0
-    stride = max(1, -(-len(times) // points))
-    chosen = times[::stride]
-    if chosen[-1] != times[-1]:
-        chosen.append(times[-1])
-    values: dict[int, float] = {}
-    for at in range(0, len(chosen), 500):
-        page = chosen[at : at + 500]
-        rows = store.db.execute(
-            "SELECT bar_time_ms, json_extract(outcome, '$.value_quote') FROM service_ticks "
-            f"WHERE market = ? AND bar_time_ms IN ({','.join('?' * len(page))})",
-            [market, *page],
-        ).fetchall()
-        values.update((int(t), float(v)) for t, v in rows)
-    return chosen, [values[t] for t in chosen], len(times)
+    stride = max(1, -(-len(rows) // points))
+    chosen = rows[::stride]
+    if chosen[-1]["time"] != rows[-1]["time"]:
+        chosen = np.concatenate([chosen, rows[-1:]])
+    return chosen["time"].tolist(), chosen["value"].tolist(), len(rows)
 
 
 def equity_since_start(store: Store, settings: Settings, *, points: int = CURVE_POINTS) -> Any:
@@ -113,7 +106,7 @@ def equity_since_start(store: Store, settings: Settings, *, points: int = CURVE_
     hold_by_time: dict[int, float] = {}
     hold_value = None
     if last is not None:
-        hold_by_time, hold_value = _hold(store, settings, int(genesis["after_ms"]), last)
+        hold_by_time, hold_value = _hold(store, settings, int(genesis["after_ms"]), last, times)
     return EquityComparison(
         market=market,
         initial=initial,
@@ -128,9 +121,11 @@ def equity_since_start(store: Store, settings: Settings, *, points: int = CURVE_
 
 
 def _hold(
-    store: Store, settings: Settings, after_ms: int, last: ledger.TickRow
+    store: Store, settings: Settings, after_ms: int, last: ledger.TickRow, at_ms: list[int]
 ) -> tuple[dict[int, float], float | None]:
-    """Return buy-and-hold's value by bar time over the decided bars, and its final value."""
+    """Return buy-and-hold's value at the bar times `at_ms` (those it has), and its final value."""
+    import numpy as np
+
     from agent.env.rollout import buy_and_hold, log_return, rollout
     from agent.env.trading_env import EnvConfig
     from agent.market.schema import SeriesKey
@@ -149,6 +144,12 @@ def _hold(
     hold = rollout(data, buy_and_hold(data), costs, first, end)
     initial = float(hold.equity[0])
     final = initial * math.exp(log_return(hold))
-    values = hold.equity[1:]
-    by_time = {int(times[first + i]): float(v) for i, v in enumerate(values)}
+    values = hold.equity[1:]  # after the bars times[first:first + len(values)]
+    wanted = np.asarray(at_ms, dtype="int64")
+    at = np.searchsorted(times, wanted)
+    found = (at < len(times)) & (times[np.minimum(at, len(times) - 1)] == wanted)
+    found &= (at >= first) & (at < first + len(values))
+    by_time = {
+        int(t): float(values[i - first]) for t, i in zip(wanted[found], at[found], strict=True)
+    }
     return by_time, final

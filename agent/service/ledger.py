@@ -239,14 +239,16 @@ def count_candles(store: Store, key: Any) -> int:
 
 
 def tick_counts(store: Store, market: str) -> dict[str, int]:
-    """Return how many bars were decided (`decided`, intents included), skipped and traded."""
+    """Return how many bars were decided (`decided`, intents included), skipped and traded.
+
+    Read from the counts that triggers keep as ticks are written (`agent.migrations`), so a
+    long service's outcomes are not parsed.
+    """
     row = store.db.execute(
-        "SELECT SUM(status != 'skipped'), SUM(status = 'skipped'), "
-        "SUM(status != 'skipped' AND json_extract(outcome, '$.trade.side') != 'none') "
-        "FROM service_ticks WHERE market = ?",
-        [market],
+        "SELECT decided, skipped, trades FROM service_tick_counts WHERE market = ?", [market]
     ).fetchone()
-    return {"decided": int(row[0] or 0), "skipped": int(row[1] or 0), "trades": int(row[2] or 0)}
+    decided, skipped, trades = (0, 0, 0) if row is None else row
+    return {"decided": int(decided), "skipped": int(skipped), "trades": int(trades)}
 
 
 def recent_skips(store: Store, market: str, limit: int = 5) -> list[TickRow]:

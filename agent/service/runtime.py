@@ -154,6 +154,7 @@ class ServiceRuntime:
             DataError, ConfigError, StoreError: the market or the store cannot be used.
             ChainDiverged: the chain holds a state the records do not explain.
         """
+        from agent.audit.outbox import fill_heads
         from agent.audit.record import config_digest
 
         self.started_ms = ledger.now_ms()
@@ -179,6 +180,7 @@ class ServiceRuntime:
         )
         self._ensure_policy()
         recovered = self.recover_intents()
+        fill_heads(self.store)  # after an upgrade: the audit trail's heads, once
         counts = ledger.tick_counts(self.store, self.market)
         self.metrics.set("agora_decisions_total", counts["decided"])
         self.metrics.set("agora_trades_total", counts["trades"])

@@ -50,8 +50,15 @@ def _failed_bar(store: Any, chain_key: str) -> dict[str, Any] | None:
     }
 
 
-def status(settings: Settings) -> dict[str, Any]:
-    """Return the service's state: run, market progress, chain, model, outbox, epochs, jobs."""
+def status(settings: Settings, *, equity: Any = None) -> dict[str, Any]:
+    """Return the service's state: run, market progress, chain, model, outbox, epochs, jobs.
+
+    Args:
+        settings: the configuration (its data directory's store is read).
+        equity: the `equity_since_start` of this store when the caller already has it (the
+            dashboard's live page), so the buy-and-hold rollout is not run twice; computed
+            here when None.
+    """
     from agent.audit.outbox import stored_count, unconfirmed_count
     from agent.rewards.ledger import list_epochs, read_epoch
     from agent.service.equity import equity_since_start
@@ -110,7 +117,8 @@ def status(settings: Settings) -> dict[str, Any]:
                 "ORDER BY updated_ms DESC LIMIT 3"
             ).fetchall()
         ]
-        equity = equity_since_start(store, settings, points=2)
+        if equity is None:
+            equity = equity_since_start(store, settings, points=2)
         epochs = list_epochs(store)
         last_epoch = None
         if epochs:
