@@ -476,6 +476,37 @@ def test_no_page_or_answer_contains_the_configured_private_key(served: Served) -
         assert PRIVATE_KEY[2:].lower() not in body.lower(), path
 
 
+def test_a_contributor_claims_through_the_dashboard_with_the_token(served: Served) -> None:
+    """The claim action pays the planted oracle's 1,000 AGR on-chain; the page and the CLI
+    then agree that it is claimed."""
+    body = json.dumps({"epoch": 15, "strategy": "planted-oracle"}).encode()
+    headers = {"Content-Type": "application/json"}
+    refused = urllib.request.Request(
+        served.url + "/api/rewards/claim", data=body, headers=headers, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(refused, timeout=60)
+    assert caught.value.code == 401
+    request = urllib.request.Request(
+        served.url + "/api/rewards/claim",
+        data=body,
+        headers={**headers, "Authorization": f"Bearer {TOKEN}"},
+        method="POST",
+    )
+    claims = json.loads(_read(request))["claims"]
+    assert [c["epoch"] for c in claims] == [15]
+
+    served.open("/contributors")
+    claimed = served.browser.text(
+        "[data-testid=leader-row][data-strategy=planted-oracle] [data-field=claimed]"
+    )
+    status = _finish_cli(_start_cli(served.config, served.config.parent, ("rewards-json",)))
+    listed = {r["strategy"]: r for r in json.loads(status["rewards-json"].stdout)["contributors"]}
+    assert int(listed["planted-oracle"]["claimed"]) == 10**21
+    assert claimed == "1,000.00"
+    assert served.new_errors() == []
+
+
 def test_a_public_bind_without_a_token_is_refused(served: Served) -> None:
     refused = served.cli["public-bind"]
 
