@@ -39,6 +39,7 @@ from numba import njit
 
 from agent.dex.amm import BPS
 from agent.dex.pool import MarketCoupledPool, PoolConfig
+from agent.env.rollout import COLUMNS
 from agent.env.spec import BASE_SCALE, QUOTE_SCALE
 
 EQUITY_RTOL = 1e-9
@@ -51,21 +52,7 @@ S_POOL_BASE, S_POOL_QUOTE, S_BASE, S_QUOTE = range(4)
 # one bar's trade (float64[TRADE_SIZE]); env_bar adds the next bar's exposure and ruin
 T_SIDE, T_AMOUNT_IN, T_AMOUNT_OUT, T_FEE, T_IMPACT, T_GAS, T_NEXT_EXPOSURE, T_RUINED = range(8)
 TRADE_SIZE = 8
-# run columns (float64[n, 12]), as `RolloutResult` holds them
-COLUMNS = (
-    "equity",
-    "target",
-    "exposure_before",
-    "exposure",
-    "side",
-    "traded_quote",
-    "fee_quote",
-    "impact_quote",
-    "gas_quote",
-    "base",
-    "quote",
-    "reward",
-)
+# run columns: `agent.env.rollout.COLUMNS` ([COLUMNS, decisions], as `RolloutResult` holds them)
 # activations and heads of a packed network
 ACT_IDENTITY, ACT_TANH, ACT_RELU = 0, 1, 2
 HEAD_ARGMAX, HEAD_CLIP, HEAD_TANH_RESCALE = 0, 1, 2

@@ -266,7 +266,7 @@ class _Recorder:
         c[11].append(step.reward)
 
     def rows(self) -> np.ndarray:
-        """Return the decisions as [`_COLUMNS`, decisions] (the kernel's layout)."""
+        """Return the decisions as [`COLUMNS`, decisions] (the kernel's layout)."""
         return np.array(self.columns, dtype="float64").reshape(len(self.columns), -1)
 
 
@@ -340,7 +340,7 @@ def _result(
     extra: dict[str, Any] = {}
     if isinstance(policy, ModelPolicy) and policy.model_id:
         extra["model_id"] = policy.model_id
-    columns = {name: rows[i] for i, name in enumerate(_COLUMNS)}  # contiguous views
+    columns = {name: rows[i] for i, name in enumerate(COLUMNS)}  # contiguous views
     equity = np.empty(n + 1, dtype="float64")
     equity[0] = env_config.initial_value_quote
     equity[1:] = columns.pop("equity")
@@ -358,7 +358,7 @@ def _result(
     )
 
 
-_COLUMNS = (
+COLUMNS = (
     "equity",
     "target",
     "exposure_before",
@@ -372,7 +372,7 @@ _COLUMNS = (
     "quote",
     "reward",
 )
-"""The per-decision columns, in the kernel's row order (`agent.env.kernel.COLUMNS`)."""
+"""The per-decision columns of a run, in the order the kernel and the exact path fill them."""
 
 
 # --- the kernel path -----------------------------------------------------------------------------
@@ -391,7 +391,7 @@ def _kernel_rows(
     close = np.ascontiguousarray(data.close, dtype="float64")
     p = kernel.params(cfg.pool, cfg.turnover_penalty, cfg.initial_value_quote)
     state = kernel.initial_state(cfg.pool, float(close[start]), cfg.initial_value_quote)
-    rows = np.zeros((len(_COLUMNS), end - start))
+    rows = np.zeros((len(COLUMNS), end - start))
     run = _kernel_runner(data, policy, cfg, close, p, state, rows, visible, start)
     for chunk in range(start, end, _CHUNK):
         stop = min(end, chunk + _CHUNK)

@@ -7,7 +7,6 @@ tests fail with the one command that installs it; they never skip.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,26 +20,14 @@ from agent.backtest.runner import run_scenario
 from agent.backtest.scenario import Scenario
 from agent.config import Settings
 from strategies import MACD, MACrossover, RSIReversion
-
-INSTALL = "apt-get install -y chromium"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-)
+from tests.support.browser import FLAGS, ChromiumMissing, find_chromium
 
 
 def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(f"headless Chromium is required and missing; install it with: {INSTALL}")
+    try:
+        return find_chromium()
+    except ChromiumMissing as missing:
+        pytest.fail(str(missing))
 
 
 def browse(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
