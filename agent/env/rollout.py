@@ -5,10 +5,12 @@ test split, the promotion gate, the backtest engine (off-chain and `--onchain`, 
 per-step callback that sends each trade), attribution's masked re-runs and walk-forward. It is
 to Agora what `evaluate_policy` is to stable-baselines3: one loop, a per-step callback.
 
-The bar itself is stepped by `TradingEnv.advance`, which executes the target exposure through
-`execute_target`: the pool is coupled to the bar's market price, then the portfolio is
-rebalanced with the exact integer V2 math. The service decides its live bars with the same
-`execute_target`, so one pool-stepping path serves training, backtests and the service.
+A run goes through the compiled kernel (`agent.env.kernel`: the bar loop and, for a packed MLP
+policy, its forward pass), the same bar `TradingEnv.step` calls. A run with a per-step callback
+or `exact=True` goes through the exact integer mirror instead (`agent.env.exact`, bar by bar
+through `execute_target`: couple the pool to the bar's price, rebalance with the integer V2
+math), which is also how the service decides its live bars; the kernel reproduces it within
+`kernel.EQUITY_RTOL`, trade for trade.
 
 Policies:
 
@@ -30,7 +32,6 @@ import numpy as np
 
 from agent.dex.amm import PoolState, SwapResult
 from agent.dex.pool import MarketCoupledPool, TradeResult
-from agent.env.spec import BASE_SCALE, QUOTE_SCALE
 from agent.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -238,38 +239,6 @@ class RolloutResult:
 _FINGERPRINTED = ("open_time", "equity", "target", "side", "base", "quote")
 
 
-class _Recorder:
-    """Collects per-decision values in lists (cheap appends), then freezes them into arrays."""
-
-    __slots__ = ("columns",)
-
-    def __init__(self) -> None:
-        self.columns: tuple[list[float], ...] = tuple([] for _ in range(12))
-
-    def add(self, step: Step, price: float) -> None:
-        trade = step.fill.trade
-        c = self.columns
-        base_units, quote_units = step.base, step.quote
-        held_value = base_units / BASE_SCALE * price
-        value_now = held_value + quote_units / QUOTE_SCALE
-        c[0].append(step.value_after)
-        c[1].append(step.target)
-        c[2].append(step.exposure_before)
-        c[3].append(held_value / value_now if value_now > 0 else 0.0)
-        c[4].append(SIDE_CODE[trade.side])
-        c[5].append(abs(base_units - step.base_before) / BASE_SCALE * price)
-        c[6].append(trade.fee_paid_quote / QUOTE_SCALE)
-        c[7].append(trade.price_impact_quote / QUOTE_SCALE)
-        c[8].append(trade.gas_quote / QUOTE_SCALE)
-        c[9].append(base_units / BASE_SCALE)
-        c[10].append(quote_units / QUOTE_SCALE)
-        c[11].append(step.reward)
-
-    def rows(self) -> np.ndarray:
-        """Return the decisions as [`COLUMNS`, decisions] (the kernel's layout)."""
-        return np.array(self.columns, dtype="float64").reshape(len(self.columns), -1)
-
-
 # --- the rollout ---------------------------------------------------------------------------------
 _CHUNK = 20_000
 """Bars the kernel runs between two progress reports."""
@@ -319,7 +288,9 @@ def rollout(
     mask = np.ones(data.n_strategies, dtype=bool) if visible is None else visible
     mask = np.ascontiguousarray(mask, dtype=bool)
     if callback is not None or exact:
-        rows, terminated = _exact_rows(data, policy, env_config, start, end, mask, callback)
+        from agent.env.exact import exact_rows
+
+        rows, terminated = exact_rows(data, policy, env_config, start, end, mask, callback)
     else:
         rows, terminated = _kernel_rows(data, policy, env_config, start, end, mask, progress)
     if progress is not None:
@@ -421,7 +392,7 @@ def _kernel_runner(
         return rows[:, chunk - start : stop - start]
 
     if isinstance(policy, TargetPolicy):
-        targets = _checked_targets(policy, data.bars)
+        targets = checked_targets(policy, data.bars)
         band = float(policy.rebalance_band)
 
         def run_targets(chunk: int, stop: int) -> int:
@@ -472,126 +443,12 @@ def _kernel_runner(
     return run_python
 
 
-def _checked_targets(policy: TargetPolicy, bars: int) -> np.ndarray:
+def checked_targets(policy: TargetPolicy, bars: int) -> np.ndarray:
     if len(policy.targets) != bars:
         raise ConfigError(
             f"policy {policy.name!r} has {len(policy.targets)} targets for {bars} bars"
         )
     return np.ascontiguousarray(np.clip(np.asarray(policy.targets, dtype="float64"), 0.0, 1.0))
-
-
-# --- the exact path ------------------------------------------------------------------------------
-class ExactBook:
-    """The agent's balances traded through the exact integer mirror pool, bar by bar.
-
-    What a callback sees (`Step`, with the mirror's `Fill`) and what goes on-chain come from
-    here; the kernel reproduces it in float64 (`agent.env.kernel`).
-    """
-
-    def __init__(self, data: MarketData, config: EnvConfig, start: int) -> None:
-        self.config = config
-        self.closes: list[float] = np.asarray(data.close, dtype="float64").tolist()
-        self.pool = MarketCoupledPool(config.pool)
-        self.pool.reset(self.closes[start])
-        self.t = start
-        self.base = 0
-        self.quote = round(config.initial_value_quote * QUOTE_SCALE)
-
-    def value(self, price: float) -> float:
-        return self.base / BASE_SCALE * price + self.quote / QUOTE_SCALE
-
-    def exposure_now(self) -> float:
-        price = self.closes[self.t]
-        value = self.value(price)
-        return (self.base / BASE_SCALE * price) / value if value > 0 else 0.0
-
-    def advance(self, target: float, observation: np.ndarray | None = None) -> Step:
-        """Decide the current bar with `target` exposure and move to the next bar.
-
-        The pool is coupled to the bar's close and the portfolio rebalanced (`execute_target`);
-        the reward is the log change of value from this close (before the trade) to the next
-        one, minus the turnover penalty.
-        """
-        t = self.t
-        price = self.closes[t]
-        base_before = self.base
-        value_before = self.value(price)
-        exposure_before = self.exposure_now()
-        fill = execute_target(self.pool, self.base, self.quote, target, price)
-        trade = fill.trade
-        self.base, self.quote = trade.base_balance, trade.quote_balance
-        value_after = self.value(self.closes[t + 1])
-        reward = math.log(value_after / value_before) if value_after > 0 else -10.0
-        if trade.side != "none":
-            reward -= self.config.turnover_penalty * abs(target - exposure_before)
-        self.t = t + 1
-        return Step(
-            t=t,
-            observation=observation,
-            target=target,
-            exposure_before=exposure_before,
-            fill=fill,
-            base_before=base_before,
-            base=self.base,
-            quote=self.quote,
-            value_before=value_before,
-            value_after=value_after,
-            reward=float(reward),
-            terminated=value_after <= 0.01 * self.config.initial_value_quote,
-        )
-
-
-def _exact_rows(
-    data: MarketData,
-    policy: Policy,
-    cfg: EnvConfig,
-    start: int,
-    end: int,
-    visible: np.ndarray,
-    callback: StepCallback | None,
-) -> tuple[np.ndarray, bool]:
-    book = ExactBook(data, cfg, start)
-    record = _Recorder()
-    close = book.closes
-    decide = _decider(book, data, policy, cfg, visible)
-    for t in range(start, end):
-        target, observation = decide(t)
-        step = book.advance(target, observation)
-        record.add(step, close[t])
-        if callback is not None:
-            callback(step)
-        if step.terminated:
-            return record.rows(), True
-    return record.rows(), False
-
-
-def _decider(
-    book: ExactBook, data: MarketData, policy: Policy, cfg: EnvConfig, visible: np.ndarray
-) -> Callable[[int], tuple[float, np.ndarray | None]]:
-    """Return bar -> (target exposure, what the policy observed) for a policy on the mirror."""
-    if isinstance(policy, ModelPolicy):
-        predict, spec = policy.predict, cfg.spec(data.strategy_names)
-        features = np.ascontiguousarray(data.features, dtype=np.float32)
-        signals = np.ascontiguousarray(data.signals, dtype=np.float32)
-        mask = np.ascontiguousarray(data.mask, dtype=bool)
-
-        def model(t: int) -> tuple[float, np.ndarray | None]:
-            observation = spec.observe(features, signals, mask, t, book.exposure_now(), visible)
-            return spec.target_exposure(predict(observation)), observation
-
-        return model
-    targets = _checked_targets(policy, data.bars).tolist()
-    band = policy.rebalance_band
-
-    def rule(t: int) -> tuple[float, np.ndarray | None]:
-        target = targets[t]
-        if band > 0.0 or target != target:  # NaN: hold
-            now = book.exposure_now()
-            if target != target or abs(target - now) < band:
-                target = min(1.0, now)
-        return target, None
-
-    return rule
 
 
 def _run_config(policy: Policy, config: EnvConfig, start: int) -> EnvConfig:
