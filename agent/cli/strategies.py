@@ -35,12 +35,13 @@ def _on_chain(item: Any) -> str:
 
 @app.command("list")
 def list_(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """List strategies: status (OK, LOAD FAILED, DUPLICATE, QUARANTINED), origin, hash, version.
+    """List strategies: status (OK, LOAD FAILED, DUPLICATE, QUARANTINED) and why, origin, hash.
 
-    The on-chain version is read from the configured chain when Agora's contracts are recorded
-    for it; nothing is deployed.
+    Long origins and reasons wrap in the table; nothing is cut. The on-chain version is read
+    from the configured chain when Agora's contracts are recorded for it; nothing is deployed.
     """
     from rich.table import Table
+    from rich.text import Text
 
     from agent.plugins.registry import list_strategies
 
@@ -50,21 +51,23 @@ def list_(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption =
     if as_json:
         print_json([item.as_dict() for item in listed])
         return
-    table = Table("name", "status", "origin", "code hash", "on-chain")
-    table.columns[2].overflow = "fold"
+    # Nothing is cut ("…"): status and hash keep their width, and the other columns wrap (a word
+    # longer than the column, such as a path, folds) over as many lines as they need.
+    table = Table("name", "status", "origin", "code hash", "on-chain", "reason", show_lines=True)
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = column.header in ("status", "code hash")
     for item in listed:
         colour = "green" if item.status == "OK" else "red"
         table.add_row(
             item.name,
             f"[{colour}]{item.status}[/{colour}]",
-            item.origin,
+            Text(item.origin),
             _short(item.code_hash),
             _on_chain(item),
+            Text(item.reason or "-"),
         )
     stdout.print(table)
-    for item in listed:
-        if item.error:
-            stdout.print(f"{item.name} ({item.origin}): {item.status}: {item.error}", markup=False)
     _ephemeral_note(settings)
 
 

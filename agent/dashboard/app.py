@@ -85,7 +85,7 @@ class Dashboard:
             try:
                 listed = [s.as_dict() for s in list_strategies(self.settings, store=store)]
             except AgoraError as err:
-                listed = [{"name": "(plugins)", "status": "LOAD FAILED", "error": str(err)}]
+                listed = [{"name": "(plugins)", "status": "LOAD FAILED", "reason": str(err)}]
             self._strategies = (now, listed)
         return self._strategies[1]
 

@@ -204,7 +204,7 @@ def contributors_page(
                 [
                     e(s["name"]),
                     e(s["status"]),
-                    e(s.get("error") or ""),
+                    e(s.get("reason") or ""),
                     e(s.get("version")),
                     f"<code>{e(s.get('code_hash'))}</code>",
                     e(s.get("origin")),

@@ -108,22 +108,34 @@ EPHEMERAL_HINT = (
 
 @dataclass(frozen=True)
 class ListedStrategy:
-    """A discovered strategy, with its registration on the configured chain when known."""
+    """A discovered strategy, with its registration on the configured chain when known.
+
+    Attributes:
+        reason: why it is not OK (the import error, the earlier strategy that took its name, or
+            the look-ahead that quarantined it), else None.
+        quarantine: the store's record of the look-ahead caught (first bad bar, its time and
+            series, the check and the values that differed), when QUARANTINED.
+    """
 
     name: str
     origin: str
     status: StrategyStatus
-    error: str | None
+    reason: str | None
     code_hash: str | None
     version: str | None
     author: str | None
     registered: RegisteredStrategy | None
-    first_bad_bar: int | None = None
+    quarantine: Quarantine | None = None
 
     @property
     def code_registered(self) -> bool | None:
         """Whether its code is the registered current version (None: not registered)."""
         return None if self.registered is None else self.registered.code_hash == self.code_hash
+
+    @property
+    def first_bad_bar(self) -> int | None:
+        """The first bar its signal looked ahead at, when quarantined."""
+        return None if self.quarantine is None else self.quarantine.first_bar
 
     def as_dict(self) -> dict[str, Any]:
         registered = None if self.registered is None else self.registered.as_dict()
@@ -132,6 +144,7 @@ class ListedStrategy:
             "status": str(self.status),
             "registered": registered,
             "code_registered": self.code_registered,
+            "first_bad_bar": self.first_bad_bar,
         }
 
 
@@ -250,12 +263,12 @@ def list_strategies(
                 name=item.name,
                 origin=item.origin,
                 status=StrategyStatus.QUARANTINED if caught else item.status,
-                error=_quarantine_message(caught) if caught else item.error,
+                reason=_quarantine_message(caught) if caught else item.error,
                 code_hash=item.code_hash,
                 version=item.info.version if item.info else None,
                 author=item.info.author if item.info else None,
                 registered=entries.get(item.name) if item.ok else None,
-                first_bad_bar=caught.first_bar if caught else None,
+                quarantine=caught,
             )
         )
     return listed

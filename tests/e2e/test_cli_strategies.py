@@ -127,10 +127,71 @@ def test_a_backtest_quarantines_a_lookahead_plugin_and_list_shows_its_first_bad_
     caught = entries["peek-off-grid"]
     assert caught["status"] == "QUARANTINED"
     assert isinstance(caught["first_bad_bar"], int)
-    assert f"first offending bar {caught['first_bad_bar']} " in caught["error"]
+    assert f"first offending bar {caught['first_bad_bar']} " in caught["reason"]
+    record = caught["quarantine"]
+    assert record["first_bar"] == caught["first_bad_bar"]
+    assert isinstance(record["first_bar_ms"], int)
+    assert "on the full history but" in record["reason"]
     assert entries["honest-momentum"]["status"] == "OK"
+    assert entries["honest-momentum"]["reason"] is None
 
-    table = agora("strategies", "list")
+    table = agora("strategies", "list", extra_env={"COLUMNS": "80"})
     assert table.returncode == 0, table.stderr
-    assert "QUARANTINED" in table.stdout
-    assert f"first offending bar {caught['first_bad_bar']} " in table.stdout
+    assert "…" not in table.stdout
+    row = _rows(table.stdout)["peek-off-grid"]
+    assert row["status"] == "QUARANTINED"
+    assert _words(row["reason"]) == _words(caught["reason"])
+
+
+def _rows(table: str) -> dict[str, dict[str, str]]:
+    """Read back a rich table (one row between rules) by name: each cell's lines joined."""
+    header, *lines = [line for line in table.splitlines() if line.startswith(("┃", "│", "├"))]
+    names = [cell.strip() for cell in header.strip("┃").split("┃")]
+    rows: list[list[list[str]]] = []
+    for line in lines:
+        if line.startswith("├"):
+            rows.append([])
+            continue
+        if not rows:
+            rows.append([])
+        rows[-1].append([cell.strip() for cell in line.strip("│").split("│")])
+    joined = [
+        {n: "".join(parts) for n, *parts in zip(names, *row, strict=True)} for row in rows if row
+    ]
+    return {cells["name"]: cells for cells in joined}
+
+
+def _words(text: str) -> str:
+    """Compare wrapped text: wrapping drops spaces at line ends, so compare without them."""
+    return "".join(text.split())
+
+
+def test_list_at_80_columns_shows_whole_origins_and_why_a_plugin_failed_to_load(
+    agora: Run, workdir: Path
+) -> None:
+    deep = workdir.joinpath(
+        "plugins", "contributed_by_the_community", "signals_under_review", "momentum_family", "v1"
+    )
+    deep.mkdir(parents=True)
+    (deep / "honest_momentum.py").write_bytes((LOOKAHEAD / "honest_momentum.py").read_bytes())
+    (deep / "import_error.py").write_bytes((HOSTILE / "import_error.py").read_bytes())
+    (workdir / "config.yaml").write_text(f"data:\n  dir: data\nstrategies:\n  plugin_dir: {deep}\n")
+    origin = f"file:{deep / 'honest_momentum.py'}"
+    assert len(origin) > 100
+
+    listed = agora("strategies", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = {e["name"]: e for e in json.loads(listed.stdout)}
+    assert entries["honest-momentum"]["origin"] == origin
+    (failed,) = [e for e in entries.values() if e["status"] == "LOAD FAILED"]
+    assert "agora_nonexistent_dependency" in failed["reason"]
+
+    table = agora("strategies", "list", extra_env={"COLUMNS": "80"})
+    assert table.returncode == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert "…" not in table.stdout
+    rows = _rows(table.stdout)
+    assert rows["honest-momentum"]["origin"] == origin
+    shown = rows[failed["name"]]
+    assert shown["origin"] == failed["origin"]
+    assert (shown["status"], _words(shown["reason"])) == ("LOAD FAILED", _words(failed["reason"]))

@@ -103,7 +103,7 @@ def test_a_training_data_build_quarantines_a_lookahead_plugin(
         listed = {item.name: item for item in list_strategies(settings, store=store)}
         assert listed[cheater].status is StrategyStatus.QUARANTINED
         assert listed[cheater].first_bad_bar == entry.first_bar
-        assert f"first offending bar {entry.first_bar} " in str(listed[cheater].error)
+        assert f"first offending bar {entry.first_bar} " in str(listed[cheater].reason)
         assert listed[HONEST].status is StrategyStatus.OK
 
 
