@@ -311,7 +311,7 @@ def summary_rows(evaluation: Evaluation) -> list[list[str]]:
             [
                 f"IC h={ic.horizon_bars}",
                 f"{ic.ic:+.4f} ± {ic.se:.4f}",
-                f"t {t}: {verdict} (|t| > {d.significance:g})",
+                f"t {t}: {verdict} (needs |t| > {d.significance:g})",
             ]
         )
     measured = [w for w in d.windows if w.ic is not None]
@@ -329,10 +329,12 @@ def summary_rows(evaluation: Evaluation) -> list[list[str]]:
     for lag, value in d.autocorrelation.items():
         rows.append([f"autocorrelation lag {lag}", _num(value), ""])
     by = ", ".join(f"{n} ({r2:.3f})" for n, r2 in o.alone if n in o.explained_by) or "none"
-    verdict = "ABOVE the limit: refused as a copy" if o.above_threshold else "below the limit"
-    rows.append(
-        ["R² vs registered", f"{o.r2:.3f}", f"{verdict} {o.threshold:g}; explained by {by}"]
+    verdict = (
+        f"at or above the limit {o.threshold:g}: submitting it would be refused as a copy"
+        if o.above_threshold
+        else f"below the limit {o.threshold:g}"
     )
+    rows.append(["R² vs registered", f"{o.r2:.3f}", f"{verdict}; explained by {by}"])
     rows.append(
         [
             "contribution to the agent",
