@@ -43,7 +43,7 @@ class Evaluation:
 
     Attributes:
         data: which market ("the stored market binance:BTC/USDT:1h", or the reference data).
-        synthetic: whether that market is generated data.
+        generated: whether that market is the generated reference data (nothing stored).
         open_time: the bars' open times (ms UTC); close: their closes.
         signal: the strategy's signal (NaN in its warm-up and where it has no value).
     """
@@ -52,7 +52,7 @@ class Evaluation:
     origin: str
     code_hash: str | None
     data: str
-    synthetic: bool
+    generated: bool
     open_time: np.ndarray
     close: np.ndarray
     signal: np.ndarray
@@ -65,7 +65,7 @@ class Evaluation:
             "origin": self.origin,
             "code_hash": self.code_hash,
             "data": self.data,
-            "synthetic": self.synthetic,
+            "generated": self.generated,
             **self.diagnostics.as_dict(),
             "overlap": {
                 "r2": self.overlap.r2,
@@ -105,7 +105,7 @@ def _target(settings: Settings, target: str) -> DiscoveredStrategy:
 
 
 def _market(settings: Settings, store: Store | None) -> tuple[str, bool, Any, pd.DataFrame]:
-    """Return (label, synthetic, series key, candles with their hidden series)."""
+    """Return (label, generated, series key, candles with their hidden series)."""
     if store is not None:
         from agent.market.data import default_key
 
@@ -168,7 +168,7 @@ def evaluate_strategy(settings: Settings, target: str, *, store: Store | None = 
     with ExitStack() as stack:
         if store is None and Path(settings.data.database_path).exists():
             store = stack.enter_context(Store(settings.data.database_path))
-        label, synthetic, _key, frame = _market(settings, store)
+        label, generated, _key, frame = _market(settings, store)
         names = registered_names(store) if store is not None else set()
     found = discover(settings)
     pool = [d for d in found if d.ok and (d.origin == "shipped" or d.name in names)]
@@ -187,7 +187,7 @@ def evaluate_strategy(settings: Settings, target: str, *, store: Store | None = 
         origin=item.origin,
         code_hash=item.code_hash,
         data=label,
-        synthetic=synthetic,
+        generated=generated,
         open_time=frame["open_time"].to_numpy(dtype="int64"),
         close=close,
         signal=signal,

@@ -36,7 +36,7 @@ def evaluate(agora: Run, target: str) -> dict[str, Any]:
     done = agora("strategies", "evaluate", target, "--json")
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
-    assert result["synthetic"] is True and "generated synthetic data" in result["data"]
+    assert result["generated"] is True and "generated synthetic data" in result["data"]
     assert result["contribution"] is None
     assert result["contribution_note"].startswith("not estimated yet")
     return result
@@ -95,3 +95,17 @@ def test_evaluate_of_a_missing_file_exits_2(agora: Run, contributor_dir: Path) -
     done = agora("strategies", "evaluate", "nowhere.py")
     assert done.returncode == 2
     assert "no such plugin file: nowhere.py" in done.stderr
+
+
+def test_evaluate_uses_the_stored_market_when_there_is_one(
+    agora: Run, contributor_dir: Path
+) -> None:
+    stored = agora("data", "synth", "--bars", "1200")
+    assert stored.returncode == 0, stored.stderr
+    done = agora("strategies", "evaluate", "ma-crossover", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["generated"] is False
+    assert result["data"] == "the stored market synthetic:SYN/USD:1h"
+    assert result["bars"] == 1200
+    assert "ma-crossover" not in result["overlap"]["alone"]  # not compared with itself
