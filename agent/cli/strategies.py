@@ -16,7 +16,10 @@ import typer
 from agent.cli.common import ConfigOption, JsonOption, print_json, settings_for, stderr, stdout
 
 app = typer.Typer(
-    help="Strategy plugins: list, scaffold, validate, submit (register on-chain) and retire.",
+    help=(
+        "Strategy plugins: list, scaffold, validate, evaluate, submit (register on-chain) "
+        "and retire."
+    ),
     no_args_is_help=True,
 )
 
@@ -212,3 +215,50 @@ def retire(
     )
     if result.moved_to is not None:
         stdout.print(f"  moved {result.moved_from} to {result.moved_to}", markup=False)
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="A plugin file (PATH.py) or a strategy NAME (or NAME:k=v).")
+    ],
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write an HTML report (works offline) to this file."),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure a strategy's signal before submitting it: IC, consistency, decay, overlap.
+
+    On the stored market of the configured series, or on the reference data set (generated)
+    when none is stored: the information coefficient at 1, 4 and 24 bars with its bootstrap
+    error, per-window consistency, decay, turnover, autocorrelation, and the R² that the
+    registered strategies explain (the originality measure). Its contribution to the agent is
+    not estimated yet. Definitions: docs/contributing-strategies.md, "Evaluate it".
+    """
+    from rich.table import Table
+
+    from agent.backtest.evaluation import evaluate_strategy, summary_rows, write_report
+
+    settings = settings_for(ctx, config)
+    with stderr.status(f"evaluating {target}…"):
+        evaluation = evaluate_strategy(settings, target)
+    rows = summary_rows(evaluation)
+    written = None if report is None else write_report(evaluation, rows, report)
+    if as_json:
+        print_json({**evaluation.as_dict(), "report": None if written is None else str(written)})
+        return
+    stdout.print(f"{evaluation.name} ({evaluation.origin}), on {evaluation.data}", markup=False)
+    table = Table("figure", "value", "reading")
+    table.columns[2].overflow = "fold"
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
+    windows = ", ".join(
+        "-" if w.ic is None else f"{w.ic:+.3f}" for w in evaluation.diagnostics.windows
+    )
+    stdout.print(f"IC by window (h=1): {windows}", markup=False)
+    if written is not None:
+        stdout.print(f"report: {written}", markup=False)
