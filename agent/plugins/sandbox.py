@@ -457,6 +457,19 @@ def _import_hint(message: str) -> str:
     )
 
 
+def _exception_reason(message: str, limits: SandboxLimits) -> str:
+    """Name the limit behind an OSError the sandbox caused, rather than the bare errno."""
+    if message.startswith("OSError: [Errno 27]"):  # EFBIG: the file-size limit
+        return f"exceeded the file-size limit of {limits.file_size_mb} MB ({message})"
+    if message.startswith("OSError: [Errno 30]"):  # EROFS: outside the private /tmp
+        return (
+            f"raised {message}: only its private /tmp is writable, so it can write no file "
+            "elsewhere and multiprocessing (Pool, ProcessPoolExecutor) cannot start; "
+            "strategies start no processes"
+        )
+    return f"raised {message}"
+
+
 def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
     kind, message = reply.get("kind"), reply.get("message", "")
     if not isinstance(kind, str) or not isinstance(message, str):
@@ -469,7 +482,7 @@ def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
     if kind == "init":
         return f"could not be created: {message}"
     if kind == "exception":
-        return f"raised {message}"
+        return _exception_reason(message, limits)
     return message or f"failed ({_child._clip(kind)})"
 
 
