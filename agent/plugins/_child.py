@@ -352,7 +352,12 @@ def _open_violation(args: tuple[Any, ...], workdir: str) -> str | None:
         isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
     )
     if isinstance(target, int):
-        return f"tried to write to file descriptor {target}" if writes and target > 2 else None
+        if writes and target > 2:
+            return (
+                f"tried to write to file descriptor {target}, not a file in its directory (as "
+                "multiprocessing does to start a process; strategies start no processes)"
+            )
+        return None
     path = _real(target)
     if path is None or _inside(path, workdir) or path == os.devnull:
         return None

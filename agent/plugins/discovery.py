@@ -20,6 +20,7 @@ byte hashes of every file of the top-level package that holds the entry point's 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -265,6 +266,42 @@ def plugin_files(plugin_dir: Path) -> list[Path]:
     return sorted(
         p for p in plugin_dir.glob("*.py") if p.is_file() and not p.name.startswith(("_", "test_"))
     )
+
+
+MAX_DECLARED_READ_BYTES = 1 << 20
+"""Largest plugin file whose declared names `declared_names` parses (larger: its stem only)."""
+
+
+def declared_names(path: Path) -> set[str]:
+    """Return the strategy names a plugin file declares, read without running any of it.
+
+    The names are the string constants assigned to `name` in a class body (`name = "x"`), plus
+    the file stem with `_` as `-` and as itself, so a name clash or a registration can be found
+    without loading the file in the sandbox. A file that cannot be read or parsed (or is larger
+    than 1 MiB) is named by its stem only.
+    """
+    stem = path.stem
+    names = {stem, stem.replace("_", "-")}
+    try:
+        if path.stat().st_size > MAX_DECLARED_READ_BYTES:
+            return names
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return names
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for statement in node.body:
+            targets: list[ast.expr] = []
+            value: ast.expr | None = None
+            if isinstance(statement, ast.Assign):
+                targets, value = statement.targets, statement.value
+            elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+                targets, value = [statement.target], statement.value
+            named = any(isinstance(t, ast.Name) and t.id == "name" for t in targets)
+            if named and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                names.add(value.value)
+    return names
 
 
 def mark_duplicates(found: Iterable[DiscoveredStrategy]) -> list[DiscoveredStrategy]:

@@ -57,7 +57,7 @@ def plan_submission(
         raise PluginError(
             f"strategy {target.name!r} ({target.origin}) is not usable: {target.error}"
         )
-    _check_name_free(target, found)
+    check_name_free(target, found)
     return SubmissionPlan(target, target.code_hash)
 
 
@@ -76,13 +76,18 @@ def _file_plan(settings: Settings, source: Path, found: list[DiscoveredStrategy]
         raise PluginError(f"{source} does not load: {item.error}")
     if item.code_hash != code_hash:
         raise PluginError(f"{source} changed while it was being submitted: submit it again")
-    _check_name_free(item, found)
+    check_name_free(item, found)
     return SubmissionPlan(
         item, code_hash, blob, _install_target(settings, source, item.name, found)
     )
 
 
-def _check_name_free(item: DiscoveredStrategy, found: Iterable[DiscoveredStrategy]) -> None:
+def check_name_free(item: DiscoveredStrategy, found: Iterable[DiscoveredStrategy]) -> None:
+    """Refuse a name taken by a shipped or packaged strategy of another origin.
+
+    Raises:
+        PluginError: naming the strategy that holds the name.
+    """
     for other in found:
         elsewhere = other.origin != item.origin and not other.origin.startswith("file:")
         if other.ok and other.name == item.name and elsewhere:

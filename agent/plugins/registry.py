@@ -20,6 +20,7 @@ import shutil
 import string
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -34,11 +35,15 @@ from agent.market.schema import format_time_ms
 from agent.plugins.discovery import (
     DiscoveredStrategy,
     StrategyStatus,
+    declared_names,
     discover,
     discover_file,
+    mark_duplicates,
+    plugin_files,
 )
 from agent.plugins.install_plan import (
     SubmissionPlan,
+    check_name_free,
     file_sha256,
     install_bytes,
     plan_submission,
@@ -86,6 +91,7 @@ __all__ = [
     "Scaffold",
     "Submission",
     "check_contributor",
+    "comparison_pool",
     "list_strategies",
     "new",
     "read_registrations",
@@ -331,7 +337,7 @@ def new(name: str, directory: Path | str = ".") -> Scaffold:
     return Scaffold(name, paths[0], paths[1])
 
 
-# --- validate -------------------------------------------------------------------------------
+# --- validate ---------------------------------------------------------------------------------
 def validate_strategy(
     settings: Settings,
     target: DiscoveredStrategy | Path | str,
@@ -343,28 +349,80 @@ def validate_strategy(
 
     The originality check compares it with the shipped strategies and every discovered one
     that is registered: recorded in the store, or (with `backend`) known to its chain, on the
-    reference data set and on the store's market. A shipped or packaged strategy with the same
-    name counts as another strategy, not as an earlier version.
+    reference data set and on the store's market. A name taken by a shipped or packaged
+    strategy is refused (`load`). Validating a file loads that file only: the other files of
+    the plugin directory are read by name and code hash (`comparison_pool`), and only the
+    registered ones run, for the originality check.
     """
-    found = discover(settings)
-    item = _resolve(target, settings, found)
-    if isinstance(item, ValidationReport):
-        return item
     with ExitStack() as stack:
         if store is None and Path(settings.data.database_path).exists():
             store = stack.enter_context(Store(settings.data.database_path))
-        names = registered_names(store) if store is not None else set()
-        if backend is not None and store is not None:
-            registry = recorded_registry(backend, store)
-            if registry is not None:
-                names |= {d.name for d in found if d.ok and status_of(registry, d.name)}
-        registered = _registered_pool(found, names)
+        item = _resolve(target, settings)
+        if isinstance(item, ValidationReport):
+            return item
+        if isinstance(item, Path) or not item.ok:  # `validate` says why it cannot run
+            return validate(item, settings, store=store)
+        try:
+            registered = comparison_pool(settings, item, backend=backend, store=store)
+        except PluginError as e:
+            check = Check("load", False, str(e))
+            return ValidationReport(item.name, item.origin, item.code_hash, (check,))
         return validate(item, settings, registered=registered, store=store)
 
 
+def comparison_pool(
+    settings: Settings,
+    item: DiscoveredStrategy,
+    *,
+    backend: ChainBackend | None = None,
+    store: Store | None = None,
+) -> list[DiscoveredStrategy]:
+    """Return the strategies `item` must not copy: the shipped ones and the registered ones.
+
+    Shipped and packaged strategies are discovered as usual. A plugin-directory file is loaded
+    (in the sandbox) only when it is registered: installed by a recorded submission, or
+    declaring (`declared_names`, read without running it) a name that the store records or,
+    with `backend`, the chain knows. `item`'s own file and its earlier versions are not loaded.
+
+    Raises:
+        PluginError: `item`'s name is taken by a shipped or packaged strategy.
+    """
+    found = discover(settings, files=False)
+    check_name_free(item, found)
+    rows = read_registrations(store) if store is not None else []
+    names = registered_names(store) if store is not None else set()
+    installed = {
+        Path(row["installed_path"]).resolve()
+        for row in rows
+        if row.get("installed_path") and not str(row["installed_path"]).startswith("package:")
+    }
+    own = Path(item.origin.removeprefix("file:")).resolve() if item.origin[:5] == "file:" else None
+    declared = {
+        path: declared_names(path)
+        for path in plugin_files(Path(settings.strategies.plugin_dir))
+        if path.resolve() != own and file_sha256(path) != item.code_hash
+    }
+    if backend is not None and store is not None:
+        registry = recorded_registry(backend, store)
+        if registry is not None:
+            candidates = {d.name for d in found if d.ok}.union(*declared.values())
+            names |= {name for name in candidates - names if status_of(registry, name)}
+    to_load = [
+        path
+        for path, declares in declared.items()
+        if path.resolve() in installed or (declares & names) - {item.name}
+    ]
+    limits = _limits(settings)
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="agora-registered") as pool:
+        for loaded in pool.map(lambda path: discover_file(path, limits), to_load):
+            found.extend(loaded)
+    return _registered_pool(mark_duplicates(found), names)
+
+
 def _resolve(
-    target: DiscoveredStrategy | Path | str, settings: Settings, found: Sequence[DiscoveredStrategy]
+    target: DiscoveredStrategy | Path | str, settings: Settings
 ) -> DiscoveredStrategy | Path | ValidationReport:
+    """Return the strategy `target` names, loading as little third-party code as it can."""
     if isinstance(target, DiscoveredStrategy):
         return target
     path = Path(target)
@@ -373,14 +431,24 @@ def _resolve(
             return _load_failure(str(target), f"no such plugin file: {path}")
         items = discover_file(path, _limits(settings))
         return items[0] if len(items) == 1 else path  # validate() explains several classes
-    named = [d for d in found if d.name == str(target)]
+    name = str(target)
+    found = discover(settings, files=False)
+    if not any(d.ok and d.name == name for d in found):
+        files = plugin_files(Path(settings.strategies.plugin_dir))
+        likely = [p for p in files if name in declared_names(p)]
+        found += [d for p in likely for d in discover_file(p, _limits(settings))]
+        if not any(d.ok and d.name == name for d in found):  # a name set at run time
+            found += [
+                d for p in files if p not in likely for d in discover_file(p, _limits(settings))
+            ]
+    named = [d for d in mark_duplicates(found) if d.name == name]
     for item in named:
         if item.ok:
             return item
     if named:
         first = named[0]
         return _load_failure(first.name, f"{first.status} ({first.origin}): {first.error}")
-    return _load_failure(str(target), f"no strategy named {target!r} (see `agora strategies list`)")
+    return _load_failure(name, f"no strategy named {name!r} (see `agora strategies list`)")
 
 
 def _limits(settings: Settings) -> SandboxLimits:

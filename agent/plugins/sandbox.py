@@ -49,7 +49,7 @@ from agent.config import StrategiesSettings
 from agent.errors import PluginError
 from agent.plugins import _child, warm
 from agent.plugins.interface import HIDDEN_ATTR, Strategy, StrategyInfo, as_signal, check_metadata
-from agent.plugins.launcher import CHILD_TMP, child_command, plugin_paths
+from agent.plugins.launcher import CHILD_TMP, child_command, plugin_paths, site_directories
 from agent.plugins.launcher import scrubbed_environment as scrubbed_environment
 
 _STDERR_TAIL_BYTES = 8_192
@@ -444,6 +444,32 @@ def _location_header(
     return header, digest
 
 
+def _import_hint(message: str) -> str:
+    """Say what the sandbox sees when a plugin's import found no module (PYTHONPATH is not)."""
+    if not message.startswith("ModuleNotFoundError"):
+        return ""
+    sites = ", ".join(site_directories()) or "none found"
+    return (
+        "; the sandbox sees only the plugin's own file or package and the site-packages of "
+        f"Agora's environment ({sites}), not PYTHONPATH: pip install the module into Agora's "
+        "environment, or package the strategy with its dependencies (contributing guide, "
+        "section 7)"
+    )
+
+
+def _exception_reason(message: str, limits: SandboxLimits) -> str:
+    """Name the limit behind an OSError the sandbox caused, rather than the bare errno."""
+    if message.startswith("OSError: [Errno 27]"):  # EFBIG: the file-size limit
+        return f"exceeded the file-size limit of {limits.file_size_mb} MB ({message})"
+    if message.startswith("OSError: [Errno 30]"):  # EROFS: outside the private /tmp
+        return (
+            f"raised {message}: only its private /tmp is writable, so it can write no file "
+            "elsewhere and multiprocessing (Pool, ProcessPoolExecutor) cannot start; "
+            "strategies start no processes"
+        )
+    return f"raised {message}"
+
+
 def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
     kind, message = reply.get("kind"), reply.get("message", "")
     if not isinstance(kind, str) or not isinstance(message, str):
@@ -452,11 +478,11 @@ def _error_reason(reply: Mapping[str, Any], limits: SandboxLimits) -> str:
     if kind == "memory":
         return f"exceeded the memory limit of {limits.memory_mb} MB ({message})"
     if kind == "import":
-        return f"failed to import: {message}"
+        return f"failed to import: {message}" + _import_hint(message)
     if kind == "init":
         return f"could not be created: {message}"
     if kind == "exception":
-        return f"raised {message}"
+        return _exception_reason(message, limits)
     return message or f"failed ({_child._clip(kind)})"
 
 
