@@ -110,8 +110,13 @@ def _market(settings: Settings, store: Store | None) -> tuple[str, bool, Any, pd
         key = default_key(settings)
         candles = store.read_candles(key)
         if len(candles) >= 2:
+            from agent.market.synthetic import PLANTED_SERIES_NAME
+
             frame = candles[list(CANDLE_COLUMNS)].reset_index(drop=True)
-            frame.attrs = {HIDDEN_ATTR: {}}
+            times = frame["open_time"].to_numpy(dtype="int64")
+            planted = store.read_hidden_series(key, PLANTED_SERIES_NAME).reindex(times)
+            hidden = {} if planted.isna().any() else {PLANTED_SERIES_NAME: planted.to_numpy()}
+            frame.attrs = {HIDDEN_ATTR: hidden}  # a stored synthetic market's planted series
             return f"the stored market {key}", False, key, frame
     config = settings.strategies
     label = (
