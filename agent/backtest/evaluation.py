@@ -5,7 +5,8 @@ every command resolves strategy specs), runs on the stored market of the configu
 on the reference data set (seeded synthetic candles) when the store holds none, and is measured
 by `agent.rewards.diagnostics` against forward returns and against the registered strategies
 (the shipped ones and those recorded as registered in the store). What it would add to the
-agent (its masked re-run contribution) needs a model trained to observe it: not estimated yet.
+agent is its masked re-run contribution on the validation window, measured as payouts measure
+it (`agent.backtest.contribution`), with the live model, a named one, or a probe model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agent.backtest.contribution import Contribution, estimate_contribution
 from agent.config import Settings
 from agent.errors import PluginError, UsageError
 from agent.market.schema import CANDLE_COLUMNS
@@ -30,11 +32,6 @@ from agent.plugins.signals import compute_signals, hidden_refusal
 from agent.plugins.validation import reference_candles
 from agent.rewards.diagnostics import Overlap, SignalDiagnostics, overlap, signal_diagnostics
 from agent.store import Store
-
-CONTRIBUTION_NOT_ESTIMATED = (
-    "not estimated yet: what the signal would add to the agent (its masked re-run contribution "
-    "on the validation window) needs a model trained to observe it"
-)
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,7 @@ class Evaluation:
     signal: np.ndarray
     diagnostics: SignalDiagnostics
     overlap: Overlap
+    contribution: Contribution
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,8 +73,8 @@ class Evaluation:
                 "lags": self.overlap.lags,
                 "above_threshold": self.overlap.above_threshold,
             },
-            "contribution": None,
-            "contribution_note": CONTRIBUTION_NOT_ESTIMATED,
+            "contribution": self.contribution.as_dict(),
+            "contribution_note": self.contribution.note,
         }
 
 
@@ -112,8 +110,13 @@ def _market(settings: Settings, store: Store | None) -> tuple[str, bool, Any, pd
         key = default_key(settings)
         candles = store.read_candles(key)
         if len(candles) >= 2:
+            from agent.market.synthetic import PLANTED_SERIES_NAME
+
             frame = candles[list(CANDLE_COLUMNS)].reset_index(drop=True)
-            frame.attrs = {HIDDEN_ATTR: {}}
+            times = frame["open_time"].to_numpy(dtype="int64")
+            planted = store.read_hidden_series(key, PLANTED_SERIES_NAME).reindex(times)
+            hidden = {} if planted.isna().any() else {PLANTED_SERIES_NAME: planted.to_numpy()}
+            frame.attrs = {HIDDEN_ATTR: hidden}  # a stored synthetic market's planted series
             return f"the stored market {key}", False, key, frame
     config = settings.strategies
     label = (
@@ -145,18 +148,29 @@ def _signals(
     return out
 
 
-def evaluate_strategy(settings: Settings, target: str, *, store: Store | None = None) -> Evaluation:
+def evaluate_strategy(
+    settings: Settings,
+    target: str,
+    *,
+    store: Store | None = None,
+    model: str = "live",
+    probe_timesteps: int = 0,
+) -> Evaluation:
     """Measure a strategy's signal on the market: IC, consistency, decay, overlap.
 
     Args:
         settings: the configuration (data directory, strategies, rewards' significance).
         target: a plugin file (PATH.py) or a strategy spec (`name` or `name:param=value`).
-        store: the store to read the market and the registrations from (default: the
-            configured one, when it exists).
+        store: the store to read the market, the registrations and the models from
+            (default: the configured one, when it exists).
+        model: the model its contribution is measured with: `live` or a model id.
+        probe_timesteps: when that model does not observe the strategy, train a probe model
+            that does for this many timesteps (0: leave the contribution not estimated).
 
     Raises:
         UsageError: no such file or strategy.
         PluginError: the strategy failed to load or produced no signal.
+        ModelNotFound: `model` names no registered model.
     """
     from agent.plugins.onchain_registry import registered_names
     from agent.plugins.validation import _comparable
@@ -170,6 +184,9 @@ def evaluate_strategy(settings: Settings, target: str, *, store: Store | None = 
             store = stack.enter_context(Store(settings.data.database_path))
         label, generated, _key, frame = _market(settings, store)
         names = registered_names(store) if store is not None else set()
+        contribution = estimate_contribution(
+            settings, store, item, model=model, probe_timesteps=probe_timesteps
+        )
     found = discover(settings)
     pool = [d for d in found if d.ok and (d.origin == "shipped" or d.name in names)]
     comparable = _comparable(item, pool)
@@ -204,6 +221,7 @@ def evaluate_strategy(settings: Settings, target: str, *, store: Store | None = 
             threshold=strategies.originality_max_r2,
             lags=strategies.originality_lags,
         ),
+        contribution=contribution,
     )
 
 
@@ -278,6 +296,7 @@ def render_html(evaluation: Evaluation, table: list[list[str]]) -> str:
             "</head><body>",
             f"<h1>{html.escape(title)}</h1>",
             f"<div>{html.escape(evaluation.origin)}, on {html.escape(evaluation.data)}</div>",
+            _contribution_box(evaluation.contribution),
             '<div id="render-errors"></div>',
             "<h2>Figures</h2>",
             _html_table(["figure", "value", "reading"], table, "metrics"),
@@ -287,6 +306,16 @@ def render_html(evaluation: Evaluation, table: list[list[str]]) -> str:
             "<p>Definitions: docs/contributing-strategies.md, “Evaluate it”.</p>",
             "</body></html>",
         ]
+    )
+
+
+def _contribution_box(contribution: Contribution) -> str:
+    """The estimated contribution to the agent, in one box under the title."""
+    _, value, reading = contribution_row(contribution)
+    return (
+        '<div id="contribution" style="border:1px solid #999;padding:0.5em;margin:0.5em 0">'
+        f"<b>Estimated contribution to the agent: {html.escape(value)}</b><br>"
+        f"{html.escape(reading)}</div>"
     )
 
 
@@ -335,14 +364,24 @@ def summary_rows(evaluation: Evaluation) -> list[list[str]]:
         else f"below the limit {o.threshold:g}"
     )
     rows.append(["R² vs registered", f"{o.r2:.3f}", f"{verdict}; explained by {by}"])
-    rows.append(
-        [
-            "contribution to the agent",
-            "not estimated yet",
-            "its masked re-run contribution needs a model trained to observe it",
-        ]
-    )
+    rows.append(contribution_row(evaluation.contribution))
     return rows
+
+
+def contribution_row(c: Contribution) -> list[str]:
+    """Return the (figure, value, reading) row of the estimated contribution to the agent."""
+    if not c.estimated:
+        reason = c.note.removeprefix("not estimated: ")
+        return ["contribution to the agent", "not estimated", reason]
+    assert c.value is not None and c.se is not None and c.window is not None
+    model = f"{'probe ' if c.probe else ''}model {(c.model_id or '')[:12]}"
+    where = f"{c.window['series']} validation bars {c.window['start']}-{c.window['end'] - 1}"
+    grouped = "" if c.group is None else f"; neutralised against {c.group['group']}"
+    return [
+        "contribution to the agent",
+        f"{c.value:+.4f} ± {c.se:.4f}",
+        f"log return, {model}, {where}{grouped}; {c.note}",
+    ]
 
 
 def _num(value: float | None) -> str:

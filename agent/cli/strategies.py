@@ -227,6 +227,19 @@ def evaluate(
         Path | None,
         typer.Option("--report", help="Also write an HTML report (works offline) to this file."),
     ] = None,
+    model: Annotated[
+        str,
+        typer.Option("--model", help="Model to measure its contribution with (id, or live)."),
+    ] = "live",
+    probe_timesteps: Annotated[
+        int,
+        typer.Option(
+            "--probe-timesteps",
+            min=0,
+            help="When the model does not observe it, train a probe model that does "
+            "(one seed, this many timesteps) to measure its contribution.",
+        ),
+    ] = 0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -235,8 +248,10 @@ def evaluate(
     On the stored market of the configured series, or on the reference data set (generated)
     when none is stored: the information coefficient at 1, 4 and 24 bars with its bootstrap
     error, per-window consistency, decay, turnover, autocorrelation, and the R² that the
-    registered strategies explain (the originality measure). Its contribution to the agent is
-    not estimated yet. Definitions: docs/contributing-strategies.md, "Evaluate it".
+    registered strategies explain (the originality measure), and its contribution to the agent:
+    its Shapley value when the model is re-run over the validation window, with its standard
+    error and the payouts' significance verdict. Definitions: docs/contributing-strategies.md,
+    "Evaluate it".
     """
     from rich.table import Table
 
@@ -244,7 +259,9 @@ def evaluate(
 
     settings = settings_for(ctx, config)
     with stderr.status(f"evaluating {target}…"):
-        evaluation = evaluate_strategy(settings, target)
+        evaluation = evaluate_strategy(
+            settings, target, model=model, probe_timesteps=probe_timesteps
+        )
     rows = summary_rows(evaluation)
     written = None if report is None else write_report(evaluation, rows, report)
     if as_json:

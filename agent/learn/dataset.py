@@ -29,6 +29,7 @@ from agent.config import Settings, SplitSettings
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import DataError
 from agent.market.schema import SeriesKey
+from agent.plugins.discovery import DiscoveredStrategy
 from agent.plugins.market_data import build_market_data
 from agent.plugins.resolve import resolve_strategies
 from agent.store import Store
@@ -137,7 +138,7 @@ def dataset_from_candles(
     candles: pd.DataFrame,
     settings: Settings,
     *,
-    strategies: Sequence[str] | None = None,
+    strategies: Sequence[str | DiscoveredStrategy] | None = None,
     key: SeriesKey | None = None,
     store: Store | None = None,
     hidden: Mapping[str, Any] | None = None,
@@ -147,13 +148,15 @@ def dataset_from_candles(
     Args:
         candles: the candle frame, oldest first.
         settings: the configuration (agent.strategies, agent.split, agent.lookback_bars).
-        strategies: strategy specs to use instead of `agent.strategies`.
+        strategies: strategy specs to use instead of `agent.strategies`, or strategies already
+            loaded (a plugin file `agora strategies evaluate` adds to a model's list).
         key: the series the candles come from.
         store: for hidden series and the signal cache.
         hidden: hidden series aligned with the candles.
     """
     specs = list(settings.agent.strategies if strategies is None else strategies)
-    resolved = resolve_strategies(specs, settings)
+    named = iter(resolve_strategies([s for s in specs if isinstance(s, str)], settings))
+    resolved = [next(named) if isinstance(s, str) else s for s in specs]
     data, reasons = build_market_data(
         candles,
         resolved,
@@ -174,7 +177,7 @@ def load_dataset(
     settings: Settings,
     key: SeriesKey | None = None,
     *,
-    strategies: Sequence[str] | None = None,
+    strategies: Sequence[str | DiscoveredStrategy] | None = None,
 ) -> Dataset:
     """Build the data set of a stored series (default: the configured market).
 

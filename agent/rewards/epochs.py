@@ -26,8 +26,8 @@ from agent.chain.deploy import Deployment
 from agent.config import RewardsSettings, Settings
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import ChainError, DataError, StoreError, UsageError
-from agent.rewards.attribution import Progress, shapley
-from agent.rewards.game import Metric, evaluate_epoch
+from agent.rewards.attribution import Attribution, Progress, shapley
+from agent.rewards.game import EpochGame, Metric, evaluate_epoch
 from agent.rewards.ledger import (
     COMPUTED,
     EMPTY,
@@ -48,7 +48,7 @@ from agent.rewards.ledger import (
 )
 from agent.rewards.merkle import MerkleTree
 from agent.rewards.payout import Payout, epoch_pool, profit_share, quote_to_units, split
-from agent.rewards.scoring import Standing, evidence_weights, released, score_epoch
+from agent.rewards.scoring import Score, Standing, evidence_weights, released, score_epoch
 from agent.store import Store
 
 _ZERO_ROOT = bytes(32)
@@ -162,6 +162,91 @@ def payout_accounts(
 # --- computing an epoch (no I/O) ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WindowMeasurement:
+    """Every strategy's contribution to one window, as an epoch measures it.
+
+    Attributes:
+        game: the window's game (`agent.rewards.game`).
+        attribution: the players' Shapley values with their standard errors.
+        scores: every strategy's score, in `names` order (`agent.rewards.scoring`).
+        active: the players: strategies neither quarantined nor without a signal in the window.
+    """
+
+    game: EpochGame
+    attribution: Attribution
+    scores: list[Score]
+    active: list[str]
+
+
+def measure_window(
+    policy: Any,
+    data: MarketData,
+    start: int,
+    end: int,
+    names: Sequence[str],
+    rewards: RewardsSettings,
+    *,
+    epoch: int = 0,
+    env_config: EnvConfig | None = None,
+    metric: Metric = "log_return",
+    progress: Progress | None = None,
+    quarantined: Collection[str] = (),
+    previous: Mapping[str, Standing] | None = None,
+) -> WindowMeasurement:
+    """Measure every strategy's contribution to the decisions at bars [start, end) and score it.
+
+    The one measurement payouts use (`compute_epoch`) and contributors preview
+    (`agora strategies evaluate`): the game over the active strategies in registration order,
+    their Shapley values with block-bootstrap standard errors (seeded by `shapley_seed +
+    epoch`), and their scores against `previous` standings.
+    """
+    in_window = data.mask[start:end]
+    active = [
+        n
+        for n in names
+        if n not in quarantined and in_window[:, data.strategy_names.index(n)].any()
+    ]
+    game = evaluate_epoch(
+        policy,
+        data,
+        start,
+        end,
+        active,
+        env_config=env_config,
+        metric=metric,
+        group_r2=rewards.group_r2,
+        lags=rewards.neutralise_lags,
+    )
+    attribution = shapley(
+        game,
+        active,
+        exact_max_players=rewards.shapley_exact_max_players,
+        samples=rewards.shapley_samples,
+        seed=rewards.shapley_seed,
+        workers=rewards.workers,
+        progress=progress,
+        bootstrap_samples=rewards.bootstrap_samples,
+        bootstrap_block=rewards.bootstrap_block_bars,
+        bootstrap_seed=rewards.shapley_seed + epoch,
+        groups=game.partition(),
+    )
+    groups = {n: (g["group"], g["r2"]) for n, g in game.groups().items()}
+    scores = score_epoch(
+        epoch,
+        names,
+        attribution.by_name(),
+        attribution.errors_by_name(),
+        previous or {},
+        significance=rewards.significance,
+        half_life_epochs=rewards.decay_half_life_epochs,
+        groups=groups,
+        inactive=[n for n in names if n not in active and n not in quarantined],
+        quarantined=[n for n in names if n in quarantined],
+    )
+    return WindowMeasurement(game, attribution, scores, active)
+
+
 def compute_epoch(
     epoch: int,
     policy: Any,
@@ -233,48 +318,25 @@ def compute_epoch(
     missing = [n for n in names if n not in accounts]
     if missing:
         raise UsageError(f"no payout account for strategies {missing}")
-    in_window = data.mask[window.start : window.end]
-    active = [
-        n
-        for n in names
-        if n not in quarantined and in_window[:, data.strategy_names.index(n)].any()
-    ]
-    game = evaluate_epoch(
+    measured = measure_window(
         policy,
         data,
         window.start,
         window.end,
-        active,
+        names,
+        rewards,
+        epoch=epoch,
         env_config=base,
         metric=metric,
-        group_r2=rewards.group_r2,
-        lags=rewards.neutralise_lags,
-    )
-    attribution = shapley(
-        game,
-        active,
-        exact_max_players=rewards.shapley_exact_max_players,
-        samples=rewards.shapley_samples,
-        seed=rewards.shapley_seed,
-        workers=rewards.workers,
         progress=progress,
-        bootstrap_samples=rewards.bootstrap_samples,
-        bootstrap_block=rewards.bootstrap_block_bars,
-        bootstrap_seed=rewards.shapley_seed + epoch,
-        groups=game.partition(),
+        quarantined=quarantined,
+        previous=previous,
     )
-    groups = {n: (g["group"], g["r2"]) for n, g in game.groups().items()}
-    scores = score_epoch(
-        epoch,
-        names,
-        attribution.by_name(),
-        attribution.errors_by_name(),
-        previous or {},
-        significance=rewards.significance,
-        half_life_epochs=rewards.decay_half_life_epochs,
-        groups=groups,
-        inactive=[n for n in names if n not in active and n not in quarantined],
-        quarantined=[n for n in names if n in quarantined],
+    game, attribution, scores, active = (
+        measured.game,
+        measured.attribution,
+        measured.scores,
+        measured.active,
     )
     profit = 0
     if rewards.profit_share_bps:

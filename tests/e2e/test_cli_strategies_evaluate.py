@@ -38,7 +38,7 @@ def evaluate(agora: Run, target: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(done.stdout)
     assert result["generated"] is True and "generated synthetic data" in result["data"]
     assert result["contribution"] is None
-    assert result["contribution_note"].startswith("not estimated yet")
+    assert result["contribution_note"].startswith("not estimated: there is no live model")
     return result
 
 
@@ -56,7 +56,7 @@ def test_evaluate_shows_the_planted_signal_significant_and_positive_at_one_bar(
 
     table = agora("strategies", "evaluate", "planted-oracle")
     assert table.returncode == 0, table.stderr
-    assert "significant" in table.stdout and "not estimated yet" in table.stdout
+    assert "significant" in table.stdout and "not estimated" in table.stdout
     assert "generated synthetic data" in table.stdout
 
 

@@ -95,11 +95,7 @@ def _pay(
     workdir: Path, overrides: dict[str, str], model_id: str, *extra: str
 ) -> list[dict[str, Any]]:
     """Pay the test split's epochs for one model, in a copy of the data directory."""
-    copy = workdir / f"pay-{model_id[:8]}"
-    if not copy.exists():
-        copy.mkdir()
-        shutil.copy(workdir / "config.yaml", copy / "config.yaml")
-        shutil.copytree(workdir / "data", copy / "data")
+    copy = _copy(workdir, f"pay-{model_id[:8]}")
     epochs = [str(FIRST_TEST_EPOCH), "--through", str(LAST_TEST_EPOCH), "--json", *extra]
     result = _rewards(copy, overrides, "run-epoch", *epochs, "--model", model_id)
     assert result.returncode == 0, result.stderr
@@ -109,6 +105,38 @@ def _pay(
             record["carry_out"]
         )
     return records
+
+
+def _copy(workdir: Path, name: str) -> Path:
+    """Return a copy of the trained data directory (made once), so runs never share a store."""
+    copy = workdir / name
+    if not copy.exists():
+        copy.mkdir()
+        shutil.copy(workdir / "config.yaml", copy / "config.yaml")
+        shutil.copytree(workdir / "data", copy / "data")
+    return copy
+
+
+def _estimate(
+    workdir: Path, overrides: dict[str, str], model_id: str, target: str
+) -> dict[str, Any]:
+    """`agora strategies evaluate TARGET --model ID --json`'s contribution, in a copy."""
+    copy = _copy(workdir, f"evaluate-{model_id[:8]}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGORA__")}
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "strategies", "evaluate", target, "--model", model_id,
+         "--json"],
+        cwd=copy,
+        env={**env, **overrides},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    estimate: dict[str, Any] = json.loads(result.stdout)["contribution"]
+    assert estimate is not None and estimate["model_id"] == model_id, result.stdout
+    print(f"{target}: {estimate['value']:+.4f} ± {estimate['se']:.4f}, z {estimate['z']:+.2f}")
+    return estimate
 
 
 def _rewards(
@@ -195,6 +223,11 @@ def test_the_shipped_defaults_learn_the_planted_edge_and_beat_buy_and_hold_and_f
         test_return = run["test"]["total_return"]
         assert test_return > run["baselines"]["test.buy_and_hold"], _table(report)
         assert test_return > 0.0, _table(report)  # flat earns exactly 0
+    first_model = report["runs"][0]["model_id"]  # what evaluate tells a contributor in advance
+    planted = _estimate(workdir, overrides, first_model, "planted-oracle")
+    assert planted["value"] > 0 and planted["significant"], planted
+    noise = _estimate(workdir, overrides, first_model, "noise:seed=1")
+    assert not noise["significant"], noise
     if market_seed != 7:
         return  # the payout test runs on one planted market (it costs ~15 s per model)
     paid_after = {name: 0 for name in ["planted-oracle", *NOISE]}
