@@ -25,7 +25,7 @@ from agent.backtest.contribution import Contribution, estimate_contribution
 from agent.config import Settings
 from agent.errors import PluginError, UsageError
 from agent.market.schema import CANDLE_COLUMNS
-from agent.plugins.discovery import DiscoveredStrategy, discover, discover_file
+from agent.plugins.discovery import DiscoveredStrategy, discover_file
 from agent.plugins.interface import HIDDEN_ATTR
 from agent.plugins.sandbox import SandboxLimits
 from agent.plugins.signals import compute_signals, hidden_refusal
@@ -172,7 +172,7 @@ def evaluate_strategy(
         PluginError: the strategy failed to load or produced no signal.
         ModelNotFound: `model` names no registered model.
     """
-    from agent.plugins.onchain_registry import registered_names
+    from agent.plugins.registry import comparison_pool
     from agent.plugins.validation import _comparable
 
     item = _target(settings, target)
@@ -183,12 +183,12 @@ def evaluate_strategy(
         if store is None and Path(settings.data.database_path).exists():
             store = stack.enter_context(Store(settings.data.database_path))
         label, generated, _key, frame = _market(settings, store)
-        names = registered_names(store) if store is not None else set()
         contribution = estimate_contribution(
             settings, store, item, model=model, probe_timesteps=probe_timesteps
         )
-    found = discover(settings)
-    pool = [d for d in found if d.ok and (d.origin == "shipped" or d.name in names)]
+        # the shipped and registered strategies only: the rest of the plugin directory is
+        # never run (the same pool `validate` compares a file with)
+        pool = comparison_pool(settings, item, store=store)
     comparable = _comparable(item, pool)
     signals = _signals([item, *comparable.values()], frame, settings)
     signal = signals[item.name]

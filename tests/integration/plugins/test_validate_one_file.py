@@ -142,3 +142,29 @@ def test_declared_names_are_read_without_running_the_file(tmp_path: Path) -> Non
     assert declared_names(path) == {"hostile_at_import", "hostile-at-import", "a-name"}
     (tmp_path / "broken.py").write_text("class (:\n")
     assert declared_names(tmp_path / "broken.py") == {"broken"}
+
+
+def test_evaluating_a_file_does_not_run_the_plugin_directory(
+    tmp_path: Path, candidate: Path
+) -> None:
+    """`agora strategies evaluate FILE` compares it with the shipped and registered strategies
+    only: a slow and a hostile file in the plugin directory change neither its time nor its
+    figures."""
+    from agent.backtest.evaluation import evaluate_strategy
+
+    clean_root = tmp_path / "clean"
+    (clean_root / "plugins").mkdir(parents=True)
+    clean = evaluate_strategy(settings_for(clean_root, clean_root / "plugins"), str(candidate))
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slow_to_import.py").write_text(SLOW_AT_IMPORT)
+    (plugins / "hostile_at_import.py").write_text(HOSTILE_AT_IMPORT)
+
+    started = time.monotonic()
+    crowded = evaluate_strategy(settings_for(tmp_path, plugins), str(candidate))
+    elapsed_s = time.monotonic() - started
+
+    assert elapsed_s < SLOW_BOUND_S, f"evaluation took {elapsed_s:.1f} s: the slow file ran"
+    assert crowded.diagnostics.as_dict() == clean.diagnostics.as_dict()
+    assert crowded.as_dict()["overlap"] == clean.as_dict()["overlap"]
+    assert set(dict(clean.overlap.alone)) >= {"ma-crossover", "rsi-reversion"}  # shipped pool
