@@ -274,7 +274,7 @@ def _figures(evaluation: Evaluation) -> list[tuple[str, str, Any]]:
 
 def render_html(evaluation: Evaluation, table: list[list[str]]) -> str:
     """Return the self-contained HTML report (plotly.js inlined once; works offline)."""
-    from agent.backtest.report import _ERROR_HOOK, _STYLE, _html_table
+    from agent.backtest.report import _html_table, page_head
 
     charts = []
     for i, (div_id, heading, figure) in enumerate(_figures(evaluation)):
@@ -289,12 +289,7 @@ def render_html(evaluation: Evaluation, table: list[list[str]]) -> str:
     document = json.dumps(evaluation.as_dict(), indent=1, allow_nan=False, default=str)
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
-            _ERROR_HOOK,
-            "</head><body>",
-            f"<h1>{html.escape(title)}</h1>",
+            *page_head(title),
             f"<div>{html.escape(evaluation.origin)}, on {html.escape(evaluation.data)}</div>",
             _contribution_box(evaluation.contribution),
             '<div id="render-errors"></div>',

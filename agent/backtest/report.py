@@ -474,12 +474,7 @@ def render_html(run: BacktestRun) -> str:
     title = f"Agora backtest: {meta.name}"
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
-            _ERROR_HOOK,
-            "</head><body>",
-            f"<h1>{html.escape(title)}</h1>",
+            *page_head(title),
             f"<div>{html.escape(meta.series)}, {meta.first_time} → {meta.last_time}, "
             f"{meta.bars:,} bars, {html.escape(meta.execution)} execution; run "
             f"<code>{html.escape(meta.run_id)}</code></div>",
@@ -645,3 +640,15 @@ def get_run(store: Store, run_id: str) -> dict[str, Any]:
     for key in ("strategy_hashes", "scenario", "summary"):
         record[key] = json.loads(record[key])
     return record
+
+
+def page_head(title: str) -> list[str]:
+    """Return the opening lines of a report page: doctype, head (style, error hook), title."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
+        _ERROR_HOOK,
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
