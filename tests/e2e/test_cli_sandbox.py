@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,13 @@ def _report(output: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in found.group(1).split(" "))
 
 
+def _listed(output: str, file_stem: str) -> dict[str, Any]:
+    """The `strategies list --json` entry of the plugin file `file_stem`.py."""
+    entries = [e for e in json.loads(output) if f"{file_stem}.py" in e["origin"]]
+    assert len(entries) == 1, output[-2000:]
+    return entries[0]
+
+
 def _assert_contained(scene: Scene, output: str) -> None:
     report = _report(output)
     assert report["takeover"] == "ok", report  # the Python-level guard was switched off
@@ -177,10 +185,11 @@ def _assert_contained(scene: Scene, output: str) -> None:
 def test_list_loads_a_plugin_that_escapes_at_import_and_it_stays_contained(
     agora: Run, scene: Scene
 ) -> None:
-    listed = agora("strategies", "list", extra_env=scene.env)
+    listed = agora("strategies", "list", "--json", extra_env=scene.env)
     assert listed.returncode == 0, listed.stderr
-    assert "escapes_on_import" in listed.stdout and "LOAD FAILED" in listed.stdout
-    _assert_contained(scene, listed.stdout + listed.stderr)
+    entry = _listed(listed.stdout, "escapes_on_import")
+    assert entry["status"] == "LOAD FAILED", entry
+    _assert_contained(scene, entry["reason"] + listed.stderr)
 
 
 def test_validate_runs_a_plugin_that_escapes_in_signal_and_it_stays_contained(
@@ -208,9 +217,9 @@ def test_the_same_plugin_unsandboxed_gets_out_so_the_boundary_is_bubblewrap(
     """Control: with `strategies.sandbox: none` the same attempts succeed (hence unsafe)."""
     config = scene.workdir / "config.yaml"
     config.write_text(config.read_text().replace("strategies:\n", "strategies:\n  sandbox: none\n"))
-    listed = agora("strategies", "list", extra_env=scene.env)
+    listed = agora("strategies", "list", "--json", extra_env=scene.env)
     assert listed.returncode == 0, listed.stderr
-    report = _report(listed.stdout)
+    report = _report(_listed(listed.stdout, "escapes_on_import")["reason"])
     assert report["takeover"] == "ok"
     assert report["env"] == f"LEAK:AGORA_PRIVATE_KEY={scene.secrets[1]}"
     assert report["db"].startswith("LEAK:")
@@ -243,7 +252,7 @@ def test_forged_replies_are_masked_with_a_reason_and_the_backtest_completes(
     entries = {e["name"]: e for e in json.loads(listed.stdout)}
     for forgery in FORGERIES:  # forged metadata: refused with a reason, never a crash
         entry = entries[f"forges_{forgery.replace('-', '_')}_on_import"]
-        assert entry["status"] == "LOAD FAILED" and entry["error"], entry
+        assert entry["status"] == "LOAD FAILED" and entry["reason"], entry
         assert entries[f"forges-{forgery}-on-signal"]["status"] == "OK"
 
     done = agora("backtest", "--no-report")
