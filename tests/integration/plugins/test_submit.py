@@ -302,8 +302,8 @@ def test_list_shows_load_failures_with_the_real_error_and_duplicates(
     by_origin = {item.origin: item for item in listed}
     broken = by_origin[f"file:{tmp_path / 'broken.py'}"]
     assert (broken.name, broken.status) == ("broken", StrategyStatus.LOAD_FAILED)
-    assert broken.error is not None and "No module named 'agora_missing_module'" in broken.error
+    assert broken.reason is not None and "No module named 'agora_missing_module'" in broken.reason
     impostor = by_origin[f"file:{tmp_path / 'impostor.py'}"]
     assert (impostor.name, impostor.status) == ("ma-crossover", StrategyStatus.DUPLICATE)
-    assert impostor.error == "the name 'ma-crossover' is already taken by shipped"
+    assert impostor.reason == "the name 'ma-crossover' is already taken by shipped"
     assert impostor.registered is None and impostor.as_dict()["status"] == "DUPLICATE"
