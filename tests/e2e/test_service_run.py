@@ -1,7 +1,7 @@
 """`agora run` with the default configuration (a replay of the synthetic market on the embedded
 chain, no model yet): it trains a first model, trades, logs one JSON line per decision, pays a
-reward epoch, answers /health and /metrics, and stops cleanly on SIGTERM. Only the sizes are
-made small, through AGORA__ environment overrides."""
+reward epoch, answers /health, /metrics and the dashboard's pages on one port, and stops cleanly
+on SIGTERM. Only the sizes are made small, through AGORA__ environment overrides."""
 
 from __future__ import annotations
 
@@ -97,6 +97,7 @@ def test_agora_run_trades_logs_pays_an_epoch_and_answers_until_sigterm(
         status, body = get(url + "/health")
         health = json.loads(body)
         _, metrics_text = get(url + "/metrics")
+        live_status, live_page = get(url + "/live")  # the dashboard, on the same loopback port
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
@@ -116,6 +117,7 @@ def test_agora_run_trades_logs_pays_an_epoch_and_answers_until_sigterm(
     metrics = metric_lines(metrics_text)
     assert metrics["agora_decisions_total"] >= 51 and metrics["agora_epochs_paid_total"] >= 1
     assert metrics["agora_portfolio_value_quote"] > 0
+    assert live_status == 200 and live_page.count('data-testid="decision-row"') >= 50
     decisions = lines.events("decision")
     assert [d["seq"] for d in decisions] == list(range(len(decisions)))
     if trained["promoted"] or baseline["policy"] == "baseline:buy-and-hold":
