@@ -14,12 +14,12 @@ client's web3 raises `ContractLogicError` with the reason, as it does against an
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.errors import ChainError
+from agent.serving import ServedInThread
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
@@ -102,7 +102,7 @@ def _error(ident: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": ident, "error": {"code": code, "message": message}}
 
 
-class ChainServer:
+class ChainServer(ServedInThread):
     """Serve `provider` (an in-process web3 provider) on `host`, a free port, in a thread.
 
     Raises:
@@ -114,23 +114,8 @@ class ChainServer:
 
         bare = Web3(provider, middleware=[])  # only the provider's own formatting
         try:
-            self._server = _Server((host, port), _Handler)
+            server = _Server((host, port), _Handler)
         except OSError as e:
             raise ChainError(f"cannot serve the chain on {host}:{port}: {e.strerror}") from e
-        self._server.request_fn = provider.request_func(bare, bare.middleware_onion)
-        self.host = host
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.1,), name="agora-chain-rpc", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        server.request_fn = provider.request_func(bare, bare.middleware_onion)
+        super().__init__(server, host, "agora-chain-rpc")

@@ -15,11 +15,11 @@ Both answer from memory (the runtime's metrics and state), never waiting for a r
 from __future__ import annotations
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.serving import ServedInThread
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-class HealthServer:
+class HealthServer(ServedInThread):
     """Serve /health and /metrics for a runtime on `host:port` (port 0 picks a free one).
 
     Raises:
@@ -84,26 +84,11 @@ class HealthServer:
 
     def __init__(self, runtime: Any, host: str, port: int) -> None:
         try:
-            self._server = _Server((host, port), _Handler)
+            server = _Server((host, port), _Handler)
         except OSError as e:
             raise ConfigError(
                 f"cannot serve health and metrics on {host}:{port} (service.host, "
                 f"service.port): {e.strerror}"
             ) from e
-        self._server.runtime = runtime
-        self.host = host
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.1,), name="agora-http", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        server.runtime = runtime
+        super().__init__(server, host, "agora-http")
