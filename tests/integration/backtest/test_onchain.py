@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,10 +107,11 @@ def test_a_pool_that_is_not_fresh_is_refused(backend: EmbeddedBackend, tmp_path:
         )
 
 
-def test_scenario_with_onchain_execution_records_the_onchain_run(tmp_path: Path) -> None:
-    scenario = parse_scenario(
+def _onchain_scenario(name: str) -> Any:
+    """The MA crossover on 130 synthetic bars, executed on-chain, against flat."""
+    return parse_scenario(
         {
-            "name": "onchain",
+            "name": name,
             "data": {"source": "synthetic", "synthetic": {"bars": 130, "seed": 2}},
             "strategies": ["ma-crossover"],
             "strategy_params": {"ma-crossover": {"fast": 3, "slow": 8, "scale": 200.0}},
@@ -118,6 +120,10 @@ def test_scenario_with_onchain_execution_records_the_onchain_run(tmp_path: Path)
             "execution": "onchain",
         }
     )
+
+
+def test_scenario_with_onchain_execution_records_the_onchain_run(tmp_path: Path) -> None:
+    scenario = _onchain_scenario("onchain")
     run = run_scenario(scenario, _settings(tmp_path), strategies=[MACrossover])
     main = run.result("ma-crossover")
     assert main.extra["execution"] == "onchain"
@@ -138,17 +144,7 @@ def test_an_onchain_backtest_on_an_rpc_node_needs_only_the_one_key(
     from agent.chain.backends import AnvilBackend
 
     monkeypatch.setenv("AGORA_ONE_KEY", ANVIL_KEY_0)
-    scenario = parse_scenario(
-        {
-            "name": "onchain-rpc",
-            "data": {"source": "synthetic", "synthetic": {"bars": 130, "seed": 2}},
-            "strategies": ["ma-crossover"],
-            "strategy_params": {"ma-crossover": {"fast": 3, "slow": 8, "scale": 200.0}},
-            "policy": {"strategy": "ma-crossover"},
-            "baselines": ["flat"],
-            "execution": "onchain",
-        }
-    )
+    scenario = _onchain_scenario("onchain-rpc")
     with AnvilBackend() as node:
         chain = {"backend": "rpc", "rpc_url": node.url, "private_key_env": "AGORA_ONE_KEY"}
         settings = _settings(tmp_path).model_copy(
