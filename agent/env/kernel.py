@@ -290,11 +290,6 @@ def _value(state: np.ndarray, price: float) -> float:
 @njit(cache=True, nogil=True)
 def exposure_of(state: np.ndarray, price: float) -> float:
     """The portfolio's exposure at `price` (the fraction of its value held in base)."""
-    return _exposure(state, price)
-
-
-@njit(cache=True, nogil=True)
-def _exposure(state: np.ndarray, price: float) -> float:
     held = state[S_BASE] / BASE_SCALE * price
     value = held + state[S_QUOTE] / QUOTE_SCALE
     return held / value if value > 0.0 else 0.0
@@ -318,7 +313,7 @@ def _bar(
     """
     base_before = state[S_BASE]
     value_before = _value(state, price)
-    exposure_before = _exposure(state, price)
+    exposure_before = exposure_of(state, price)
     _couple(state, p, price)
     _trade(state, p, target, price, trade)
     value_after = _value(state, next_price)
@@ -355,7 +350,7 @@ def env_bar(
 ) -> float:
     """One environment step at bar t into `cols[:, i]`; returns the reward."""
     ruined = _bar(state, p, close[t], close[t + 1], target, trade, cols, i)
-    trade[T_NEXT_EXPOSURE] = _exposure(state, close[t + 1])
+    trade[T_NEXT_EXPOSURE] = exposure_of(state, close[t + 1])
     trade[T_RUINED] = 1.0 if ruined else 0.0
     return cols[11, i]
 
@@ -381,7 +376,7 @@ def run_targets(
         price = close[t]
         target = targets[t]
         if band > 0.0 or target != target:
-            now = _exposure(state, price)
+            now = exposure_of(state, price)
             if target != target or abs(target - now) < band:
                 target = min(1.0, now)
         target = min(1.0, max(0.0, target))
@@ -555,7 +550,7 @@ def run_network(
     keep = observations.shape[0] > 0
     for t in range(start, end):
         price = close[t]
-        observe_into(x, features, signals, mask, visible, t, lookback, _exposure(state, price))
+        observe_into(x, features, signals, mask, visible, t, lookback, exposure_of(state, price))
         if keep:
             observations[t - start, :] = x
         action = _forward(
