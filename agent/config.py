@@ -316,6 +316,32 @@ class ServiceSettings(Section):
     log_file: Path | None = None
 
 
+class ComputeSettings(Section):
+    """Where fanned-out work runs (agent.compute, docs/scale-out.md)."""
+
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    """Ray only: null starts Ray on this machine; `auto`, `host:port` or `ray://host:port`
+    joins a running cluster."""
+    num_cpus: int | None = Field(None, ge=1, le=4096)
+    """A Ray started on this machine may use this many CPUs (null: all of them)."""
+    cpus_per_task: float = Field(1.0, gt=0.0, le=1024.0)
+    memory_mb_per_task: int | None = Field(None, ge=1, le=16_777_216)
+    max_retries: int = Field(3, ge=0, le=100)
+    """Times Ray reruns a task whose worker died (tasks are pure: same result)."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return value
+        target = value.removeprefix("ray://")
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError("expected null, auto, host:port or ray://host:port")
+        return value
+
+
 class Settings(Section):
     """The whole configuration: one attribute per section of config.yaml."""
 
@@ -327,11 +353,16 @@ class Settings(Section):
     strategies: StrategiesSettings = StrategiesSettings()
     rewards: RewardsSettings = RewardsSettings()
     service: ServiceSettings = ServiceSettings()
+    compute: ComputeSettings = ComputeSettings()
 
     def config_hash(self) -> str:
-        """Return a stable hash of the effective configuration (for run metadata)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Return a stable hash of the effective configuration (for run metadata).
+
+        Where the work runs (`compute`) is left out: it does not change any result.
+        """
+        blob = json.dumps(self.model_dump(mode="json", exclude={"compute"}), sort_keys=True)
+        blob_bytes = blob.encode()
+        return hashlib.sha256(blob_bytes).hexdigest()[:16]
 
 
 REPLACED_KEYS = {

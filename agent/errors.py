@@ -15,7 +15,8 @@ AgoraError                    root: everything Agora raises on purpose
 ├── ModelError                a model cannot be trained, loaded or promoted
 │   ├── ModelNotFound         no live model, or no model with that id
 │   └── TrainingInterrupted   training was stopped on request; nothing was registered
-└── AuditError                the decision trail does not verify
+├── AuditError                the decision trail does not verify
+└── ComputeError              a task on the compute backend (Ray) failed or its workers died
 """
 
 from __future__ import annotations
@@ -101,3 +102,8 @@ class TrainingInterrupted(ModelError):
 
 class AuditError(AgoraError):
     """The decision trail does not verify."""
+
+
+class ComputeError(AgoraError):
+    """A task on the compute backend failed outside Agora's code (a Ray worker died more often
+    than it was retried, the cluster went away)."""

@@ -68,9 +68,10 @@ def train(
         "agent",
         {"seeds": ("--seeds", seeds), "timesteps": ("--timesteps", timesteps)},
     )
+    from agent.compute import open_backend
     from agent.learn.train import train as run_train
 
-    with open_store(settings) as store:
+    with open_backend(settings) as backend, open_store(settings) as store:
         report = run_train(
             settings,
             store,
@@ -79,6 +80,7 @@ def train(
             timesteps=timesteps,
             progress=True,
             allow_masked_strategies=allow_masked_strategies,
+            backend=backend,
         )
     for name, reason in report.masked.items():
         stderr.print(f"warning: {name}: no signal (masked): {reason}", markup=False)

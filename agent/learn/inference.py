@@ -112,8 +112,8 @@ class NumpyPolicy:
         )
 
     @classmethod
-    def load(cls, path: Path | str) -> NumpyPolicy:
-        """Load a saved model file and copy its actor."""
+    def load(cls, path: Path | str | bytes) -> NumpyPolicy:
+        """Load a saved model file (or its bytes) and copy its actor."""
         from agent.learn.registry import load_model
 
         return cls.from_model(load_model(path))

@@ -30,6 +30,7 @@ import re
 import shutil
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -160,27 +161,32 @@ def write_model_file(blob: bytes, directory: Path) -> tuple[str, Path]:
     return identifier, path
 
 
-def read_metadata(path: Path | str) -> dict[str, Any]:
-    """Return the `agora.json` entry of a model file (what the policy observes)."""
+def read_metadata(path: Path | str | bytes) -> dict[str, Any]:
+    """Return the `agora.json` entry of a model file, or its bytes (what the policy observes)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(path) if isinstance(path, bytes) else path) as archive:
             result: dict[str, Any] = json.loads(archive.read(METADATA_ENTRY))
             return result
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise ModelError(f"{path} is not an Agora model file: {e}") from e
+        raise ModelError(f"{_name(path)} is not an Agora model file: {e}") from e
 
 
-def load_model(path: Path | str) -> Any:
-    """Load a saved model with the SB3 class its metadata names (on the CPU)."""
+def load_model(path: Path | str | bytes) -> Any:
+    """Load a saved model (a file, or its bytes) with the SB3 class its metadata names (CPU)."""
     from agent.learn.train import ALGORITHMS
 
     algorithm = read_metadata(path).get("algorithm")
     if algorithm not in ALGORITHMS:
-        raise ModelError(f"{path}: unknown algorithm {algorithm!r}")
+        raise ModelError(f"{_name(path)}: unknown algorithm {algorithm!r}")
+    source = io.BytesIO(path) if isinstance(path, bytes) else str(path)
     try:
-        return ALGORITHMS[algorithm].load(str(path), device="cpu")
+        return ALGORITHMS[algorithm].load(source, device="cpu")
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ModelError(f"cannot load the model {path}: {e}") from e
+        raise ModelError(f"cannot load the model {_name(path)}: {e}") from e
+
+
+def _name(path: Path | str | bytes) -> str:
+    return f"model {model_id(path)[:12]}" if isinstance(path, bytes) else str(path)
 
 
 # --- records ----------------------------------------------------------------------------------
@@ -234,28 +240,35 @@ def register(store: Store, record: ModelRecord) -> ModelRecord:
     Returns:
         The stored record (the earlier one, if the same model was registered before).
     """
-    values = [
-        record.id,
-        record.created_ms or int(time.time() * 1000),
-        record.algorithm,
-        json.dumps(record.series, sort_keys=True),
-        json.dumps(record.hyperparameters, sort_keys=True),
-        record.config_hash,
-        record.data_hash,
-        json.dumps(record.strategies),
-        json.dumps(record.seeds),
-        json.dumps(record.metrics, sort_keys=True, default=float),
-        record.path,
-        "candidate",
-        None,
-    ]
-    with store.transaction() as conn:
-        conn.execute(
-            f"INSERT INTO models ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-            "ON CONFLICT(id) DO NOTHING",
-            values,
-        )
-    return show(store, record.id)
+    return register_all(store, [record])[0]
+
+
+def register_all(store: Store, records: Sequence[ModelRecord]) -> list[ModelRecord]:
+    """Register every record in one transaction (all of them, or none on any failure)."""
+    now = int(time.time() * 1000)
+    with store.transaction("registering models") as conn:
+        for record in records:
+            values = [
+                record.id,
+                record.created_ms or now,
+                record.algorithm,
+                json.dumps(record.series, sort_keys=True),
+                json.dumps(record.hyperparameters, sort_keys=True),
+                record.config_hash,
+                record.data_hash,
+                json.dumps(record.strategies),
+                json.dumps(record.seeds),
+                json.dumps(record.metrics, sort_keys=True, default=float),
+                record.path,
+                "candidate",
+                None,
+            ]
+            conn.execute(
+                f"INSERT INTO models ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+                "ON CONFLICT(id) DO NOTHING",
+                values,
+            )
+    return [show(store, record.id) for record in records]
 
 
 def list_models(store: Store) -> list[ModelRecord]:

@@ -37,6 +37,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agent.compute import Backend
 from agent.config import Settings
 from agent.env.features import FEATURE_NAMES
 from agent.env.rollout import ModelPolicy, RolloutResult, buy_and_hold, rollout
@@ -322,18 +323,76 @@ def summarise(runs: Sequence[SeedResult]) -> dict[str, dict[str, float]]:
 
 
 # --- training -------------------------------------------------------------------------------
-def train_seed(
+@dataclass(frozen=True)
+class FittedSeed:
+    """What training one seed returns, wherever it ran: the kept model as bytes (the driver
+    writes the file) and what it achieved. `test` is None when the test split was not
+    looked at (a tuning trial: only the chosen trial's model is tested, once)."""
+
+    seed: int
+    blob: bytes
+    best_step: int
+    validation: WindowMetrics
+    test: WindowMetrics | None
+    baselines: dict[str, float]
+    warnings: list[str]
+    seconds: float
+
+    def written(self, directory: Path) -> SeedResult:
+        """Write the model file into `directory` and return the seed's result."""
+        if self.test is None:
+            raise ModelError(f"seed {self.seed}: the test split was not measured")
+        model_id, path = registry.write_model_file(self.blob, directory)
+        return SeedResult(
+            seed=self.seed,
+            model_id=model_id,
+            path=str(path),
+            best_step=self.best_step,
+            validation=self.validation,
+            test=self.test,
+            baselines=self.baselines,
+            warnings=self.warnings,
+            seconds=self.seconds,
+        )
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """The shared input of every seed's task: sent once (Ray's object store), read by all."""
+
+    dataset: Dataset
+    settings: Settings
+    algorithm: str
+    timesteps: int
+    measure_test: bool = True
+
+
+def fit_task(job: FitJob, seed: int) -> FittedSeed:
+    """One seed as a compute task (`agent.compute`): pure, so a rerun gives the same bytes."""
+    return fit_seed(
+        job.dataset,
+        job.settings,
+        algorithm=job.algorithm,
+        seed=seed,
+        timesteps=job.timesteps,
+        measure_test=job.measure_test,
+    )
+
+
+def fit_seed(
     dataset: Dataset,
     settings: Settings,
     *,
     algorithm: str,
     seed: int,
     timesteps: int,
-    directory: Path,
     progress: bool = False,
     stop: Callable[[], bool] | None = None,
-) -> SeedResult:
+    measure_test: bool = True,
+) -> FittedSeed:
     """Train one seed on `dataset`, keep the checkpoint validation chooses, test it once.
+
+    Writes nothing: the kept model comes back as bytes.
 
     Raises:
         TrainingInterrupted: `stop()` became true (checked at every step).
@@ -378,16 +437,8 @@ def train_seed(
         raise TrainingInterrupted(f"training seed {seed} was stopped at step {model.num_timesteps}")
     if validation.best_bytes is None or validation.best_metrics is None:
         raise ModelError(f"training seed {seed} produced no checkpoint")
-    model_id, path = registry.write_model_file(validation.best_bytes, directory)
-    best = NumpyPolicy.load(path)
-
-    # the test split, looked at once, with the kept model
+    best = NumpyPolicy.load(validation.best_bytes)
     evaluation = _eval_config(config)
-    test_data = dataset.data
-    test_window = dataset.windows["test"]
-    test_start, test_end = test_window.start, test_window.end - 1
-    test_metrics = window_metrics(evaluate(test_data, best, evaluation, test_start, test_end))
-
     validation_run = evaluate(validation_data, best, evaluation, val_start, val_end)
     window = dataset.windows["validation"]
     turnover = strategy_turnover(
@@ -401,23 +452,57 @@ def train_seed(
         "validation.buy_and_hold": _total(
             rollout(validation_data, buy_and_hold(validation_data), evaluation, val_start, val_end)
         ),
-        "test.buy_and_hold": _total(
-            rollout(test_data, buy_and_hold(test_data), evaluation, test_start, test_end)
-        ),
         "validation.flat": 0.0,
-        "test.flat": 0.0,
     }
-    return SeedResult(
+    test = None
+    if measure_test:  # the test split, looked at once, with the kept model
+        test, test_baselines = measure_test_split(dataset, best, evaluation)
+        baselines.update(test_baselines)
+    return FittedSeed(
         seed=seed,
-        model_id=model_id,
-        path=str(path),
+        blob=validation.best_bytes,
         best_step=validation.best_step,
         validation=window_metrics(validation_run),
-        test=test_metrics,
+        test=test,
         baselines=baselines,
         warnings=warnings,
         seconds=time.perf_counter() - started,
     )
+
+
+def measure_test_split(
+    dataset: Dataset, policy: Any, evaluation: EnvConfig
+) -> tuple[WindowMetrics, dict[str, float]]:
+    """Run a kept model over the test split: its metrics, and buy-and-hold's and flat's."""
+    test_window = dataset.windows["test"]
+    start, end = test_window.start, test_window.end - 1
+    metrics = window_metrics(evaluate(dataset.data, policy, evaluation, start, end))
+    hold = _total(rollout(dataset.data, buy_and_hold(dataset.data), evaluation, start, end))
+    return metrics, {"test.buy_and_hold": hold, "test.flat": 0.0}
+
+
+def train_seed(
+    dataset: Dataset,
+    settings: Settings,
+    *,
+    algorithm: str,
+    seed: int,
+    timesteps: int,
+    directory: Path,
+    progress: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> SeedResult:
+    """Train one seed (`fit_seed`) and write its kept model into `directory`."""
+    fitted = fit_seed(
+        dataset,
+        settings,
+        algorithm=algorithm,
+        seed=seed,
+        timesteps=timesteps,
+        progress=progress,
+        stop=stop,
+    )
+    return fitted.written(directory)
 
 
 def train(
@@ -431,8 +516,14 @@ def train(
     progress: bool = False,
     allow_masked_strategies: bool = False,
     stop: Callable[[], bool] | None = None,
+    backend: Backend | None = None,
 ) -> TrainReport:
-    """Train `seeds` seeds (`agora train`), register each kept model, report mean and spread.
+    """Train `seeds` seeds (`agora train`), register the kept models, report mean and spread.
+
+    The seeds run in this process one after the other, or as tasks of `backend` (Ray: one
+    task per seed; the same seed gives the same model id either way). Model files are
+    written and models registered only once every seed has finished, in one transaction: an
+    interrupted or failed run leaves the store as it was.
 
     Args:
         settings: the configuration (the `agent` section above all).
@@ -442,11 +533,13 @@ def train(
         algorithm: ppo, a2c, dqn or sac (default `agent.algorithm`).
         seeds: how many seeds, from `agent.seed` on (default `agent.seeds`).
         timesteps: steps per seed (default `agent.timesteps`).
-        progress: show a progress bar and one line per evaluation on stderr.
+        progress: show a progress bar and one line per evaluation on stderr (in this
+            process), or a line per finished seed (on another backend).
         allow_masked_strategies: train even when a strategy gives no signal at all (it is
             masked throughout, so the model never sees it); by default that is refused.
         stop: checked at every training step; when it returns true, training ends at once and
-            nothing more is registered (the service's SIGTERM).
+            nothing is registered (the service's SIGTERM). Training then runs in this process.
+        backend: where the seeds run (default: this process).
 
     Raises:
         TrainingInterrupted: `stop()` became true.
@@ -465,23 +558,36 @@ def train(
         dataset = load_dataset(store, settings)
     if dataset.reasons and not allow_masked_strategies:
         raise ConfigError(_masked_message(dataset.reasons))
-    directory = registry.models_dir(settings)
-    runs = []
-    for offset in range(n_seeds):
-        seed = settings.agent.seed + offset
-        run = train_seed(
-            dataset,
-            settings,
-            algorithm=algorithm,
-            seed=seed,
-            timesteps=steps,
-            directory=directory,
-            progress=progress,
-            stop=stop,
+    seed_list = [settings.agent.seed + offset for offset in range(n_seeds)]
+    if backend is None or backend.name == "local" or stop is not None:
+        fitted = [
+            fit_seed(
+                dataset,
+                settings,
+                algorithm=algorithm,
+                seed=seed,
+                timesteps=steps,
+                progress=progress,
+                stop=stop,
+            )
+            for seed in seed_list
+        ]
+    else:
+        job = FitJob(dataset, settings, algorithm, steps)
+        report = _stderr_reporter("train") if progress else None
+        fitted = backend.map(
+            fit_task,
+            job,
+            seed_list,
+            label="agora-train",
+            progress=None if report is None else lambda d, n: report(f"{d}/{n} seeds trained"),
         )
-        runs.append(run)
-        if store is not None:
-            registry.register(store, _record(run, dataset, settings, algorithm, steps))
+    directory = registry.models_dir(settings)
+    runs = [f.written(directory) for f in fitted]
+    if store is not None:
+        registry.register_all(
+            store, [_record(run, dataset, settings, algorithm, steps) for run in runs]
+        )
     return TrainReport(
         algorithm=algorithm,
         timesteps=steps,
