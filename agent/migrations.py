@@ -408,6 +408,34 @@ def _m016_decision_heads(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE decisions ADD COLUMN head TEXT")
 
 
+def _m017_tune(db: sqlite_utils.Database) -> None:
+    """`agora tune` studies (agent.learn.tune): one row per study, one per trial.
+
+    `document` is the whole study as `agora tune --json` prints it (space, trials, the chosen
+    trial, its test split); the columns beside it are what listing and joining need.
+    """
+    db.execute(
+        """
+        CREATE TABLE tune_studies (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, space_path TEXT NOT NULL,
+            space_hash TEXT NOT NULL, started_ms INTEGER NOT NULL, seconds REAL NOT NULL,
+            backend TEXT NOT NULL, chosen_trial TEXT, chosen_model TEXT,
+            document TEXT NOT NULL, report_path TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE tune_trials (
+            study_id TEXT NOT NULL REFERENCES tune_studies(id), number INTEGER NOT NULL,
+            trial_id TEXT NOT NULL, status TEXT NOT NULL, score REAL, params TEXT NOT NULL,
+            model_ids TEXT NOT NULL, error TEXT,
+            PRIMARY KEY (study_id, number)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_candles,
     _m002_deployments,
@@ -425,4 +453,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m014_tick_counts,
     _m015_tick_values,
     _m016_decision_heads,
+    _m017_tune,
 )

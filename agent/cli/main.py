@@ -23,6 +23,7 @@ from agent.cli import rewards as rewards_cli
 from agent.cli import service as service_cli
 from agent.cli import strategies as strategies_cli
 from agent.cli import train as train_cli
+from agent.cli import tune as tune_cli
 from agent.cli.common import stderr
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command("status")(service_cli.status)
 app.command("dashboard")(dashboard.dashboard)
 app.add_typer(strategies_cli.app, name="strategies")
 app.command("train")(train_cli.train)
+app.command("tune")(tune_cli.tune)
 app.add_typer(models_cli.app, name="models")
 
 

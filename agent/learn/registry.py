@@ -245,30 +245,35 @@ def register(store: Store, record: ModelRecord) -> ModelRecord:
 
 def register_all(store: Store, records: Sequence[ModelRecord]) -> list[ModelRecord]:
     """Register every record in one transaction (all of them, or none on any failure)."""
-    now = int(time.time() * 1000)
     with store.transaction("registering models") as conn:
-        for record in records:
-            values = [
-                record.id,
-                record.created_ms or now,
-                record.algorithm,
-                json.dumps(record.series, sort_keys=True),
-                json.dumps(record.hyperparameters, sort_keys=True),
-                record.config_hash,
-                record.data_hash,
-                json.dumps(record.strategies),
-                json.dumps(record.seeds),
-                json.dumps(record.metrics, sort_keys=True, default=float),
-                record.path,
-                "candidate",
-                None,
-            ]
-            conn.execute(
-                f"INSERT INTO models ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-                "ON CONFLICT(id) DO NOTHING",
-                values,
-            )
+        insert_records(conn, records)
     return [show(store, record.id) for record in records]
+
+
+def insert_records(conn: Any, records: Sequence[ModelRecord]) -> None:
+    """Insert records as candidates inside the caller's transaction (known ids are kept)."""
+    now = int(time.time() * 1000)
+    for record in records:
+        values = [
+            record.id,
+            record.created_ms or now,
+            record.algorithm,
+            json.dumps(record.series, sort_keys=True),
+            json.dumps(record.hyperparameters, sort_keys=True),
+            record.config_hash,
+            record.data_hash,
+            json.dumps(record.strategies),
+            json.dumps(record.seeds),
+            json.dumps(record.metrics, sort_keys=True, default=float),
+            record.path,
+            "candidate",
+            None,
+        ]
+        conn.execute(
+            f"INSERT INTO models ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+            "ON CONFLICT(id) DO NOTHING",
+            values,
+        )
 
 
 def list_models(store: Store) -> list[ModelRecord]:

@@ -23,7 +23,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -269,7 +269,8 @@ class SeedResult:
         path: the model file.
         best_step: the training step of the kept checkpoint.
         validation: metrics over the validation window (what chose the checkpoint).
-        test: metrics over the test split, computed once after training.
+        test: metrics over the test split, computed once after training (None for a tuning
+            trial's model that was not chosen: its test split is never looked at).
         baselines: buy-and-hold and flat total returns on validation and test, costs included.
         warnings: degenerate-agent warnings (from the validation run and training history).
         seconds: wall time of the run.
@@ -280,13 +281,16 @@ class SeedResult:
     path: str
     best_step: int
     validation: WindowMetrics
-    test: WindowMetrics
+    test: WindowMetrics | None
     baselines: dict[str, float]
     warnings: list[str]
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_baselines(self, baselines: Mapping[str, float]) -> SeedResult:
+        return replace(self, baselines={**self.baselines, **baselines})
 
 
 @dataclass(frozen=True)
@@ -338,10 +342,9 @@ class FittedSeed:
     warnings: list[str]
     seconds: float
 
-    def written(self, directory: Path) -> SeedResult:
-        """Write the model file into `directory` and return the seed's result."""
-        if self.test is None:
-            raise ModelError(f"seed {self.seed}: the test split was not measured")
+    def written(self, directory: Path, *, test: WindowMetrics | None = None) -> SeedResult:
+        """Write the model file into `directory` and return the seed's result (with `test`,
+        measured afterwards, when the seed's own run did not measure it)."""
         model_id, path = registry.write_model_file(self.blob, directory)
         return SeedResult(
             seed=self.seed,
@@ -349,7 +352,7 @@ class FittedSeed:
             path=str(path),
             best_step=self.best_step,
             validation=self.validation,
-            test=self.test,
+            test=self.test or test,
             baselines=self.baselines,
             warnings=self.warnings,
             seconds=self.seconds,
@@ -557,7 +560,7 @@ def train(
             raise ModelError("train needs a store or a dataset")
         dataset = load_dataset(store, settings)
     if dataset.reasons and not allow_masked_strategies:
-        raise ConfigError(_masked_message(dataset.reasons))
+        raise ConfigError(masked_message(dataset.reasons))
     seed_list = [settings.agent.seed + offset for offset in range(n_seeds)]
     if backend is None or backend.name == "local" or stop is not None:
         fitted = [
@@ -586,7 +589,7 @@ def train(
     runs = [f.written(directory) for f in fitted]
     if store is not None:
         registry.register_all(
-            store, [_record(run, dataset, settings, algorithm, steps) for run in runs]
+            store, [model_record(run, dataset, settings, algorithm, steps) for run in runs]
         )
     return TrainReport(
         algorithm=algorithm,
@@ -600,7 +603,7 @@ def train(
     )
 
 
-def _masked_message(reasons: Mapping[str, str]) -> str:
+def masked_message(reasons: Mapping[str, str]) -> str:
     """One line naming every strategy without a signal, why, and the ways out."""
     failed = "; ".join(f"{name} ({' '.join(reason.split())})" for name, reason in reasons.items())
     return (
@@ -618,9 +621,15 @@ def model_metadata(dataset: Dataset, settings: Settings, algorithm: str) -> dict
     return {"algorithm": algorithm, "features": list(FEATURE_NAMES), **spec.to_metadata()}
 
 
-def _record(
-    run: SeedResult, dataset: Dataset, settings: Settings, algorithm: str, timesteps: int
+def model_record(
+    run: SeedResult,
+    dataset: Dataset,
+    settings: Settings,
+    algorithm: str,
+    timesteps: int,
+    extra: Mapping[str, Any] | None = None,
 ) -> registry.ModelRecord:
+    """Return the registry record of a trained seed (`extra`: more metrics, e.g. its trial)."""
     key = dataset.key
     return registry.ModelRecord(
         id=run.model_id,
@@ -643,10 +652,11 @@ def _record(
         metrics={
             "best_step": run.best_step,
             "validation": run.validation.as_dict(),
-            "test": run.test.as_dict(),
+            **({} if run.test is None else {"test": run.test.as_dict()}),
             "baselines": run.baselines,
             "warnings": run.warnings,
             "windows": {name: w.as_dict() for name, w in dataset.windows.items()},
+            **(extra or {}),
         },
         path=run.path,
     )
