@@ -9,6 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 NPM_STAMP := contracts/node_modules/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+RAY_STAMP := $(VENV)/.ray-installed
 TORCH  := torch==2.13.0
 
 LINT_DIRS := $(wildcard agent strategies tests benchmarks)
@@ -23,6 +24,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Ray and Optuna (the `ray` extra: agora tune, compute.backend: ray). The tests need them;
+# `make demo` does not.
+$(RAY_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $(RAY_STAMP)
 
 $(NPM_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
@@ -61,7 +68,7 @@ sandbox:
 # the kill test, the node and busy-database runs, `agora run`) run in a second pytest process
 # beside the rest, one per core, so both take about as long; both must pass. Each prints its
 # slowest tests (where the time goes: benchmarks/README.md).
-pytest: $(STAMP) $(NPM_STAMP) browser sandbox
+pytest: $(STAMP) $(RAY_STAMP) $(NPM_STAMP) browser sandbox
 	@$(BIN)/pytest -q -m slow --durations=10 > .pytest-slow.log 2>&1 & slow=$$!; \
 	$(BIN)/pytest -q -m "not slow" --durations=25; fast=$$?; \
 	wait $$slow; slow_rc=$$?; \
@@ -73,7 +80,7 @@ test: lint typecheck contracts-check pytest
 # The benchmarks' peers (vectorbt) are the `bench` extra. Each script runs with its defaults
 # (make_test.py only prints the recorded `make test` time: pass --run to measure it).
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,ray]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

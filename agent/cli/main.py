@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     try:
         code = app(args=args, standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C (SIGINT) into exit code 130, silently
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
     except AgoraError as e:

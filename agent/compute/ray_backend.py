@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -143,7 +144,10 @@ def connected(compute: ComputeSettings) -> Iterator[RayBackend]:
             raise ConfigError(f"compute.address: cannot start or join {where}: {first}") from e
         started = True
     try:
-        yield RayBackend(compute)
+        # Ray prints what its raylets report (a worker that died, a task retried) on the
+        # driver's stdout, from a thread; results go there, so it prints on stderr meanwhile
+        with contextlib.redirect_stdout(sys.stderr):
+            yield RayBackend(compute)
     finally:
         if started:
             ray.shutdown()

@@ -8,6 +8,7 @@ head, which is how Ray's `auto` finds a cluster when several could be running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -21,6 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = Path(sys.executable).with_name("ray")
+
+
+_PORTS = (
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "node-manager-port",
+    "object-manager-port",
+)
 
 
 def free_port() -> int:
@@ -39,37 +51,44 @@ class RayCluster:
     env: dict[str, str] = field(default_factory=dict)
 
     def processes(self, title: str) -> list[int]:
-        """PIDs of this cluster's processes whose title (command line) starts with `title`."""
-        found = []
+        """PIDs of this cluster's processes (the head's descendants: its services and every
+        worker) whose title (command line) starts with `title`."""
+        children: dict[int, list[int]] = {}
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if os.getpgid(int(entry.name)) != self.process.pid:
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
                     continue
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ProcessLookupError):
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+        found, todo = [], list(children.get(self.process.pid, []))
+        while todo:
+            pid = todo.pop()
+            todo.extend(children.get(pid, []))
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
                 continue
             if cmdline.startswith(title):
-                found.append(int(entry.name))
+                found.append(pid)
         return found
 
     def stop(self) -> None:
         """Kill every process of the cluster and remove its temp directory."""
+        workers = self.processes("")
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
                 break
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 continue
-        deadline = time.monotonic() + 10
-        while self.processes("") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in self.processes(""):
-            os.kill(pid, signal.SIGKILL)
+        for pid in workers:  # orphaned by the head, reparented: kill them by PID
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -90,6 +109,9 @@ def start_cluster(num_cpus: int = 2, timeout_s: float = 60.0) -> RayCluster:
             "--include-dashboard", "false",
             "--temp-dir", str(temp_dir),
             "--disable-usage-stats",
+            # every fixed default port taken from the free ones, so two clusters (or a local
+            # Ray started by a command) on one machine never collide
+            *(arg for name in _PORTS for arg in (f"--{name}", str(free_port()))),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
