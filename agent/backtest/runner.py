@@ -28,6 +28,7 @@ from agent.backtest.metrics import signal_correlation
 from agent.backtest.onchain import OnChainRun
 from agent.backtest.report import BacktestRun, RunMetadata
 from agent.backtest.scenario import Scenario
+from agent.compute import Backend
 from agent.config import DexSettings, Settings
 from agent.dex.pool import PoolConfig
 from agent.env.trading_env import EnvConfig, MarketData
@@ -315,6 +316,7 @@ def run_scenario(
     trainer: Any = None,
     strategies: list[Any] | None = None,
     progress: StageProgress | None = None,
+    backend: Backend | None = None,
 ) -> BacktestRun:
     """Run a scenario and return every policy's results and metrics (nothing is written).
 
@@ -326,6 +328,7 @@ def run_scenario(
         trainer: walk-forward trainer; default: `walkforward.learn_trainer` (agent.learn).
         strategies: strategies to use instead of discovering them (tests, embedding).
         progress: optional (stage, done, total) callback.
+        backend: where the walk-forward windows train (`agent.compute`); default: here.
     """
     model: ModelPolicy | None = None
     if scenario.policy.model:
@@ -357,6 +360,7 @@ def run_scenario(
             bars_per_year=per_year,
             bar_days=bar_days,
             progress=_stage(progress, "walk-forward"),
+            backend=backend,
         )
         results.append(outcome.stitched)
         windows = outcome.windows

@@ -6,12 +6,19 @@ contiguous and never overlap, so the stitched curve is purely out of sample: win
 starts, in cash, with the value window k ended with (marked to market at its last close; the
 position is not unwound, so no exit cost is charged at a window boundary). A window that
 ruins the portfolio ends the walk-forward there.
+
+Only the tests chain; a window's training depends on no other window. So the trainings are
+compute tasks (`agent.compute`, one per window, over one shared `TrainingJob`: the data and
+the trainer, sent once), and the tests then run in order on the driver. On the local backend
+a window is trained just before it is tested, so nothing after a ruin is trained; on Ray every
+window trains at once, and the models of windows after a ruin are discarded untested. Either
+way the stitched result is the same.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +32,7 @@ from agent.backtest.engine import (
     run_backtest,
 )
 from agent.backtest.metrics import compute_metrics, json_number
+from agent.compute import Backend, LocalBackend
 from agent.config import Settings
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
 from agent.errors import ConfigError, ModelError
@@ -34,7 +42,9 @@ Trainer = Callable[[MarketData, int, int, int], ModelPolicy]
 """(data cut after the training window, first training bar, end of training, seed) -> model.
 
 The model is trained on decisions in [train_start, train_end) of the data it is given, which
-ends at bar `train_end` (the close the last training decision is valued at)."""
+ends at bar `train_end` (the close the last training decision is valued at). On a Ray backend
+it is pickled to the workers: make it a module-level callable (such as `LearnTrainer`), not a
+closure."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,24 @@ class WalkForwardResult:
     window_results: list[BacktestResult]
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """The shared input of every window's training task: sent once (Ray's object store)."""
+
+    data: MarketData
+    trainer: Trainer
+    seed: int
+
+
+def train_window(job: TrainingJob, window: Window) -> ModelPolicy:
+    """Train one window's model as a compute task: pure, so a rerun gives the same model.
+
+    The data is cut here, in the task, at the window's last training close.
+    """
+    visible = job.data.window(0, window.train_end + 1)
+    return job.trainer(visible, window.train_start, window.train_end, job.seed + window.index)
+
+
 def run_walkforward(
     data: MarketData,
     windows: list[Window],
@@ -97,52 +125,78 @@ def run_walkforward(
     bar_days: float = 1 / 24,
     name: str = "walk-forward",
     progress: Progress | None = None,
+    backend: Backend | None = None,
 ) -> WalkForwardResult:
-    """Train and test every window in turn and stitch the test runs into one curve."""
+    """Train every window's model on `backend` (default: here), test them in turn, and stitch.
+
+    `progress` counts windows done: trained and tested on the local backend, trained on Ray
+    (the tests that follow take a fraction of a training's time).
+    """
+    job = TrainingJob(data, trainer, seed)
+    local = backend is None or isinstance(backend, LocalBackend)
+    models = _trained(job, windows, backend, None if local else progress)
     results: list[BacktestResult] = []
     rows: list[dict[str, Any]] = []
     value = config.initial_value_quote
-    for window in windows:
-        visible = data.window(0, window.train_end + 1)
-        policy = trainer(visible, window.train_start, window.train_end, seed + window.index)
+    for window, policy in zip(windows, models, strict=True):
         test_config = replace(
             config, start=window.test_start, end=window.test_end, initial_value_quote=value
         )
         result = run_backtest(data, policy, test_config)
         results.append(result)
         value = float(result.equity[-1])
-        m = compute_metrics(
-            result.equity,
-            result.exposure,
-            result.traded_quote,
-            result.fee_quote,
-            result.impact_quote,
-            result.gas_quote,
-            result.swaps,
-            bars_per_year,
-            bar_days,
-        )
-        rows.append(
-            {
-                "window": window.index,
-                "train_from": format_time_ms(int(data.open_time[window.train_start])),
-                "test_from": format_time_ms(int(data.open_time[window.test_start])),
-                "test_to": format_time_ms(int(data.open_time[window.test_end])),
-                "test_bars": window.test_end - window.test_start,
-                "total_return": json_number(m.total_return),
-                "sharpe": json_number(m.sharpe),
-                "max_drawdown": json_number(m.max_drawdown),
-                "trades": m.trades,
-                "final_equity": round(m.final_equity, 2),
-                "fingerprint": result.fingerprint,
-            }
-        )
-        if progress is not None:
+        rows.append(_row(data, window, result, bars_per_year, bar_days))
+        if local and progress is not None:
             progress(window.index + 1, len(windows))
         if result.terminated:  # ruined: nothing is left to trade in the later windows
             rows[-1]["ruined"] = True
             break
     return WalkForwardResult(stitch(results, name), rows, results)
+
+
+def _trained(
+    job: TrainingJob, windows: list[Window], backend: Backend | None, progress: Progress | None
+) -> Iterator[ModelPolicy]:
+    """Yield each window's model in order: trained when asked for here, all at once elsewhere."""
+    if backend is None or isinstance(backend, LocalBackend):
+        for window in windows:  # lazily: after a ruin the later windows are never trained
+            yield train_window(job, window)
+        return
+    yield from backend.map(train_window, job, windows, label="walk-forward", progress=progress)
+
+
+def _row(
+    data: MarketData,
+    window: Window,
+    result: BacktestResult,
+    bars_per_year: float,
+    bar_days: float,
+) -> dict[str, Any]:
+    """Return what the report shows of one window's test."""
+    m = compute_metrics(
+        result.equity,
+        result.exposure,
+        result.traded_quote,
+        result.fee_quote,
+        result.impact_quote,
+        result.gas_quote,
+        result.swaps,
+        bars_per_year,
+        bar_days,
+    )
+    return {
+        "window": window.index,
+        "train_from": format_time_ms(int(data.open_time[window.train_start])),
+        "test_from": format_time_ms(int(data.open_time[window.test_start])),
+        "test_to": format_time_ms(int(data.open_time[window.test_end])),
+        "test_bars": window.test_end - window.test_start,
+        "total_return": json_number(m.total_return),
+        "sharpe": json_number(m.sharpe),
+        "max_drawdown": json_number(m.max_drawdown),
+        "trades": m.trades,
+        "final_equity": round(m.final_equity, 2),
+        "fingerprint": result.fingerprint,
+    }
 
 
 def stitch(results: list[BacktestResult], name: str = "walk-forward") -> BacktestResult:
@@ -186,8 +240,14 @@ def stitch(results: list[BacktestResult], name: str = "walk-forward") -> Backtes
     )
 
 
-def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") -> Trainer:
-    """Return a trainer that fits a model as `agora train` does (agent.learn), window by window.
+def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") -> LearnTrainer:
+    """Return a trainer that fits a model as `agora train` does (see `LearnTrainer`)."""
+    return LearnTrainer(settings, timesteps, algorithm)
+
+
+@dataclass(frozen=True)
+class LearnTrainer:
+    """Fits a window's model as `agora train` does (agent.learn); pickles to a Ray worker.
 
     The environment and hyperparameters come from the `agent` section of the configuration
     (`EnvConfig.from_settings`, `agent.learn.train.hyperparameters`); torch runs
@@ -196,7 +256,13 @@ def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") ->
     is the one tested. On-policy rollouts are capped at `timesteps` so small budgets stay small.
     """
 
-    def train(data: MarketData, train_start: int, train_end: int, seed: int) -> ModelPolicy:
+    settings: Settings
+    timesteps: int
+    algorithm: str = "ppo"
+
+    def __call__(
+        self, data: MarketData, train_start: int, train_end: int, seed: int
+    ) -> ModelPolicy:
         from stable_baselines3.common.utils import set_random_seed
 
         from agent.learn.inference import NumpyPolicy
@@ -207,6 +273,7 @@ def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") ->
             hyperparameters,
         )
 
+        settings, algorithm, timesteps = self.settings, self.algorithm, self.timesteps
         base = EnvConfig.from_settings(settings, action_kind(algorithm, settings))
         first_bar = max(base.first_bar, train_start)
         if train_end - first_bar < 2:
@@ -232,5 +299,3 @@ def learn_trainer(settings: Settings, timesteps: int, algorithm: str = "ppo") ->
             raise ModelError(f"walkforward: training {algorithm} failed: {e}") from e
         evaluation = replace(cfg, strategy_dropout=0.0, turnover_penalty=0.0)
         return ModelPolicy(f"{algorithm}-w{train_end}", NumpyPolicy.from_model(model), evaluation)
-
-    return train

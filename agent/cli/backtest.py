@@ -7,8 +7,9 @@ thin layer over `agent.backtest` (`run_scenario`, `write_outputs`, `list_runs`, 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -23,6 +24,11 @@ from agent.cli.common import (
     stderr,
     stdout,
 )
+
+if TYPE_CHECKING:
+    from agent.backtest.scenario import Scenario
+    from agent.compute import Backend
+    from agent.config import Settings
 
 
 class _RunByDefault(TyperGroup):
@@ -148,8 +154,12 @@ def run(
     )
     if not no_report:
         output_dir(chosen, out)  # a folder that cannot be written fails now, not after the run
-    with open_store(settings) as store, _StageBar() as progress:
-        result = run_scenario(chosen, settings, store=store, progress=progress)
+    with (
+        _backend(settings, chosen) as backend,
+        open_store(settings) as store,
+        _StageBar() as progress,
+    ):
+        result = run_scenario(chosen, settings, store=store, progress=progress, backend=backend)
         outputs = None if no_report else write_outputs(result, chosen, store, out)
         if outputs is None and result.onchain is not None:
             from agent.backtest.report import record_run
@@ -268,6 +278,20 @@ def show(
     for label in ("results_path", "report_path"):
         if record.get(label):
             stdout.print(f"{label.removesuffix('_path')}: {record[label]}", highlight=False)
+
+
+def _backend(settings: Settings, scenario: Scenario) -> AbstractContextManager[Backend]:
+    """Open the configured compute backend for a walk-forward (its windows train as tasks).
+
+    A single backtest has nothing to spread, so it runs here and starts no Ray.
+    """
+    from contextlib import nullcontext
+
+    from agent.compute import LocalBackend, open_backend
+
+    if scenario.walkforward is None:
+        return nullcontext(LocalBackend())
+    return open_backend(settings)
 
 
 def _print_table(title: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:

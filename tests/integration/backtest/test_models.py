@@ -3,13 +3,14 @@ training with stable-baselines3 on tiny budgets (fixed seeds)."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.backtest import walkforward
-from agent.backtest.engine import ModelPolicy
+from agent.backtest import engine, walkforward
+from agent.backtest.engine import BacktestConfig, ModelPolicy
 from agent.backtest.runner import prepare, run_scenario
 from agent.backtest.scenario import Scenario
 from agent.config import Settings, SyntheticSettings
@@ -69,6 +70,22 @@ def test_walk_forward_trains_each_window_and_stitches_the_tests() -> None:
     starts = [w["test_from"] for w in run.windows]
     ends = [w["test_to"] for w in run.windows]
     assert starts[1:] == ends[:-1]  # stitched without gap or overlap
+
+
+def test_a_window_trains_the_same_after_crossing_to_a_worker_and_back() -> None:
+    prepared = prepare(Scenario.model_validate({"data": DATA}), Settings(), strategies=STRATEGIES)
+    job = walkforward.TrainingJob(prepared.data, walkforward.learn_trainer(Settings(), 128), 4)
+    window = walkforward.make_windows(48, prepared.data.bars - 1, 300, 200)[1]
+    here = walkforward.train_window(job, window)
+    shipped = pickle.loads(pickle.dumps(job))  # what a Ray worker receives
+    there = pickle.loads(pickle.dumps(walkforward.train_window(shipped, window)))
+    config = BacktestConfig(start=window.test_start, end=window.test_end)
+    tested = engine.run_backtest(prepared.data, here, config)  # packs the kernel's network
+    assert here.predict._network is not None
+    back = pickle.loads(pickle.dumps(here))
+    assert engine.run_backtest(prepared.data, there, config).fingerprint == tested.fingerprint
+    assert engine.run_backtest(prepared.data, back, config).fingerprint == tested.fingerprint
+    assert tested.swaps > 0  # the model trades: equal fingerprints compare something
 
 
 def test_the_live_model_from_the_registry_is_backtested(tmp_path: Path) -> None:

@@ -1,14 +1,21 @@
-"""Walk-forward: contiguous, non-overlapping test windows; no trainer ever sees its future."""
+"""Walk-forward: contiguous, non-overlapping test windows; no trainer ever sees its future;
+trainings spread over a compute backend give the result of training and testing in turn."""
 
 from __future__ import annotations
 
 import itertools
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pytest
 
 from agent.backtest import engine, walkforward
 from agent.backtest.engine import BacktestConfig, ModelPolicy
+from agent.compute import LocalBackend, Progress
+from agent.dex.pool import PoolConfig
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import ConfigError
 
@@ -96,3 +103,162 @@ def test_stitching_refuses_runs_that_are_not_contiguous(market: MarketData) -> N
     b = engine.run_backtest(market, engine.flat(market), BacktestConfig(start=101, end=150))
     with pytest.raises(ConfigError, match="not contiguous"):
         walkforward.stitch([a, b])
+
+
+# --- trainings as compute tasks ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Threshold:
+    """A picklable model: all in when `observation @ weights > 0`, else all out."""
+
+    weights: np.ndarray
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        return np.array([1.0 if float(observation @ self.weights) > 0 else 0.0])
+
+
+@dataclass(frozen=True)
+class Churn:
+    """A picklable model that flips between all in and all out every bar."""
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        return np.array([0.0 if observation[-1] > 0.5 else 1.0])
+
+
+@dataclass
+class LinearTrainer:
+    """A picklable trainer whose model depends on the seed and on the data it was given."""
+
+    calls: list[int] = field(default_factory=list)
+
+    def __call__(
+        self, data: MarketData, train_start: int, train_end: int, seed: int
+    ) -> ModelPolicy:
+        self.calls.append(seed)
+        size = 16 * 3 + 2 * data.n_strategies + 1
+        weights = np.random.default_rng([seed, data.bars, train_start]).normal(size=size)
+        return ModelPolicy(f"linear-{seed}", Threshold(weights), EnvConfig(action="continuous"))
+
+
+@dataclass
+class RuinTrainer:
+    """A picklable trainer whose window `churn_seed` churns; every other window stays in cash."""
+
+    churn_seed: int
+    calls: list[int] = field(default_factory=list)
+
+    def __call__(
+        self, data: MarketData, train_start: int, train_end: int, seed: int
+    ) -> ModelPolicy:
+        self.calls.append(seed)
+        size = 16 * 3 + 2 * data.n_strategies + 1
+        model = Churn() if seed == self.churn_seed else Threshold(np.zeros(size))
+        return ModelPolicy(f"ruin-{seed}", model, EnvConfig(action="continuous"))
+
+
+class CrossingBackend:
+    """What crossing to Ray workers does, in one process: the shared input and every item are
+    pickled into each task, the results pickled back, and the tasks run in reverse order."""
+
+    name = "crossing"
+    workers = 2
+
+    def __init__(self) -> None:
+        self.tasks = 0
+
+    def map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        shared: Any,
+        items: Sequence[Any],
+        *,
+        label: str,
+        progress: Progress | None = None,
+    ) -> list[Any]:
+        blob = pickle.dumps(shared)
+        results: dict[int, Any] = {}
+        for index in reversed(range(len(items))):
+            task_input = pickle.loads(blob), pickle.loads(pickle.dumps(items[index]))
+            results[index] = pickle.loads(pickle.dumps(fn(*task_input)))
+            self.tasks += 1
+            if progress is not None:
+                progress(len(results), len(items))
+        return [results[index] for index in range(len(items))]
+
+
+def train_and_test_in_turn(
+    data: MarketData,
+    windows: list[walkforward.Window],
+    trainer: walkforward.Trainer,
+    config: BacktestConfig,
+    seed: int,
+) -> list[engine.BacktestResult]:
+    """The walk-forward by hand: train window k on the data up to its end, test, carry value."""
+    results = []
+    value = config.initial_value_quote
+    for window in windows:
+        visible = data.window(0, window.train_end + 1)
+        model = trainer(visible, window.train_start, window.train_end, seed + window.index)
+        window_config = replace(
+            config, start=window.test_start, end=window.test_end, initial_value_quote=value
+        )
+        results.append(engine.run_backtest(data, model, window_config))
+        value = float(results[-1].equity[-1])
+        if results[-1].terminated:
+            break
+    return results
+
+
+def test_the_local_backend_trains_and_tests_each_window_in_turn(market: MarketData) -> None:
+    windows = walkforward.make_windows(48, market.bars - 1, train_bars=200, test_bars=150)
+    config = BacktestConfig()
+    expected = train_and_test_in_turn(market, windows, LinearTrainer(), config, seed=5)
+    trainer = LinearTrainer()
+    outcome = walkforward.run_walkforward(
+        market, windows, trainer, config, seed=5, backend=LocalBackend()
+    )
+    assert len(windows) == 3 and trainer.calls == [5, 6, 7]
+    assert [r.fingerprint for r in outcome.window_results] == [r.fingerprint for r in expected]
+    assert [row["fingerprint"] for row in outcome.windows] == [r.fingerprint for r in expected]
+    assert np.array_equal(outcome.stitched.equity, walkforward.stitch(expected).equity)
+    assert outcome.stitched.fingerprint == walkforward.stitch(expected).fingerprint
+    default = walkforward.run_walkforward(market, windows, LinearTrainer(), config, seed=5)
+    assert default.windows == outcome.windows  # no backend: the local one
+
+
+def test_trainings_that_cross_to_workers_give_the_same_result(market: MarketData) -> None:
+    windows = walkforward.make_windows(48, market.bars - 1, train_bars=200, test_bars=150)
+    config = BacktestConfig()
+    local = walkforward.run_walkforward(market, windows, LinearTrainer(), config, seed=5)
+    backend = CrossingBackend()
+    seen: list[tuple[int, int]] = []
+    spread = walkforward.run_walkforward(
+        market,
+        windows,
+        LinearTrainer(),
+        config,
+        seed=5,
+        backend=backend,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert backend.tasks == len(windows)
+    assert seen[-1] == (len(windows), len(windows))
+    assert spread.windows == local.windows  # every row: returns, trades, fingerprints
+    assert spread.stitched.fingerprint == local.stitched.fingerprint
+    assert np.array_equal(spread.stitched.equity, local.stitched.equity)
+
+
+def test_a_ruin_ends_the_walk_forward_on_every_backend(market: MarketData) -> None:
+    windows = walkforward.make_windows(48, market.bars - 1, train_bars=200, test_bars=150)
+    ruinous = BacktestConfig(pool=PoolConfig(fee_bps=1000, gas_price_gwei=0.0))
+    local_trainer = RuinTrainer(churn_seed=6)  # window 1 churns at a 10 % fee
+    local = walkforward.run_walkforward(market, windows, local_trainer, ruinous, seed=5)
+    backend = CrossingBackend()
+    spread = walkforward.run_walkforward(
+        market, windows, RuinTrainer(churn_seed=6), ruinous, seed=5, backend=backend
+    )
+    assert [row["window"] for row in local.windows] == [0, 1]
+    assert local.windows[-1]["ruined"] and local.stitched.terminated
+    assert local_trainer.calls == [5, 6]  # here, nothing after the ruin is trained
+    assert backend.tasks == len(windows)  # spread: every window trained, the rest discarded
+    assert spread.windows == local.windows
+    assert spread.stitched.fingerprint == local.stitched.fingerprint
