@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -124,6 +125,7 @@ def connected(compute: ComputeSettings) -> Iterator[RayBackend]:
     """
     started = False
     if not ray.is_initialized():
+        _check_reachable(compute.address)
         try:
             if compute.address is None:
                 ray.init(
@@ -151,3 +153,21 @@ def connected(compute: ComputeSettings) -> Iterator[RayBackend]:
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast on a cluster address nothing listens on (Ray itself retries for minutes).
+
+    Raises:
+        ConfigError: `host:port` (or `ray://host:port`) does not accept a connection.
+    """
+    if address is None or address == "auto":
+        return  # Ray looks the cluster up itself, and says at once when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"compute.address: nothing accepts connections at {address!r} ({e.strerror or e}); "
+            "start the head with `ray start --head` or fix the address"
+        ) from e
