@@ -4,20 +4,18 @@ trainings spread over a compute backend give the result of training and testing 
 from __future__ import annotations
 
 import itertools
-import pickle
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import pytest
 
 from agent.backtest import engine, walkforward
 from agent.backtest.engine import BacktestConfig, ModelPolicy
-from agent.compute import LocalBackend, Progress
+from agent.compute import LocalBackend
 from agent.dex.pool import PoolConfig
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import ConfigError
+from tests.support.crossing import CrossingBackend
 
 
 def test_windows_roll_forward_without_gaps_or_overlap() -> None:
@@ -153,36 +151,6 @@ class RuinTrainer:
         size = 16 * 3 + 2 * data.n_strategies + 1
         model = Churn() if seed == self.churn_seed else Threshold(np.zeros(size))
         return ModelPolicy(f"ruin-{seed}", model, EnvConfig(action="continuous"))
-
-
-class CrossingBackend:
-    """What crossing to Ray workers does, in one process: the shared input and every item are
-    pickled into each task, the results pickled back, and the tasks run in reverse order."""
-
-    name = "crossing"
-    workers = 2
-
-    def __init__(self) -> None:
-        self.tasks = 0
-
-    def map(
-        self,
-        fn: Callable[[Any, Any], Any],
-        shared: Any,
-        items: Sequence[Any],
-        *,
-        label: str,
-        progress: Progress | None = None,
-    ) -> list[Any]:
-        blob = pickle.dumps(shared)
-        results: dict[int, Any] = {}
-        for index in reversed(range(len(items))):
-            task_input = pickle.loads(blob), pickle.loads(pickle.dumps(items[index]))
-            results[index] = pickle.loads(pickle.dumps(fn(*task_input)))
-            self.tasks += 1
-            if progress is not None:
-                progress(len(results), len(items))
-        return [results[index] for index in range(len(items))]
 
 
 def train_and_test_in_turn(

@@ -193,3 +193,50 @@ def test_model_id_is_reproducible_in_another_process(runs: dict[str, Any], tmp_p
     assert result.returncode == 0, result.stderr
     _, first = runs["ppo"]
     assert result.stdout.strip().splitlines()[-1] == first.runs[0].model_id
+
+
+def test_seeds_spread_over_a_backend_give_the_local_model_ids_and_register_together(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    """Each seed's task gets its own pickled copy of the data set and settings, runs out of
+    order, and hands back bytes; the driver writes and registers them, in seed order."""
+    from agent.learn.registry import list_models
+    from agent.store import Store
+    from tests.support.crossing import CrossingBackend
+
+    settings = tiny_settings(tmp_path / "local", timesteps=128, eval_every_steps=64)
+    local = train(settings, dataset=tiny_dataset, algorithm="ppo", seeds=2)
+    spread_settings = tiny_settings(tmp_path / "spread", timesteps=128, eval_every_steps=64)
+    backend = CrossingBackend()
+    with Store(spread_settings.data.database_path) as store:
+        spread = train(
+            spread_settings, store, dataset=tiny_dataset, algorithm="ppo", seeds=2, backend=backend
+        )
+        registered = sorted(m.id for m in list_models(store))
+    assert backend.tasks == 2
+    assert [r.model_id for r in spread.runs] == [r.model_id for r in local.runs]
+    assert [r.seed for r in spread.runs] == [0, 1]
+    assert registered == sorted(r.model_id for r in local.runs)
+    assert all(Path(r.path).exists() for r in spread.runs)
+
+
+def test_a_failing_seed_registers_nothing_and_writes_no_model_file(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    from agent.learn.registry import list_models
+    from agent.store import Store
+    from tests.support.crossing import CrossingBackend
+
+    class FailsLast(CrossingBackend):
+        def map(self, fn: Any, shared: Any, items: Any, **kwargs: Any) -> list[Any]:
+            done = [fn(shared, item) for item in items[:-1]]
+            raise RuntimeError(f"worker lost after {len(done)} seeds")
+
+    settings = tiny_settings(tmp_path, timesteps=128, eval_every_steps=64)
+    with Store(settings.data.database_path) as store:
+        with pytest.raises(RuntimeError, match="after 1 seeds"):
+            train(
+                settings, store, dataset=tiny_dataset, algorithm="ppo", seeds=2, backend=FailsLast()
+            )
+        assert list_models(store) == []
+    assert list(tmp_path.rglob("*.zip")) == []
