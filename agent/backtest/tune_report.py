@@ -144,13 +144,16 @@ def render_html(study: dict[str, Any]) -> str:
     parts.append(html_table(["", ""], meta, "meta"))
     parts.append("<h2>Chosen on validation, tested once</h2>")
     parts.append(_chosen_box(study))
-    figures = [progress_figure(study), parameters_figure(study)]
-    for index, figure in enumerate(figures):
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
+    figures = [
+        ("progress-chart", progress_figure(study)),
+        ("parameters-chart", parameters_figure(study)),
+    ]
+    for index, (div, figure) in enumerate(figures):
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div))
     headers, rows = trial_rows(study)
     parts.append("<h2>Trials</h2>")
     parts.append(f'<div class="scroll">{html_table(headers, rows, "metrics")}</div>')
-    parts.append('<p id="render-errors"></p></body></html>')
+    parts.append('<div id="render-errors"></div></body></html>')
     return "\n".join(parts)
 
 
