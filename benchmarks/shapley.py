@@ -16,11 +16,18 @@ the block bootstrap included; in this process (`workers=1`, the row judged again
 and with a pool of 2 processes (`rewards.workers`, the default), the peer row. One rollout of the
 epoch runs first, timed apart (`first rollout`: the compile, once the rollout kernel is
 compiled). Targets (issue 16): 8 players in at most 2 s, 10 players in at most 10 s.
+
+With Ray installed (the `agora[ray]` extra; `--no-ray` skips it), the largest game is also
+attributed with its coalitions as Ray tasks (`compute.backend: ray`) on a Ray started here with
+1 CPU, then with 2 (`compute.num_cpus`), each after a small attribution that warms its workers
+(a fresh worker imports Agora and loads the kernel once per run). Target (issue 18): 2 CPUs
+attribute at least 1.5x as fast as 1 (the speed-up from 1 to 2 local workers).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -35,10 +42,11 @@ from _common import (
     print_kernel_compile,
     print_table,
     print_targets,
+    ratio_target,
     timed,
 )
 
-from agent.config import SyntheticSettings
+from agent.config import ComputeSettings, SyntheticSettings
 from agent.dex.pool import PoolConfig
 from agent.env.rollout import ModelPolicy
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
@@ -58,6 +66,9 @@ SHIPPED = (
 )
 LIMIT_S = {8: 2.0, 10: 10.0}
 POOL_WORKERS = 2
+RAY_CPUS = (1, 2)
+RAY_SPEEDUP = 1.5
+"""Wanted: 2 CPUs at least this many times as fast as 1 (2.0 would be perfect)."""
 
 
 def strategy_specs(players: int) -> list[str]:
@@ -105,6 +116,19 @@ def attribute(game: Any, names: tuple[str, ...], workers: int) -> tuple[float, i
     return seconds, cached.evaluations
 
 
+def attribute_on_ray(game: Any, names: tuple[str, ...], cpus: int) -> tuple[float, int]:
+    """Return (seconds, batches) of one exact attribution with the coalitions as Ray tasks, on
+    a Ray started here with `cpus` CPUs, its workers warmed by a smaller attribution first."""
+    from agent.compute.ray_backend import connected
+
+    with connected(ComputeSettings(backend="ray", num_cpus=cpus)) as backend:
+        warm = CachedGame(game, spreader=backend, pays_seconds=0.0)
+        shapley(warm, names[:5], exact_max_players=5)
+        cached = CachedGame(game, spreader=backend)  # the default probe: it pays here
+        seconds, _ = timed(lambda: shapley(cached, names, exact_max_players=len(names)))
+    return seconds, backend.workers
+
+
 def measure(
     policy: ModelPolicy, data: MarketData, start: int, end: int, names: tuple[str, ...]
 ) -> tuple[float, float, float, float, int]:
@@ -121,10 +145,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, nargs="+", default=[8, 10])
     parser.add_argument("--epoch-bars", type=int, default=1_000)
+    parser.add_argument(
+        "--no-ray", action="store_true", help="Skip the Ray rows (run without the extra)."
+    )
     args = parser.parse_args(argv)
+    ray = not args.no_ray and importlib.util.find_spec("ray") is not None
     most = max(args.players)
     print_header(
-        ("numpy", "numba", "stable-baselines3"),
+        ("numpy", "numba", "stable-baselines3", *(("ray",) if ray else ())),
         f"an epoch of {args.epoch_bars:,} synthetic 1h bars; {', '.join(map(str, args.players))} "
         "players",
     )
@@ -150,8 +178,30 @@ def main(argv: list[str] | None = None) -> None:
             targets.append(
                 limit_target(f"  same, pool of {POOL_WORKERS} (peer row)", pool_s, limit)
             )
+    ray_targets: list[Target] = []
+    if ray:
+        names = tuple(data.strategy_names[:most])
+        game = evaluate_epoch(policy, data, start, start + args.epoch_bars, names)
+        seconds = {}
+        for cpus in RAY_CPUS:
+            seconds[cpus], workers = attribute_on_ray(game, names, cpus)
+            plural = "s" if cpus > 1 else ""
+            label = f"{most} players, Ray {cpus} CPU{plural} ({workers} worker{plural})"
+            rows.append((label, 2**most, "-", "-", seconds[cpus]))
+        one, two = seconds[RAY_CPUS[0]], seconds[RAY_CPUS[1]]
+        ray_targets.append(
+            ratio_target(
+                f"exact Shapley, {most} players: Ray 2 CPUs (coalitions/s)",
+                2**most / two,
+                "Ray 1 CPU",
+                2**most / one,
+                RAY_SPEEDUP,
+            )
+        )
     print_table(("", "coalitions", "game setup s", "first rollout s", "shapley s"), rows)
     print_targets(targets)
+    if ray_targets:
+        print_targets(ray_targets, issue=18)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.compute import Backend
 from agent.config import Settings
 from agent.errors import ModelNotFound
 from agent.plugins.discovery import DiscoveredStrategy
@@ -90,6 +91,7 @@ def estimate_contribution(
     *,
     model: str = "live",
     probe_timesteps: int = 0,
+    compute: Backend | None = None,
 ) -> Contribution:
     """Estimate what `item` would be paid for: its contribution on the validation window.
 
@@ -100,6 +102,7 @@ def estimate_contribution(
         model: the model to re-run: `live` or a model id.
         probe_timesteps: when the model does not observe the strategy, train a probe model
             that does for this many timesteps (0: say so instead).
+        compute: where the coalitions run (default: `rewards.workers` local processes).
 
     Raises:
         ModelNotFound: a named model does not exist.
@@ -127,7 +130,7 @@ def estimate_contribution(
             )
         loaded = load_policy(store, _train_probe(settings, store, loaded, item, probe_timesteps))
         probe = True
-    return _measure(settings, store, loaded, item, probe)
+    return _measure(settings, store, loaded, item, probe, compute)
 
 
 def _items(settings: Settings, specs: Sequence[str], item: DiscoveredStrategy) -> list[Any]:
@@ -161,7 +164,12 @@ def _train_probe(
 
 
 def _measure(
-    settings: Settings, store: Store, loaded: Any, item: DiscoveredStrategy, probe: bool
+    settings: Settings,
+    store: Store,
+    loaded: Any,
+    item: DiscoveredStrategy,
+    probe: bool,
+    compute: Backend | None = None,
 ) -> Contribution:
     from agent.env.trading_env import EnvConfig
     from agent.learn.dataset import split_windows
@@ -185,6 +193,7 @@ def _measure(
         rewards,
         env_config=inputs.env_config,
         quarantined=inputs.quarantined,
+        compute=compute,
     )
     (score,) = [s for s in measured.scores if s.name == item.name]
     return Contribution(

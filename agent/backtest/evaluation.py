@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from agent.backtest.contribution import Contribution, estimate_contribution
+from agent.compute import Backend
 from agent.config import Settings
 from agent.errors import PluginError, UsageError
 from agent.market.schema import CANDLE_COLUMNS
@@ -155,6 +156,7 @@ def evaluate_strategy(
     store: Store | None = None,
     model: str = "live",
     probe_timesteps: int = 0,
+    compute: Backend | None = None,
 ) -> Evaluation:
     """Measure a strategy's signal on the market: IC, consistency, decay, overlap.
 
@@ -166,6 +168,7 @@ def evaluate_strategy(
         model: the model its contribution is measured with: `live` or a model id.
         probe_timesteps: when that model does not observe the strategy, train a probe model
             that does for this many timesteps (0: leave the contribution not estimated).
+        compute: where the contribution's coalitions run (default: local processes).
 
     Raises:
         UsageError: no such file or strategy.
@@ -184,7 +187,7 @@ def evaluate_strategy(
             store = stack.enter_context(Store(settings.data.database_path))
         label, generated, _key, frame = _market(settings, store)
         contribution = estimate_contribution(
-            settings, store, item, model=model, probe_timesteps=probe_timesteps
+            settings, store, item, model=model, probe_timesteps=probe_timesteps, compute=compute
         )
         # the shipped and registered strategies only: the rest of the plugin directory is
         # never run (the same pool `validate` compares a file with)

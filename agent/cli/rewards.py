@@ -138,8 +138,10 @@ def run_epoch(
 
     Epochs the live service decided are measured on the signals its decision records hold;
     others on signals recomputed from the stored candles. A recorded epoch is never
-    recomputed: running it again only publishes (and claims) what the chain lacks.
+    recomputed: running it again only publishes (and claims) what the chain lacks. The
+    coalitions run where `compute.backend` says (local processes, or Ray tasks).
     """
+    from agent.compute import open_backend
     from agent.errors import UsageError
     from agent.rewards import epochs
     from agent.rewards.inputs import inputs_for_epoch, load_inputs
@@ -150,7 +152,11 @@ def run_epoch(
         raise UsageError(f"--through {last} is before epoch {epoch}")
     settings = settings_for(ctx, config)
     runs = []
-    with open_store(settings) as store, _chain(settings, store) as (backend, deployment):
+    with (
+        open_backend(settings) as compute,
+        open_store(settings) as store,
+        _chain(settings, store) as (backend, deployment),
+    ):
         inputs = None
         for number in range(epoch, last + 1):
             if read_epoch(store, number) is None and inputs is None:
@@ -171,6 +177,7 @@ def run_epoch(
                         **(chosen.run_arguments() if chosen else {}),
                         auto_claim=claim,
                         progress=progress,
+                        compute=compute,
                     )
                 )
     if as_json:

@@ -256,11 +256,12 @@ def evaluate(
     from rich.table import Table
 
     from agent.backtest.evaluation import evaluate_strategy, summary_rows, write_report
+    from agent.compute import open_backend
 
     settings = settings_for(ctx, config)
-    with stderr.status(f"evaluating {target}…"):
+    with open_backend(settings) as compute, stderr.status(f"evaluating {target}…"):
         evaluation = evaluate_strategy(
-            settings, target, model=model, probe_timesteps=probe_timesteps
+            settings, target, model=model, probe_timesteps=probe_timesteps, compute=compute
         )
     rows = summary_rows(evaluation)
     written = None if report is None else write_report(evaluation, rows, report)

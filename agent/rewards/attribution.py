@@ -17,7 +17,11 @@ reported as certain: its error is what the bars it was earned on could have been
 Up to `exact_max_players` players every one of the 2^n coalitions is evaluated and the values
 are exact; beyond, seeded Monte-Carlo permutation sampling estimates them, and its sampling
 error is added to the bootstrap's. Evaluations are memoised by coalition and run on several
-processes (forked with the game in place, so the game need not be picklable on Linux).
+processes (forked with the game in place, so the game need not be picklable on Linux), or on an
+injected `Spreader` (an `agent.compute.Backend`, such as a Ray cluster): the game is its shared
+input, sent once, and each task evaluates one batch of coalitions in order (`evaluate_batch`).
+Wherever a coalition is evaluated, its result is the same, and the Shapley values are combined
+here in a fixed order, so the values do not depend on where the work ran, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -50,11 +54,39 @@ MIN_PARALLEL_EVALUATIONS = 16
 """Batches smaller than this run in-process: starting workers would cost more than it saves."""
 PAYS_SECONDS = 2.0
 """Workers start only when the rest of a batch would take longer than this in-process: forking
-them, warming their kernel and sending results back costs a few tenths of a second."""
+them, warming their kernel and sending results back costs a few tenths of a second. The same
+holds for a spreader: on a local Ray (2 CPUs) a job's first tasks cost about 0.8 s (a worker
+imports Agora and loads the kernel from its cache), later ones a few milliseconds each."""
 PROBE_EVALUATIONS = 4
 """Evaluations timed in-process before deciding whether workers pay."""
+BATCHES_PER_WORKER = 4
+"""Batches a spreader's batch is cut into per worker: few enough that a task's overhead (and
+reading the game from the object store) is small against its evaluations, enough that a slow
+worker does not hold up the end."""
+SPREAD_LABEL = "agora-shapley"
 
 _worker_game: Game | None = None
+
+
+class Spreader(Protocol):
+    """Runs `fn(shared, item)` for every item elsewhere and returns the results in order.
+
+    `agent.compute.Backend` is one (the local and the Ray backend); named here so that the
+    pure core does not import the compute layer.
+    """
+
+    workers: int
+    """How many tasks can run at once."""
+
+    def map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        shared: Any,
+        items: Sequence[Any],
+        *,
+        label: str,
+        progress: Progress | None = None,
+    ) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -123,11 +155,16 @@ class CachedGame:
     its value, the exact sum of the series.
 
     Args:
-        game: the characteristic function; pure (same coalition, same value).
-        workers: processes used for a batch (1: in this process).
+        game: the characteristic function; pure (same coalition, same value). Picklable when
+            `spreader` sends it to other machines.
+        workers: processes used for a batch (1: in this process); ignored with a `spreader`.
         min_parallel: batches smaller than this run in this process.
-        pays_seconds: the rest of a batch runs on workers only if it would take longer than
+        pays_seconds: the rest of a batch goes off-process only if it would take longer than
             this in this process, judged from the first evaluations' time.
+        spreader: where the off-process part of a batch runs, instead of a pool of `workers`
+            forked processes: in batches of coalitions, `BATCHES_PER_WORKER` per worker of
+            the spreader, each a task `evaluate_batch(game, batch)`. Used whenever it pays,
+            even with one worker (a cluster's worker may be another machine).
     """
 
     def __init__(
@@ -137,11 +174,13 @@ class CachedGame:
         workers: int = 1,
         min_parallel: int = MIN_PARALLEL_EVALUATIONS,
         pays_seconds: float = PAYS_SECONDS,
+        spreader: Spreader | None = None,
     ) -> None:
         self.game = game
         self.workers = max(1, int(workers))
         self.min_parallel = min_parallel
         self.pays_seconds = pays_seconds
+        self.spreader = spreader
         self.values: dict[Coalition, float] = {}
         self.series: dict[Coalition, np.ndarray] = {}
 
@@ -163,7 +202,8 @@ class CachedGame:
 
     def evaluate(self, coalitions: Iterable[Coalition], progress: Progress | None = None) -> None:
         """Evaluate every coalition not yet known: in this process first (each one is a kernel
-        run), then the rest on `workers` processes if the first ones show that it pays."""
+        run), then the rest on `workers` processes (or the spreader) if the first ones show
+        that it pays."""
         todo = [c for c in dict.fromkeys(frozenset(c) for c in coalitions) if c not in self.values]
         done = 0
         started = time.perf_counter()
@@ -175,6 +215,14 @@ class CachedGame:
         rest = todo[done:]
         if not rest:
             return
+        report = None if progress is None else lambda n: progress(done + n, len(todo))
+        if self.spreader is None:
+            self._on_pool(rest, report)
+        else:
+            self._on_spreader(self.spreader, rest, report)
+
+    def _on_pool(self, rest: list[Coalition], report: Callable[[int], None] | None) -> None:
+        """Evaluate `rest` on a pool of forked processes, each holding the game."""
         workers = min(self.workers, len(rest))
         chunksize = max(1, len(rest) // (workers * 8))
         with ProcessPoolExecutor(
@@ -184,15 +232,32 @@ class CachedGame:
             initargs=(self.game,),
         ) as pool:
             results = pool.map(_evaluate_installed, rest, chunksize=chunksize)
-            for coalition, value in zip(rest, results, strict=True):
+            for done, (coalition, value) in enumerate(zip(rest, results, strict=True), 1):
                 self._store(coalition, value)
-                done += 1
-                if progress is not None:
-                    progress(done, len(todo))
+                if report is not None:
+                    report(done)
+
+    def _on_spreader(
+        self, spreader: Spreader, rest: list[Coalition], report: Callable[[int], None] | None
+    ) -> None:
+        """Evaluate `rest` as tasks of `spreader`, one batch of coalitions per task."""
+        parts = min(len(rest), max(1, spreader.workers) * BATCHES_PER_WORKER)
+        split = np.array_split(np.arange(len(rest)), parts)  # contiguous, nearly equal
+        batches = [[rest[i] for i in part.tolist()] for part in split]
+        results = spreader.map(
+            evaluate_batch,
+            self.game,
+            batches,
+            label=SPREAD_LABEL,
+            progress=None if report is None else lambda k, n: report(len(rest) * k // n),
+        )
+        for batch, values in zip(batches, results, strict=True):
+            for coalition, value in zip(batch, values, strict=True):
+                self._store(coalition, value)
 
     def _workers_pay(self, done: int, total: int, started: float) -> bool:
         """Whether the rest of a batch should go to workers (judged after a few evaluations)."""
-        if self.workers == 1 or total - done < self.min_parallel:
+        if (self.workers == 1 and self.spreader is None) or total - done < self.min_parallel:
             return False
         if done < min(PROBE_EVALUATIONS, total):
             return self.pays_seconds <= 0.0
@@ -217,6 +282,11 @@ def _install_game(game: Game) -> None:
 def _evaluate_installed(coalition: Coalition) -> Any:
     assert _worker_game is not None, "worker started without a game"
     return _worker_game(coalition)
+
+
+def evaluate_batch(game: Game, coalitions: Sequence[Coalition]) -> list[Any]:
+    """Return the game's result for each coalition, in order: one spreader task."""
+    return [game(coalition) for coalition in coalitions]
 
 
 def _checked(coalition: Coalition, value: Any) -> np.ndarray:
@@ -407,6 +477,7 @@ def shapley(
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     workers: int = 1,
+    spreader: Spreader | None = None,
     progress: Progress | None = None,
     bootstrap_samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
     bootstrap_block: int = DEFAULT_BOOTSTRAP_BLOCK,
@@ -423,6 +494,8 @@ def shapley(
         samples: permutations sampled beyond that (at least 2, for a standard error).
         seed: the sampling seed (same seed, same estimate).
         workers: processes evaluating coalitions.
+        spreader: where coalitions are evaluated off-process instead (see `CachedGame`).
+            `workers` and `spreader` apply to a game wrapped here; a `CachedGame` keeps its own.
         progress: called with (done, total) evaluations.
         bootstrap_samples: block-bootstrap resamples for the standard errors.
         bootstrap_block: bars per bootstrap block.
@@ -434,7 +507,11 @@ def shapley(
     Raises:
         ValueError: `samples` below 2 when sampling is needed, or a non-finite v.
     """
-    cached = game if isinstance(game, CachedGame) else CachedGame(game, workers=workers)
+    cached = (
+        game
+        if isinstance(game, CachedGame)
+        else CachedGame(game, workers=workers, spreader=spreader)
+    )
     n = len(players)
     partition = singletons(n) if groups is None else [list(g) for g in groups]
     if sorted(m for g in partition for m in g) != list(range(n)):

@@ -23,6 +23,7 @@ from web3.exceptions import Web3Exception
 
 from agent.chain.backends import ChainBackend
 from agent.chain.deploy import Deployment
+from agent.compute import Backend
 from agent.config import RewardsSettings, Settings
 from agent.env.trading_env import EnvConfig, MarketData
 from agent.errors import ChainError, DataError, StoreError, UsageError
@@ -193,6 +194,7 @@ def measure_window(
     progress: Progress | None = None,
     quarantined: Collection[str] = (),
     previous: Mapping[str, Standing] | None = None,
+    compute: Backend | None = None,
 ) -> WindowMeasurement:
     """Measure every strategy's contribution to the decisions at bars [start, end) and score it.
 
@@ -200,6 +202,10 @@ def measure_window(
     (`agora strategies evaluate`): the game over the active strategies in registration order,
     their Shapley values with block-bootstrap standard errors (seeded by `shapley_seed +
     epoch`), and their scores against `previous` standings.
+
+    The coalitions run on `rewards.workers` local processes, or, with a `compute` backend other
+    than the local one (`compute.backend: ray`), as its tasks in batches; the values are the
+    same bit for bit either way.
     """
     in_window = data.mask[start:end]
     active = [
@@ -225,6 +231,7 @@ def measure_window(
         samples=rewards.shapley_samples,
         seed=rewards.shapley_seed,
         workers=rewards.workers,
+        spreader=None if compute is None or compute.name == "local" else compute,
         progress=progress,
         bootstrap_samples=rewards.bootstrap_samples,
         bootstrap_block=rewards.bootstrap_block_bars,
@@ -267,6 +274,7 @@ def compute_epoch(
     source: str = HISTORY,
     first_bar: int | None = None,
     source_detail: Mapping[str, Any] | None = None,
+    compute: Backend | None = None,
 ) -> EpochRecord:
     """Measure every strategy's contribution to an epoch and split its pool; write nothing.
 
@@ -305,6 +313,8 @@ def compute_epoch(
         first_bar: the first bar that may be decided (default: the environment's).
         source_detail: what the source says about itself (recorded: bars decided, skipped,
             verified), kept in the record.
+        compute: where the coalitions run (default: `rewards.workers` local processes; see
+            `measure_window`).
     """
     if baseline is not None:
         return _baseline_epoch(epoch, data, rewards, names, carry_in, model_id, baseline, source)
@@ -331,6 +341,7 @@ def compute_epoch(
         progress=progress,
         quarantined=quarantined,
         previous=previous,
+        compute=compute,
     )
     game, attribution, scores, active = (
         measured.game,
@@ -580,6 +591,7 @@ def run_epoch(
     source: str = HISTORY,
     first_bar: int | None = None,
     source_detail: Mapping[str, Any] | None = None,
+    compute: Backend | None = None,
 ) -> EpochRun:
     """Compute (if not recorded), record, publish and optionally claim one epoch.
 
@@ -592,6 +604,7 @@ def run_epoch(
         metadata: each strategy's declared payout address (used when the registry has none).
         registry_names: the name each strategy is registered under (default: its own).
         auto_claim: claim every leaf after publishing (default: `rewards.auto_claim`).
+        compute: where the coalitions run (`backend` is the chain); as in `compute_epoch`.
         The rest as in `compute_epoch`.
     """
     record = read_epoch(store, epoch)
@@ -622,6 +635,7 @@ def run_epoch(
             source=source,
             first_bar=first_bar,
             source_detail=source_detail,
+            compute=compute,
         )
         try:
             write_epoch(store, record)

@@ -1,14 +1,18 @@
-"""Shapley attribution: the axioms, a hand-computed game, Monte Carlo against exact, epochs."""
+"""Shapley attribution: the axioms, a hand-computed game, Monte Carlo against exact, epochs,
+the same values through a spreader (coalitions evaluated elsewhere)."""
 
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from agent.compute import LocalBackend
 from agent.config import PlantedSettings, SyntheticSettings
 from agent.env.features import FEATURE_NAMES, market_features
 from agent.env.trading_env import EnvConfig, MarketData, TradingEnv
@@ -22,6 +26,7 @@ from agent.rewards.attribution import (
     shapley_weights,
 )
 from agent.rewards.game import evaluate_epoch, null_signals
+from tests.support.games import RecordingSpreader, kernel_game
 
 CONFIG = EnvConfig()
 SIGNALS_AT = CONFIG.lookback_bars * len(FEATURE_NAMES)
@@ -393,3 +398,115 @@ def test_a_coalition_whose_run_is_ruined_stays_flat_to_the_end_of_the_epoch() ->
     result = shapley(game, data.strategy_names)
     assert result.values[3] < -1.0
     assert sum(result.values) == pytest.approx(result.v_all - result.v_empty, abs=1e-9)
+
+
+# --- a spreader: the coalitions evaluated elsewhere (a Backend), the values combined here ---
+
+
+def spread(workers: int = 1) -> RecordingSpreader:
+    """The local backend (tasks in this process), recording the batches it is given."""
+    return RecordingSpreader(LocalBackend(), workers=workers)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_spreader_gives_the_same_attribution_as_the_default_path(workers: int) -> None:
+    game = kernel_game(players=5, epoch_bars=120)
+    default = shapley(game, game.names)
+    spreader = spread(workers)
+    progress: list[tuple[int, int]] = []
+    spread_out = shapley(
+        CachedGame(game, spreader=spreader, pays_seconds=0.0),
+        game.names,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    assert spread_out == default
+    assert spread_out.values == default.values and spread_out.std_errors == default.std_errors
+    assert np.array_equal(spread_out.per_bar, default.per_bar)
+    # every coalition went through the spreader, once, in 4 batches per worker
+    assert sorted(spreader.coalitions, key=sorted) == sorted(all_coalitions(5), key=sorted)
+    assert len(spreader.batches) == 4 * workers
+    assert {len(b) for b in spreader.batches} <= {32 // (4 * workers), -(-32 // (4 * workers))}
+    assert progress[-1] == (32, 32) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+
+
+def test_a_spreader_gives_the_same_monte_carlo_estimate() -> None:
+    game = kernel_game(players=5, epoch_bars=120)
+    kwargs: dict[str, Any] = {"exact_max_players": 3, "samples": 30, "seed": 4}
+    default = shapley(game, game.names, **kwargs)
+    spreader = spread(2)
+    spread_out = shapley(
+        CachedGame(game, spreader=spreader, pays_seconds=0.0), game.names, **kwargs
+    )
+    assert spread_out.method == "monte_carlo" and spread_out == default
+    assert np.array_equal(spread_out.per_bar, default.per_bar)
+    assert len(spreader.coalitions) == spread_out.evaluations
+
+
+def test_a_spreader_is_used_only_when_it_pays() -> None:
+    """The probe that decides whether forking workers pays decides for a spreader too."""
+    table = random_game(6)
+    fast, forced = spread(2), spread(2)
+    quick = shapley(CachedGame(table.__getitem__, spreader=fast), list("abcdef"))
+    sent = shapley(CachedGame(table.__getitem__, spreader=forced, pays_seconds=0.0), list("abcdef"))
+    assert fast.batches == []  # 64 dictionary lookups: far below PAYS_SECONDS in-process
+    assert len(forced.coalitions) == 64
+    assert quick == sent and np.array_equal(quick.per_bar, sent.per_bar)
+
+
+def test_efficiency_holds_bar_by_bar_through_a_spreader() -> None:
+    table = random_game(5, seed=3)
+    for groups in ([[0, 2], [1], [3, 4]], None):
+        result = shapley(
+            CachedGame(table.__getitem__, spreader=spread(2), pays_seconds=0.0),
+            list("abcde"),
+            groups=groups,
+        )
+        gain = table[frozenset(range(5))] - table[frozenset()]
+        assert sum(result.values) == pytest.approx(float(gain.sum()), abs=1e-12)
+        assert result.per_bar.sum(axis=0) == pytest.approx(gain, abs=1e-12)
+
+
+def test_symmetry_and_the_null_player_through_a_spreader() -> None:
+    def gloves(s: Coalition) -> float:  # the right gloves are interchangeable
+        return 1.0 if 0 in s and (1 in s or 2 in s) else 0.0
+
+    spreader = spread(2)
+    values = shapley(
+        CachedGame(gloves, spreader=spreader, min_parallel=2, pays_seconds=0.0),
+        ["left", "right-1", "right-2"],
+    ).values
+    assert len(spreader.coalitions) == 8
+    assert values[1] == values[2] and values == pytest.approx((2 / 3, 1 / 6, 1 / 6))
+    data = market()
+    ignored = evaluate_epoch(SumOfSignals([0]), data, 60, 340)  # reads the oracle only
+    result = shapley(
+        CachedGame(ignored, spreader=spread(2), pays_seconds=0.0), data.strategy_names
+    ).by_name()
+    assert result["oracle-copy"] == result["silent"] == result["noise"] == 0.0
+    assert result["oracle"] == pytest.approx(
+        ignored.value(frozenset(range(4))) - ignored.value(frozenset())
+    )
+
+
+def test_the_epoch_game_pickles_and_plays_the_same_in_another_process() -> None:
+    """A spreader sends the game by pickle (Ray: cloudpickle) to processes that never forked
+    from this one: the policy (a NumpyPolicy with its kernel network) and the market travel."""
+    game = kernel_game(players=4, epoch_bars=80)
+    game(frozenset({0}))  # the policy's packed network is built: it travels too
+    copy = pickle.loads(pickle.dumps(game))
+    assert copy.predict.network.n_inputs == game.predict.network.n_inputs
+    for coalition in all_coalitions(4):
+        assert np.array_equal(copy(coalition), game(coalition))
+
+
+def test_a_failing_game_fails_the_same_through_a_spreader() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        shapley(
+            CachedGame(
+                lambda s: float("nan") if len(s) == 3 else 0.0,
+                spreader=spread(2),
+                min_parallel=2,
+                pays_seconds=0.0,
+            ),
+            ["a", "b", "c"],
+        )
