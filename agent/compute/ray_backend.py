@@ -129,6 +129,7 @@ def connected(compute: ComputeSettings) -> Iterator[RayBackend]:
         try:
             if compute.address is None:
                 ray.init(
+                    address="local",  # a new Ray of our own, never one `ray start` left running
                     num_cpus=compute.num_cpus,
                     include_dashboard=False,
                     log_to_driver=False,
