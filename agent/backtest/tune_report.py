@@ -118,7 +118,12 @@ def parameters_figure(study: dict[str, Any]) -> Any:
             col=column,
         )
         if kind == "loguniform":
-            figure.update_xaxes(type="log", row=1, col=column)
+            figure.update_xaxes(type="log", nticks=4, row=1, col=column)
+        elif kind == "choice":  # the options in the space's order, not the trials'
+            options = [format_value(v) for v in study["space"]["space"][key]["choice"]]
+            figure.update_xaxes(
+                type="category", categoryorder="array", categoryarray=options, row=1, col=column
+            )
     figure.update_layout(height=320, margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return figure
 
