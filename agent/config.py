@@ -356,13 +356,17 @@ class Settings(Section):
     compute: ComputeSettings = ComputeSettings()
 
     def config_hash(self) -> str:
-        """Return a stable hash of the effective configuration (for run metadata).
+        """Return a stable hash of the effective configuration (for run metadata): the first
+        16 hex digits of `config_sha256`."""
+        return self.config_sha256()[:16]
+
+    def config_sha256(self) -> str:
+        """Return the sha256 (hex) of the sorted-key JSON dump of the effective configuration.
 
         Where the work runs (`compute`) is left out: it does not change any result.
         """
         blob = json.dumps(self.model_dump(mode="json", exclude={"compute"}), sort_keys=True)
-        blob_bytes = blob.encode()
-        return hashlib.sha256(blob_bytes).hexdigest()[:16]
+        return hashlib.sha256(blob.encode()).hexdigest()
 
 
 REPLACED_KEYS = {

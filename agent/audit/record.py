@@ -11,7 +11,6 @@ docs/audit.md spells the encoding out field by field for verifiers in other lang
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -138,12 +137,11 @@ def text_id(text: str) -> str:
 def config_digest(settings: Settings) -> str:
     """Return the full sha256 of the effective configuration, as bytes32 hex.
 
-    It hashes the same bytes as `Settings.config_hash()` (the sorted-key JSON dump of the
-    settings), which keeps only the first 16 hex digits; so `config_hash()` is a prefix of
-    this digest without the `0x`, and a record's `config_hash` can be matched to a run's.
+    `Settings.config_hash()` keeps only the first 16 hex digits of the same sha256, so it is a
+    prefix of this digest without the `0x`, and a record's `config_hash` can be matched to a
+    run's.
     """
-    blob = json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
-    return "0x" + hashlib.sha256(blob).hexdigest()
+    return "0x" + settings.config_sha256()
 
 
 def observation_digest(observation: Any) -> str:
