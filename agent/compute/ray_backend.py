@@ -99,14 +99,23 @@ def gather(refs: Sequence[Any], label: str, progress: Progress | None = None) ->
         cause = e.cause
         if isinstance(cause, AgoraError):
             raise cause from None
-        raise ComputeError(f"{label}: a Ray task failed: {cause!r}") from e
+        raise ComputeError(f"{label}: a Ray task failed: {_brief(cause)}") from e
     except ray.exceptions.RayError as e:
         cancel(pending)
-        raise ComputeError(f"{label}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        raise ComputeError(f"{label}: {_brief(e)}") from e
     except BaseException:
         cancel(pending)
         raise
     return results
+
+
+def _brief(error: BaseException) -> str:
+    """One short line for an error from a worker (Ray's carry whole remote tracebacks)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
+    if "Can't get attribute" in str(error) or "No module named 'agent" in str(error):
+        text += " (every node needs the same Agora version as the driver: docs/scale-out.md)"
+    return text
 
 
 def cancel(refs: Sequence[Any]) -> None:
@@ -141,7 +150,7 @@ def connected(compute: ComputeSettings) -> Iterator[RayBackend]:
                     log_to_driver=False,
                     logging_level=logging.WARNING,
                 )
-        except (ConnectionError, RuntimeError, ValueError) as e:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as e:
             where = "a local Ray" if compute.address is None else repr(compute.address)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"compute.address: cannot start or join {where}: {first}") from e

@@ -462,7 +462,7 @@ def record_study(
                 study.backend,
                 document["chosen_trial"],
                 study.chosen_model,
-                json.dumps(document, sort_keys=True, default=float),
+                json.dumps(document, default=float),  # the space's keys in the file's order
                 report_path,
             ],
         )
