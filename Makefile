@@ -65,9 +65,9 @@ sandbox:
 	@command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 
 # The slow end-to-end tests (the learning runs with the shipped defaults and their payouts,
-# the kill test, the node and busy-database runs, `agora run`) run in a second pytest process
-# beside the rest, one per core, so both take about as long; both must pass. Each prints its
-# slowest tests (where the time goes: benchmarks/README.md).
+# the kill test, the node and busy-database runs, `agora run`, the tests on a `ray start` head)
+# run in a second pytest process beside the rest, one per core, so both take about as long;
+# both must pass. Each prints its slowest tests (where the time goes: benchmarks/README.md).
 pytest: $(STAMP) $(RAY_STAMP) $(NPM_STAMP) browser sandbox
 	@$(BIN)/pytest -q -m slow --durations=10 > .pytest-slow.log 2>&1 & slow=$$!; \
 	$(BIN)/pytest -q -m "not slow" --durations=25; fast=$$?; \
