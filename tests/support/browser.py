@@ -29,6 +29,7 @@ import inspect
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -476,3 +477,33 @@ def _exception_text(details: dict[str, Any]) -> str:
     """The description of a thrown exception (CDP ExceptionDetails)."""
     exception = details.get("exception") or {}
     return str(exception.get("description") or exception.get("value") or details.get("text"))
+
+
+def rendered_page(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """Open a local HTML page in headless Chromium (no network): its DOM once scripts ran, and
+    every console line that reports an error. Fails (never skips) without Chromium."""
+    import pytest
+
+    try:
+        chromium = find_chromium()
+    except ChromiumMissing as missing:
+        pytest.fail(str(missing))
+    done = subprocess.run(
+        [
+            chromium,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    return done.stdout, [line for line in console if re.search(r"error|uncaught", line, re.I)]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from agent.backtest.evaluation import evaluate_strategy, summary_rows, write_report
 from agent.config import Settings
-from tests.support.browser import FLAGS, ChromiumMissing, find_chromium
+from tests.support.browser import rendered_page
 
 
 @pytest.fixture(scope="module")
@@ -29,32 +28,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluation_report_draws_its_three_charts_without_errors(
     page: Path, tmp_path: Path
 ) -> None:
-    try:
-        chromium = find_chromium()
-    except ChromiumMissing as missing:
-        pytest.fail(str(missing))
-    done = subprocess.run(
-        [
-            chromium,
-            *FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    dom = done.stdout
+    dom, errors = rendered_page(page, tmp_path / "profile")
     for div in ("window-chart", "signal-chart", "overlap-chart"):
         chart = dom[dom.index(f'id="{div}"') :]
         assert 'class="main-svg"' in chart[:200_000], f"plotly did not render {div}"
     assert re.search(r'id="render-errors">\s*</div>', dom), "the page reported an error"
-    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
-    errors = [line for line in console if re.search(r"error|uncaught", line, re.I)]
     assert not errors, errors

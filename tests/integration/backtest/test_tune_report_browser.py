@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agent.backtest.tune_report import best_settings_yaml, trial_rows, write_report
-from tests.support.browser import FLAGS, ChromiumMissing, find_chromium
+from tests.support.browser import rendered_page
 
 
 def _study() -> dict[str, Any]:
@@ -76,33 +73,10 @@ def test_the_table_puts_the_best_first_marks_the_chosen_and_the_failed_last() ->
 
 def test_tune_report_draws_its_charts_without_errors(tmp_path: Path) -> None:
     page = write_report(_study(), tmp_path / "report.html")
-    try:
-        chromium = find_chromium()
-    except ChromiumMissing as missing:
-        pytest.fail(str(missing))
-    done = subprocess.run(
-        [
-            chromium,
-            *FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    dom = done.stdout
+    dom, errors = rendered_page(page, tmp_path / "profile")
     for div in ("progress-chart", "parameters-chart"):
         chart = dom[dom.index(f'id="{div}"') :]
         assert 'class="main-svg"' in chart[:200_000], f"plotly did not render {div}"
     assert re.search(r'id="render-errors">\s*</div>', dom), "the page reported an error"
     assert "t0000006" in dom and "best so far" in dom
-    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
-    errors = [line for line in console if re.search(r"error|uncaught", line, re.I)]
     assert not errors, errors
