@@ -47,6 +47,9 @@ class WindowMetrics:
         mean_exposure: mean exposure after each decision.
         fully_invested_share: share of bars at or above `FULLY_INVESTED`.
         reward_sum: sum of the environment's rewards.
+        sharpe: the mean per-bar net log return over its standard deviation, times the square
+            root of the bars (a t-statistic of the window's return: how surely it is not luck;
+            0 when the value never moves).
     """
 
     bars: int
@@ -58,6 +61,7 @@ class WindowMetrics:
     mean_exposure: float
     fully_invested_share: float
     reward_sum: float
+    sharpe: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -79,7 +83,20 @@ def window_metrics(result: RolloutResult) -> WindowMetrics:
         mean_exposure=float(t.exposure.mean()) if t.steps else 0.0,
         fully_invested_share=float((t.exposure >= FULLY_INVESTED).mean()) if t.steps else 0.0,
         reward_sum=float(t.reward.sum()),
+        sharpe=_t_statistic(t.value_quote, initial),
     )
+
+
+def _t_statistic(value_quote: np.ndarray, initial: float) -> float:
+    """mean / std * sqrt(n) of the per-bar log returns of a value series starting at `initial`."""
+    values = np.concatenate([[initial], np.asarray(value_quote, dtype="float64")])
+    if len(values) < 3 or not (values > 0).all():
+        return 0.0
+    returns = np.diff(np.log(values))
+    spread = float(returns.std(ddof=1))
+    if spread == 0.0 or not math.isfinite(spread):
+        return 0.0
+    return float(returns.mean() / spread * math.sqrt(len(returns)))
 
 
 def strategy_turnover(signals: np.ndarray, mask: np.ndarray) -> np.ndarray:

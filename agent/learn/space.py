@@ -6,7 +6,8 @@
     seed: 0                     # the searcher's seed
     seeds_per_trial: 1          # training seeds of every trial, from agent.seed on
     objective: mean             # how a trial's seeds' validation scores combine: mean | min
-    metric: log_return          # the validation metric maximised
+    metric: log_return          # the validation metric maximised (log_return | total_return |
+                                #   sharpe | reward_sum)
     timesteps: null             # steps per seed (null: agent.timesteps, or the space's value)
     max_concurrent: null        # trials at once (null: as many as the cluster has CPUs for)
     space:                      # config keys of the agent section, each one distribution
@@ -37,7 +38,7 @@ from agent.errors import ConfigError
 
 Kind = Literal["uniform", "loguniform", "int", "choice"]
 KINDS: tuple[Kind, ...] = ("uniform", "loguniform", "int", "choice")
-METRICS = ("log_return", "total_return", "reward_sum")
+METRICS = ("log_return", "total_return", "sharpe", "reward_sum")
 """Validation metrics a study may maximise (`agent.learn.diagnostics.WindowMetrics`)."""
 FIXED_KEYS = frozenset({"strategies", "split", "seed", "seeds", "algorithm", "action"})
 """Agent keys a study may not search: they change what the trials are compared on."""

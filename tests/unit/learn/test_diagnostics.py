@@ -122,3 +122,14 @@ def test_strategy_turnover_follows_the_signal_as_an_exposure() -> None:
     signals = np.array([[-1.0, 0.0], [1.0, 0.0], [-1.0, 0.5], [-1.0, 0.0]])
     mask = np.array([[True, False], [True, True], [True, True], [True, True]])
     np.testing.assert_allclose(strategy_turnover(signals, mask), [2 / 3, 0.5 / 3])
+
+
+def test_the_sharpe_of_a_window_is_the_t_statistic_of_its_per_bar_log_returns() -> None:
+    from agent.learn.diagnostics import _t_statistic
+
+    values = np.array([101.0, 100.0, 103.0, 104.0, 102.0])
+    returns = np.diff(np.log(np.concatenate([[100.0], values])))
+    expected = returns.mean() / returns.std(ddof=1) * np.sqrt(5)
+    assert _t_statistic(values, 100.0) == pytest.approx(expected)
+    assert _t_statistic(np.full(5, 100.0), 100.0) == 0.0  # never moves: no evidence
+    assert _t_statistic(np.array([50.0, 0.0]), 100.0) == 0.0  # ruined

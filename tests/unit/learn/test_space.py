@@ -60,7 +60,7 @@ def test_choices_that_are_lists_travel_as_json_text_and_come_back_as_lists(
         ("trails: 8\nspace:\n  agent.gamma: {uniform: [0.9, 0.99]}\n", "unknown key 'trails'"),
         ("trials: 0\nspace:\n  agent.gamma: {uniform: [0.9, 0.99]}\n", "trials = 0"),
         ("objective: max\nspace:\n  agent.gamma: {uniform: [0.9, 0.99]}\n", "mean or min"),
-        ("metric: sharpe\nspace:\n  agent.gamma: {uniform: [0.9, 0.99]}\n", "metric = 'sharpe'"),
+        ("metric: sortino\nspace:\n  agent.gamma: {uniform: [0.9, 0.99]}\n", "metric = 'sortino'"),
         ("name: x\n", "'space' must map"),
         ("space: [\n", "invalid YAML"),
     ],
