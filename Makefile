@@ -53,7 +53,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 	$(BIN)/lint-imports --no-cache
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) $(RAY_STAMP)
 	$(BIN)/mypy
 
 # Browser tests render the HTML reports in headless Chromium (Debian package; CI runs as root).

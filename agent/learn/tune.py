@@ -261,7 +261,7 @@ def _run_trials(
     import ray
     from ray import tune
 
-    collector = ray.remote(num_cpus=0)(Collector).remote()
+    collector: Any = ray.remote(num_cpus=0)(Collector).remote()
     job = TrialJob(dataset, settings, space, algorithm, collector)
     resources: dict[str, float] = {"cpu": settings.compute.cpus_per_task}
     if settings.compute.memory_mb_per_task is not None:
@@ -289,8 +289,7 @@ def _run_trials(
             ),
         )
         grid = tuner.fit()
-        taken: Any = collector.take.remote()  # type: ignore[attr-defined]
-        models: dict[str, list[FittedSeed]] = ray.get(taken)
+        models: dict[str, list[FittedSeed]] = ray.get(collector.take.remote())
     trials = []
     results: list[Any] = [grid[index] for index in range(len(grid))]
     for number, result in enumerate(results, start=1):
