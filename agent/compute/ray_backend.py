@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -88,12 +91,8 @@ def gather(refs: Sequence[Any], label: str, progress: Progress | None = None) ->
     results: list[Any] = [None] * len(refs)
     pending = list(refs)
     try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                results[position[ref]] = ray.get(ref)
-                if progress is not None:
-                    progress(len(refs) - len(pending), len(refs))
+        with exit_on_interrupt():
+            _wait_all(pending, refs, results, position, progress)
     except ray.exceptions.RayTaskError as e:
         cancel(pending)
         cause = e.cause
@@ -107,6 +106,51 @@ def gather(refs: Sequence[Any], label: str, progress: Progress | None = None) ->
         cancel(pending)
         raise
     return results
+
+
+def _wait_all(
+    pending: list[Any],
+    refs: Sequence[Any],
+    results: list[Any],
+    position: dict[Any, int],
+    progress: Progress | None,
+) -> None:
+    """Fill `results` as tasks finish (`pending` shrinks in place, for the caller to cancel)."""
+    while pending:
+        ready, rest = ray.wait(pending, num_returns=1)
+        pending[:] = rest
+        for ref in ready:
+            results[position[ref]] = ray.get(ref)
+            if progress is not None:
+                progress(len(refs) - len(pending), len(refs))
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """While Ray works for the driver, SIGINT ends the command at once with exit code 130.
+
+    A KeyboardInterrupt raised inside Ray's waits can be lost (seen under load: Ctrl-C
+    during `ray.wait`, and the run went on to the end; Tune's loop swallows it too). While
+    the tasks run nothing has been written to the store or the models directory (the driver
+    writes only after), so exiting leaves both as they were. A Ray this command started dies
+    with it (Ray's fate sharing); a cluster drops the tasks of a driver that is gone.
+    Outside the main thread (where signals cannot be caught) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        print("interrupted", file=sys.__stderr__, flush=True)
+        if cleanup is not None:
+            cleanup()
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _brief(error: BaseException) -> str:

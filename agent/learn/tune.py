@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -261,6 +262,8 @@ def _run_trials(
     import ray
     from ray import tune
 
+    from agent.compute.ray_backend import exit_on_interrupt
+
     collector: Any = ray.remote(num_cpus=0)(Collector).remote()
     job = TrialJob(dataset, settings, space, algorithm, collector)
     resources: dict[str, float] = {"cpu": settings.compute.cpus_per_task}
@@ -288,7 +291,8 @@ def _run_trials(
                 callbacks=[_progress_callback(space)] if progress else None,
             ),
         )
-        grid = tuner.fit()
+        with exit_on_interrupt(lambda: shutil.rmtree(storage, ignore_errors=True)):
+            grid = tuner.fit()
         models: dict[str, list[FittedSeed]] = ray.get(collector.take.remote())
     trials = []
     results: list[Any] = [grid[index] for index in range(len(grid))]
@@ -391,7 +395,7 @@ def _quiet() -> Iterator[None]:
 
 
 _TUNE_ENV = {
-    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # `exit_on_interrupt` handles SIGINT
     "RAY_AIR_NEW_OUTPUT": "0",
 }
 

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 STEPS = "2048"
 """Timesteps per seed: a seed's task runs for a few seconds, long enough to be killed."""
 TASK_TITLE = "ray::agora-train"
+TRIAL_TITLE = "ray::ImplicitFunc.train"
+"""The process title of a worker while it runs an `agora tune` trial (Ray Tune's name)."""
 """The process title of a worker while it runs one of `agora train`'s seed tasks."""
 
 
@@ -93,16 +95,18 @@ def _start(directory: Path, cluster: RayCluster, *args: str) -> subprocess.Popen
     )
 
 
-def _wait_for_tasks(cluster: RayCluster, process: subprocess.Popen[str]) -> list[int]:
-    """Wait until workers run seed tasks; return their PIDs."""
+def _wait_for_tasks(
+    cluster: RayCluster, process: subprocess.Popen[str], title: str = TASK_TITLE
+) -> list[int]:
+    """Wait until workers run the command's tasks (seed tasks by default); return their PIDs."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        running = cluster.processes(TASK_TITLE)
+        running = cluster.processes(title)
         if running:
             return running
         time.sleep(0.05)
-    raise AssertionError("no seed task started within 120 s")
+    raise AssertionError(f"no {title} task started within 120 s")
 
 
 def _dump(directory: Path) -> list[str]:
@@ -216,3 +220,22 @@ def test_a_small_tune_on_the_cluster_registers_every_trials_model(
     assert sorted(r[0] for r in rows) == sorted(t["trial_id"] for t in trials)
     report = (market / stored[2]).read_text()
     assert all(t["trial_id"] in report for t in trials) and "best so far" in report
+
+
+def test_an_interrupted_tune_exits_at_once_and_records_nothing(
+    ray_cluster: RayCluster, market: Path
+) -> None:
+    (market / "space.yaml").write_text(SMALL_SPACE.replace("timesteps: 256", "timesteps: 4096"))
+    before = _dump(market)
+    process = _start(market, ray_cluster, "tune", "space.yaml", "--json")
+    _wait_for_tasks(ray_cluster, process, TRIAL_TITLE)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().endswith("interrupted") and stdout == ""
+    assert _dump(market) == before
+    assert list((market / "data").rglob("*.zip")) == []
+    deadline = time.monotonic() + 30
+    while ray_cluster.processes(TRIAL_TITLE) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_cluster.processes(TRIAL_TITLE) == [], "trials kept running"
