@@ -487,11 +487,3 @@ def record_study(
             ],
         )
     return [registry.show(store, r.id) for r in records]
-
-
-def list_studies(store: Store, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest studies, newest first (id, name, trials, chosen model, best params)."""
-    rows = store.db.execute(
-        "SELECT document FROM tune_studies ORDER BY started_ms DESC LIMIT ?", [limit]
-    ).fetchall()
-    return [json.loads(row[0]) for row in rows]
