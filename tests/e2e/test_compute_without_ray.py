@@ -34,12 +34,14 @@ def _agora(workdir: Path, *args: str, **extra: str) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture
-def market(tmp_path: Path) -> Path:
-    (tmp_path / "config.yaml").write_text(TINY_CONFIG)
-    synth = _agora(tmp_path, "data", "synth", "--bars", "900", "--seed", "3")
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small market for the module (each test compares the files before and after)."""
+    workdir = tmp_path_factory.mktemp("no-ray")
+    (workdir / "config.yaml").write_text(TINY_CONFIG)
+    synth = _agora(workdir, "data", "synth", "--bars", "900", "--seed", "3")
     assert synth.returncode == 0, synth.stderr
-    return tmp_path
+    return workdir
 
 
 def test_the_shim_really_hides_ray(market: Path) -> None:
