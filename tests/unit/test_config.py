@@ -5,10 +5,12 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from agent.config import Settings, effective_config, iter_key_paths, load_settings
 from agent.errors import ConfigError
+from agent.learn.space import load_space
 
 ROOT = Path(__file__).parents[2]
 
@@ -26,6 +28,20 @@ def test_shipped_config_equals_the_built_in_defaults() -> None:
         assert Path(loaded[section][key]).is_absolute()
         loaded[section][key] = defaults[section][key]
     assert loaded == defaults
+
+
+def test_the_shipped_agent_settings_are_what_agora_tune_chose() -> None:
+    """The learning defaults are the choice of the recorded study of tune/planted-edge.yaml
+    (docs/scale-out.md), and that study searched the space file as shipped."""
+    recorded = yaml.safe_load((ROOT / "tune" / "planted-edge.chosen.yaml").read_text())
+    space = load_space(ROOT / "tune" / "planted-edge.yaml", Settings())
+    assert recorded["space_hash"] == space.space_hash, "the space changed: run the study again"
+    assert set(recorded["chosen"]) == {parameter.key for parameter in space.parameters}
+    shipped = load_settings(ROOT / "config.yaml", environ={}).agent.model_dump(mode="json")
+    built_in = Settings().agent.model_dump(mode="json")
+    for key, value in recorded["chosen"].items():
+        name = key.removeprefix("agent.")
+        assert shipped[name] == value and built_in[name] == value, key
 
 
 def test_every_config_key_is_documented_in_the_reference() -> None:
