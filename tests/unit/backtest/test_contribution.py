@@ -22,12 +22,15 @@ from tests.unit.learn.conftest import TINY_AGENT
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A store with a tiny synthetic market and one tiny PPO model observing three strategies."""
+    """A store with a tiny synthetic market and one tiny PPO model observing three strategies,
+    whose actions on the validation window depend on `planted-oracle`. Its learning rate is
+    pinned: in 256 steps at the shipped one, the kept checkpoint ignores the strategy, and its
+    contribution is exactly 0 with no error to divide by."""
     directory = tmp_path_factory.mktemp("contribution")
     settings = Settings.model_validate(
         {
             "data": {"dir": str(directory)},
-            "agent": TINY_AGENT,
+            "agent": {**TINY_AGENT, "learning_rate": 3e-4},
             "strategies": {"fixtures": ["planted-oracle"]},
             "rewards": {"workers": 1, "bootstrap_samples": 200},
         }
@@ -76,6 +79,7 @@ def test_the_estimate_is_the_strategys_shapley_value_on_the_validation_window(
     )
     assert estimate["value"] == direct.by_name()["planted-oracle"]
     assert estimate["se"] == direct.errors_by_name()["planted-oracle"]
+    assert estimate["se"] > 0, estimate
     assert estimate["z"] == pytest.approx(estimate["value"] / estimate["se"])
     assert estimate["significant"] == (
         estimate["z"] > rewards.significance and estimate["value"] > 0

@@ -23,7 +23,7 @@ def test_the_shipped_space_loads_and_every_value_it_can_take_is_a_valid_setting(
     space = load_space(REPO / "tune" / "planted-edge.yaml", Settings())
     assert space.trials >= 8 and space.seeds_per_trial == 3 and space.objective == "min"
     keys = {p.key for p in space.parameters}
-    assert {"agent.exposure_levels", "agent.lookback_bars", "agent.turnover_penalty"} <= keys
+    assert {"agent.exposure_levels", "agent.turnover_penalty", "agent.learning_rate"} <= keys
     for parameter in space.parameters:
         for value in parameter.values:
             assert parameter.decode(parameter.encode(value)) == value
